@@ -1,0 +1,154 @@
+"""The rendering interface: ``render(gaussians, cameras, background, options) -> RenderOutput``.
+
+Backends (same maths, same outputs):
+
+* ``"gsplat"`` - gsplat's CUDA ``rasterization`` (classic mode), every camera of a call in one
+  launch. Needs CUDA and the ``cuda`` extra.
+* ``"torch"`` - gen4d's own pure-PyTorch tile rasteriser (:mod:`gen4d.render.reference`), on
+  any device, differentiable by autograd.
+* ``"auto"`` - gsplat when CUDA and gsplat are usable, else torch.
+
+The rasteriser knows nothing about time: deform the Gaussians to each camera's time first and
+pass a batched set (C, N, ...) - one set per camera - or one shared set (N, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from gen4d._checks import check_shape
+from gen4d.cameras import Cameras
+from gen4d.gaussians.core import Gaussians
+
+Backend = Literal["auto", "gsplat", "torch"]
+
+__all__ = ["RenderOptions", "RenderOutput", "render", "available_backends", "resolve_backend", "GSPLAT_HINT"]
+
+GSPLAT_HINT = (
+    "the gsplat backend needs a CUDA GPU and gsplat: pip install 'gen4d[cuda]' "
+    "(gsplat JIT-compiles its CUDA extension on first use: about a minute; needs nvcc and ninja)"
+)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to rasterise (shared by both backends)."""
+
+    backend: Backend = "auto"
+    """'auto' (gsplat if usable, else torch), 'gsplat' or 'torch'."""
+    near: float = 0.01
+    """Gaussians with camera depth <= near are culled."""
+    far: float = 1e10
+    """Gaussians with camera depth >= far are culled."""
+    eps2d: float = 0.3
+    """Low-pass filter added to the 2D covariance diagonal (pixels^2)."""
+    tile_size: int = 16
+    """torch backend: tile edge in pixels."""
+    max_elements: int = 1 << 22
+    """torch backend: pixel x Gaussian pairs evaluated at once (bounds memory, see reference.py)."""
+    checkpoint: bool = True
+    """torch backend: recompute tile chunks in backward instead of storing them (bounded memory)."""
+    absgrad: bool = False
+    """gsplat backend: also accumulate absolute 2D-mean gradients (means2d.absgrad)."""
+
+
+@dataclass
+class RenderOutput:
+    """Renders of C cameras. Call ``means2d.retain_grad()`` before backward to read 2D-mean
+    gradients (densification)."""
+
+    rgb: torch.Tensor
+    """(C, H, W, 3) colour composited over the background."""
+    alpha: torch.Tensor
+    """(C, H, W, 1) accumulated opacity."""
+    depth: torch.Tensor
+    """(C, H, W, 1) expected depth (sum w_i z_i / alpha), 0 where alpha is 0."""
+    means2d: torch.Tensor
+    """(C, N, 2) projected centres in pixels, the tensor the rasteriser used (gsplat with
+    per-camera sets: (C, 1, N, 2)); read gradients through :meth:`means2d_grad`."""
+    radii: torch.Tensor
+    """(C, N, 2) int screen-space half extents; 0 for culled Gaussians."""
+    visible: torch.Tensor
+    """(C, N) bool: the Gaussian touches the image of that camera."""
+    backend: str
+    """Which backend produced this output."""
+
+    def means2d_grad(self) -> torch.Tensor | None:
+        """(C, N, 2) gradient of the loss w.r.t. the 2D means (after retain_grad + backward)."""
+        grad = self.means2d.grad
+        return None if grad is None else grad.reshape(self.visible.shape + (2,))
+
+
+@functools.lru_cache(maxsize=None)
+def _gsplat_importable() -> bool:
+    return importlib.util.find_spec("gsplat") is not None
+
+
+def available_backends() -> dict[str, bool]:
+    return {"torch": True, "gsplat": _gsplat_importable() and torch.cuda.is_available()}
+
+
+def resolve_backend(backend: Backend, device: torch.device) -> str:
+    if backend == "torch":
+        return "torch"
+    if backend == "gsplat":
+        if not _gsplat_importable():
+            raise RuntimeError(f"backend 'gsplat' is not installed: {GSPLAT_HINT}")
+        if device.type != "cuda":
+            raise RuntimeError(f"backend 'gsplat' needs tensors on a CUDA device (got {device}); {GSPLAT_HINT}")
+        return "gsplat"
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" and _gsplat_importable() else "torch"
+    raise ValueError(f"render: unknown backend {backend!r}; expected 'auto', 'gsplat' or 'torch'")
+
+
+def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | None) -> torch.Tensor:
+    if not isinstance(gaussians, Gaussians):
+        raise TypeError(f"render: gaussians must be a gen4d Gaussians, got {type(gaussians).__name__}")
+    if not isinstance(cameras, Cameras):
+        raise TypeError(f"render: cameras must be gen4d Cameras, got {type(cameras).__name__}")
+    gaussians.validate("gaussians")
+    if len(gaussians) == 0:
+        raise ValueError("render: gaussians is empty (N = 0); expected at least one Gaussian")
+    count = len(cameras)
+    if count == 0:
+        raise ValueError("render: cameras is empty; expected at least one camera")
+    if gaussians.batched and gaussians.means.shape[0] != count:
+        raise ValueError(
+            f"render: batched gaussians hold {gaussians.means.shape[0]} sets but there are {count} cameras; "
+            "expected one set per camera (or an unbatched set shared by all)"
+        )
+    device, dtype = gaussians.means.device, gaussians.means.dtype
+    if background is None:
+        background = torch.zeros(count, 3, device=device, dtype=dtype)
+    else:
+        background = torch.as_tensor(background, device=device, dtype=dtype)
+        if background.shape == (3,):
+            background = background.expand(count, 3)
+        check_shape("background", background, (count, 3))
+    return background
+
+
+def render(
+    gaussians: Gaussians,
+    cameras: Cameras,
+    background: torch.Tensor | None = None,
+    options: RenderOptions = RenderOptions(),
+) -> RenderOutput:
+    """Render ``gaussians`` (N, ...) or (C, N, ...) from ``cameras`` (C) over ``background``
+    ((3,) or (C, 3), default black)."""
+    background = _check_inputs(gaussians, cameras, background)
+    cameras = cameras.to(gaussians.means.device, gaussians.means.dtype)
+    backend = resolve_backend(options.backend, gaussians.means.device)
+    if backend == "gsplat":
+        from gen4d.render.gsplat_backend import render_gsplat
+
+        return render_gsplat(gaussians, cameras, background, options)
+    from gen4d.render.reference import render_reference
+
+    return render_reference(gaussians, cameras, background, options)

@@ -1,0 +1,56 @@
+"""gsplat backend: one ``gsplat.rasterization`` call (classic mode, RGB+ED) for all cameras."""
+
+from __future__ import annotations
+
+import torch
+
+from gen4d.cameras import Cameras
+from gen4d.gaussians.core import Gaussians
+from gen4d.render.core import GSPLAT_HINT, RenderOptions, RenderOutput
+
+
+def render_gsplat(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, options: RenderOptions) -> RenderOutput:
+    try:
+        from gsplat import rasterization
+    except ImportError as err:
+        raise RuntimeError(f"gsplat could not be imported ({err}); {GSPLAT_HINT}") from err
+    viewmats, Ks = cameras.world_to_camera, cameras.intrinsics
+    if gaussians.batched:
+        # One Gaussian set per camera: gsplat's leading batch dimension, one camera per batch entry.
+        viewmats, Ks = viewmats[:, None], Ks[:, None]
+    quats = torch.nn.functional.normalize(gaussians.quats, dim=-1)
+    colors, alphas, meta = rasterization(
+        means=gaussians.means,
+        quats=quats,
+        scales=gaussians.scales,
+        opacities=gaussians.opacities,
+        colors=gaussians.sh,
+        viewmats=viewmats,
+        Ks=Ks,
+        width=cameras.width,
+        height=cameras.height,
+        near_plane=options.near,
+        far_plane=options.far,
+        eps2d=options.eps2d,
+        sh_degree=gaussians.sh_degree,
+        packed=False,
+        absgrad=options.absgrad,
+        render_mode="RGB+ED",
+        rasterize_mode="classic",
+    )
+    means2d, radii = meta["means2d"], meta["radii"]
+    if gaussians.batched:
+        # means2d stays (C, 1, N, 2): it must be the tensor gsplat used for its .grad to fill.
+        colors, alphas, radii = colors[:, 0], alphas[:, 0], radii[:, 0]
+    if radii.ndim == 2:  # older gsplat: one radius per Gaussian
+        radii = radii[..., None].expand(-1, -1, 2)
+    rgb = colors[..., :3] + (1.0 - alphas) * background[:, None, None, :]
+    return RenderOutput(
+        rgb=rgb,
+        alpha=alphas,
+        depth=colors[..., 3:4],
+        means2d=means2d,
+        radii=radii,
+        visible=(radii > 0).all(-1),
+        backend="gsplat",
+    )
