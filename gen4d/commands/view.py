@@ -1,0 +1,27 @@
+"""``gen4d view``: the interactive viewer (browser) for a run's per-frame Gaussians."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "view"
+HELP = "view a run's 4D Gaussians (RUN/ply sequence, a PLY folder or one PLY) in the browser with a time slider"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="a gen4d run folder, a folder of .ply files, or one .ply")
+    parser.add_argument("--port", type=int, default=8080, help="port of the local web viewer (default 8080)")
+    parser.add_argument("--fps", type=float, default=12.0, help="playback frames per second")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from gen4d.gaussians import load_ply
+    from gen4d.viewer import find_ply_sequence, serve, splat_arrays
+
+    files = find_ply_sequence(args.path)
+    frames = [splat_arrays(load_ply(f)) for f in tqdm(files, desc="loading PLY frames", unit="frame")]
+    print(f"serving {len(frames)} frame(s) on http://localhost:{args.port} (Ctrl+C to stop)")
+    serve(frames, port=args.port, fps=args.fps)
+    return 0

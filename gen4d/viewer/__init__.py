@@ -1,0 +1,86 @@
+"""Interactive viewer: a per-frame Gaussian sequence in the browser with a time slider (viser).
+
+The viewer reads what every gen4d run writes - the per-frame PLY sequence (RUN/ply/frame_*.ply,
+standard 3DGS layout) - so it works for any run, and for PLY sequences made elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from gen4d.gaussians import Gaussians, load_ply
+
+__all__ = ["find_ply_sequence", "splat_arrays", "serve"]
+
+VIEWER_HINT = "the viewer needs viser: pip install 'gen4d[viewer]'"
+
+
+def find_ply_sequence(path: str | Path) -> list[Path]:
+    """PLY files of a run dir (RUN/ply/), a folder of PLYs, or one PLY, in natural frame order."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such run, folder or PLY: {path}")
+    if path.is_file():
+        if path.suffix.lower() != ".ply":
+            raise ValueError(f"{path}: expected a .ply file, a folder of them, or a gen4d run folder")
+        return [path]
+    folder = path / "ply" if (path / "ply").is_dir() else path
+    files = [p for p in folder.iterdir() if p.suffix.lower() == ".ply"]
+    if not files:
+        raise ValueError(f"{folder}: no .ply files (a gen4d run keeps its per-frame PLYs in RUN/ply/)")
+    number = lambda p: [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.name)]  # noqa: E731
+    return sorted(files, key=number)
+
+
+def splat_arrays(gaussians: Gaussians) -> dict[str, np.ndarray]:
+    """What a splat viewer draws: centres (N,3), covariances (N,3,3), rgbs (N,3), opacities (N,1),
+    float32, with view-independent (degree-0) colour."""
+    gaussians.validate(finite=False)
+    if gaussians.batched:
+        raise ValueError("splat_arrays: expected one Gaussian set (N, ...), not a batch")
+    with torch.no_grad():
+        g = gaussians.to("cpu", torch.float32)
+        m = g.rotations * g.scales.unsqueeze(-2)
+        covariances = m @ m.transpose(-1, -2)
+        return {
+            "centers": g.means.numpy().copy(),
+            "covariances": covariances.numpy().copy(),
+            "rgbs": g.rgb.clamp(0, 1).numpy().copy(),
+            "opacities": g.opacities[:, None].numpy().copy(),
+        }
+
+
+def serve(frames: Sequence[dict[str, np.ndarray]], port: int = 8080, fps: float = 12.0, duration: float | None = None):
+    """Serve the frames on http://localhost:PORT with a frame slider and play/pause; runs until
+    interrupted (or ``duration`` seconds). Returns the viser server after ``duration``."""
+    try:
+        import viser
+    except ImportError as err:
+        raise ImportError(VIEWER_HINT) from err
+    if not frames:
+        raise ValueError("serve: no frames to show")
+    server = viser.ViserServer(host="127.0.0.1", port=port)
+    server.scene.set_up_direction("+z")  # gen4d's world is Z up
+    handles = [server.scene.add_gaussian_splats(f"/frame_{i:04d}", **f, visible=(i == 0)) for i, f in enumerate(frames)]
+    slider = server.gui.add_slider("frame", min=0, max=max(len(frames) - 1, 1), step=1, initial_value=0, disabled=len(frames) == 1)
+    playing = server.gui.add_checkbox("play", initial_value=len(frames) > 1)
+    shown = [0]
+
+    @slider.on_update
+    def _(_event) -> None:
+        handles[shown[0]].visible = False
+        shown[0] = int(slider.value) % len(frames)
+        handles[shown[0]].visible = True
+
+    start = time.time()
+    while duration is None or time.time() - start < duration:
+        if playing.value and len(frames) > 1:
+            slider.value = (int(slider.value) + 1) % len(frames)
+        time.sleep(1.0 / fps)
+    return server
