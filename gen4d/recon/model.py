@@ -1,0 +1,160 @@
+"""The 4D model: canonical 3D Gaussians + a deformation field.
+
+``DynamicGaussians.at(times (B,)) -> Gaussians (B, N, ...)`` deforms the canonical set to each
+time; ``render(cameras)`` deforms to every camera's time and rasterises all cameras in one
+``gen4d.render.render`` call. While ``deform_enabled`` is False (the static / coarse stage) the
+field is bypassed and every time sees the canonical set.
+
+Saved as a folder: ``model.safetensors`` (canonical Gaussians under ``gaussians.*``, field
+weights under ``field.*``) + ``model.json`` (field config, SH degree, flags), see
+:meth:`DynamicGaussians.save` / :meth:`DynamicGaussians.load`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gen4d.cameras import Cameras
+from gen4d.config import from_dict, to_dict
+from gen4d.deform import DeformationField, DeformConfig, build_field, check_times
+from gen4d.gaussians.core import Gaussians
+from gen4d.io import atomic_path, read_json, write_json
+from gen4d.render import RenderOptions, RenderOutput, render
+
+__all__ = ["DynamicGaussians", "GAUSSIAN_FIELDS", "MODEL_FORMAT"]
+
+GAUSSIAN_FIELDS = tuple(f.name for f in fields(Gaussians))
+"""Names of the canonical per-Gaussian parameters: means, log_scales, quats, opacity_logits, sh."""
+MODEL_FORMAT = "gen4d.DynamicGaussians/1"
+
+
+class DynamicGaussians(nn.Module):
+    """Canonical Gaussians (``self.params``, one ``nn.Parameter`` per field, first dim N) plus a
+    deformation field (``self.field``)."""
+
+    def __init__(self, canonical: Gaussians, deform: DeformConfig | None = None, deform_enabled: bool = True):
+        super().__init__()
+        canonical.validate("canonical")
+        if canonical.batched:
+            raise ValueError("DynamicGaussians: canonical Gaussians must be unbatched (N, ...)")
+        self.deform_config = deform or DeformConfig()
+        self.params = nn.ParameterDict({name: nn.Parameter(value.detach().clone()) for name, value in canonical.as_dict().items()})
+        self.field: DeformationField = build_field(self.deform_config)
+        self.deform_enabled = bool(deform_enabled)
+
+    # -- views ----------------------------------------------------------------------------------
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.params["means"].shape[0])
+
+    def __len__(self) -> int:
+        return self.num_gaussians
+
+    @property
+    def device(self) -> torch.device:
+        return self.params["means"].device
+
+    def canonical(self) -> Gaussians:
+        """The canonical set (N, ...), differentiable w.r.t. ``self.params``."""
+        return Gaussians(**{name: self.params[name] for name in GAUSSIAN_FIELDS})
+
+    def at(self, times: torch.Tensor) -> Gaussians:
+        """Gaussians (B, N, ...) at ``times`` (B,) in [0, 1] (the canonical set, expanded, while the
+        deformation is disabled)."""
+        times = check_times(torch.as_tensor(times, device=self.device) if not isinstance(times, torch.Tensor) else times)
+        canonical = self.canonical()
+        times = times.to(device=self.device, dtype=canonical.means.dtype)
+        if not self.deform_enabled:
+            batch = times.shape[0]
+            return canonical.map(lambda x: x.unsqueeze(0).expand((batch,) + tuple(x.shape)))
+        return self.field(canonical, times)
+
+    def render(
+        self,
+        cameras: Cameras,
+        background: torch.Tensor | None = None,
+        options: RenderOptions | None = None,
+    ) -> RenderOutput:
+        """Render every camera at its own time in one ``render()`` call."""
+        options = options or RenderOptions()
+        if not self.deform_enabled:
+            # Every time sees the same set: share it (same images, less work than a batch).
+            return render(self.canonical(), cameras, background, options)
+        return render(self.at(cameras.times.to(self.device)), cameras, background, options)
+
+    def regularization(self, times: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The field's named regularisers at ``times`` (empty while the deformation is off)."""
+        if not self.deform_enabled:
+            return {}
+        return self.field.regularization(self.canonical(), times.to(self.device))
+
+    def enable_deformation(self, prepare: bool = True) -> None:
+        """Switch the field on (end of the static stage); ``prepare`` runs the field's set-up hook
+        on the current canonical Gaussians (e.g. placing control points)."""
+        if prepare:
+            self.field.prepare(self.canonical().detach())
+        self.deform_enabled = True
+
+    # -- per-Gaussian tensors (densification) ---------------------------------------------------
+    def per_gaussian_state(self) -> dict[str, torch.Tensor]:
+        """Non-parameter tensors with one row per Gaussian (the field's caches)."""
+        return self.field.per_gaussian_state()
+
+    def set_per_gaussian_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.field.set_per_gaussian_state(state)
+
+    # -- saving -------------------------------------------------------------------------------
+    def metadata(self) -> dict:
+        return {
+            "format": MODEL_FORMAT,
+            "num_gaussians": self.num_gaussians,
+            "sh_degree": self.canonical().sh_degree,
+            "deform_enabled": self.deform_enabled,
+            "deform": to_dict(self.deform_config),
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Flat name -> tensor dict (CPU, contiguous) of everything needed to rebuild the model."""
+        out = {f"gaussians.{name}": self.params[name].detach() for name in GAUSSIAN_FIELDS}
+        out.update({f"field.{k}": v.detach() for k, v in self.field.state_dict().items()})
+        return {k: v.to("cpu").contiguous() for k, v in out.items()}
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``model.safetensors`` and ``model.json`` into ``folder`` (each file atomically)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "model.safetensors") as tmp:
+            save_file(self.tensors(), str(tmp), metadata={"format": MODEL_FORMAT})
+        write_json(folder / "model.json", self.metadata())
+        return folder
+
+    @classmethod
+    def from_tensors(cls, metadata: dict, tensors: dict[str, torch.Tensor]) -> "DynamicGaussians":
+        if metadata.get("format") != MODEL_FORMAT:
+            raise ValueError(f"not a gen4d DynamicGaussians checkpoint (format {metadata.get('format')!r}, expected {MODEL_FORMAT!r})")
+        missing = [f"gaussians.{n}" for n in GAUSSIAN_FIELDS if f"gaussians.{n}" not in tensors]
+        if missing:
+            raise ValueError(f"checkpoint lacks tensors {missing}")
+        canonical = Gaussians(**{n: tensors[f"gaussians.{n}"] for n in GAUSSIAN_FIELDS})
+        model = cls(canonical, from_dict(DeformConfig, metadata["deform"]), deform_enabled=metadata["deform_enabled"])
+        field_state = {k[len("field.") :]: v for k, v in tensors.items() if k.startswith("field.")}
+        model.field.load_state_dict(field_state)
+        return model
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, device: torch.device | str = "cpu") -> "DynamicGaussians":
+        """Rebuild a model written by :meth:`save`."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / "model.safetensors").is_file():
+            raise FileNotFoundError(f"no model checkpoint in {folder} (expected model.safetensors and model.json)")
+        metadata = read_json(folder / "model.json")
+        return cls.from_tensors(metadata, load_file(str(folder / "model.safetensors"))).to(device)

@@ -1,0 +1,138 @@
+"""Deformation fields: identity at init, shapes, gradients, regularisers, errors."""
+
+import pytest
+import torch
+
+from gen4d.deform import (
+    ControlPointConfig,
+    ControlPointField,
+    DeformConfig,
+    HexPlaneConfig,
+    HexPlaneField,
+    build_field,
+    farthest_point_sampling,
+    quaternion_multiply,
+)
+from gen4d.gaussians import random_in_sphere
+
+SMALL_HEX = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1, 2), width=16)
+SMALL_CP = ControlPointConfig(num_points=16, width=16, depth=2, position_frequencies=2, time_frequencies=2)
+CONFIGS = [DeformConfig(hexplane=SMALL_HEX), DeformConfig(kind="control_points", control_points=SMALL_CP)]
+
+
+@pytest.fixture
+def canonical():
+    return random_in_sphere(64, seed=1)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.kind)
+def test_fresh_field_is_identity(config, canonical):
+    field = build_field(config)
+    field.prepare(canonical)
+    times = torch.tensor([0.0, 0.4, 1.0])
+    out = field(canonical, times).validate()
+    assert out.means.shape == (3, 64, 3) and out.sh.shape == (3, 64, 1, 3)
+    assert torch.allclose(out.means, canonical.means.expand(3, -1, -1), atol=1e-5)
+    assert torch.allclose(out.log_scales, canonical.log_scales.expand(3, -1, -1), atol=1e-6)
+    q = torch.nn.functional.normalize(out.quats, dim=-1)
+    q0 = torch.nn.functional.normalize(canonical.quats, dim=-1).expand(3, -1, -1)
+    assert torch.allclose(q, q0, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.kind)
+def test_field_learns_time_dependent_translation(config, canonical):
+    """A few Adam steps move the points towards a time-dependent target: grads reach every part."""
+    torch.manual_seed(0)
+    field = build_field(config)
+    field.prepare(canonical)
+    times = torch.tensor([0.0, 0.5, 1.0])
+    target = canonical.means[None] + torch.tensor([0.1, 0.0, 0.0]) * times[:, None, None]
+    opt = torch.optim.Adam(field.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        loss = (field(canonical, times).means - target).square().mean()
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.2 * first
+    # motion differs between times: the field really depends on t
+    out = field(canonical, times).means.detach()
+    assert float((out[2] - out[0]).abs().mean()) > 0.02
+
+
+def test_hexplane_regularisers():
+    field = HexPlaneField(SMALL_HEX)
+    regs = field.regularization(random_in_sphere(8), torch.tensor([0.5]))
+    assert set(regs) == {"plane_tv", "time_smoothness", "time_l1"}
+    assert float(regs["plane_tv"]) > 0  # random spatial planes
+    assert float(regs["time_smoothness"]) == 0 and float(regs["time_l1"]) == 0  # time planes start at 1
+    with torch.no_grad():
+        field.grid.temporal[0][:, :, 2, :] += 1.0  # a bump in time
+    regs = field.regularization(random_in_sphere(8), torch.tensor([0.5]))
+    assert float(regs["time_smoothness"]) > 0 and float(regs["time_l1"]) > 0
+    groups = field.param_groups()
+    assert set(groups) == {"grid", "mlp"}
+    assert sum(p.numel() for g in groups.values() for p in g) == sum(p.numel() for p in field.parameters())
+
+
+def test_hexplane_spatial_lookup_matches_manual_bilinear():
+    field = HexPlaneField(HexPlaneConfig(features=2, resolution=(4, 4, 4, 3), multires=(1,), bounds=1.0))
+    points = torch.tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 1.0]])
+    plane = field.grid.spatial[0]
+    feats = field.grid.spatial_features(points)[0]
+    # corner point (1, -1, 1): xy plane at (col 3, row 0), xz plane (col 3, row 3), yz plane (col 0, row 3)
+    expected = plane[0, :, 0, 3] * plane[1, :, 3, 3] * plane[2, :, 3, 0]
+    assert torch.allclose(feats[1], expected)
+    # centre: mean of the 4 central texels of each plane
+    centre = [plane[i, :, 1:3, 1:3].mean((-1, -2)) for i in range(3)]
+    assert torch.allclose(feats[0], centre[0] * centre[1] * centre[2], atol=1e-6)
+
+
+def test_control_point_arap_zero_for_rigid_motion(canonical):
+    field = ControlPointField(SMALL_CP)
+    field.prepare(canonical)
+    times = torch.tensor([0.3, 0.8])
+    assert float(field.arap(times)) < 1e-10  # identity motion is rigid
+    with torch.no_grad():
+        field.head.bias[4:7] = torch.tensor([0.2, -0.1, 0.05])  # the same translation everywhere: rigid
+    assert float(field.arap(times)) < 1e-10
+    with torch.no_grad():
+        field.head.weight.normal_(0, 0.5)  # arbitrary per-point motion: not rigid
+    assert float(field.arap(times)) > 1e-4
+
+
+def test_control_point_per_gaussian_state(canonical):
+    field = ControlPointField(SMALL_CP)
+    field.prepare(canonical)
+    state = field.per_gaussian_state()
+    assert state["knn_index"].shape == (64, SMALL_CP.neighbours)
+    field.set_per_gaussian_state({"knn_index": state["knn_index"][:10]})
+    assert field.per_gaussian_state()["knn_index"].shape == (10, SMALL_CP.neighbours)
+    with pytest.raises(ValueError, match="unknown per-Gaussian state"):
+        field.set_per_gaussian_state({"bogus": state["knn_index"]})
+
+
+def test_fps_and_quaternions():
+    points = torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [1.0, 0, 0], [0, 1.0, 0]])
+    chosen = farthest_point_sampling(points, 3).tolist()
+    assert len(set(chosen)) == 3 and {2, 3} <= set(chosen)
+    q = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    identity = torch.tensor([1.0, 0, 0, 0]).expand(5, 4)
+    assert torch.allclose(quaternion_multiply(identity, q), q)
+    from gen4d.gaussians import quaternion_to_matrix
+
+    r = quaternion_to_matrix(quaternion_multiply(q, q.flip(0)))
+    assert torch.allclose(r, quaternion_to_matrix(q) @ quaternion_to_matrix(q.flip(0)), atol=1e-5)
+
+
+def test_errors(canonical):
+    with pytest.raises(ValueError, match="kind"):
+        build_field(DeformConfig(kind="bogus"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="resolution"):
+        HexPlaneField(HexPlaneConfig(resolution=(8, 8, 4, 4)))
+    field = HexPlaneField(SMALL_HEX)
+    with pytest.raises(ValueError, match="times"):
+        field(canonical, torch.tensor([[0.5]]))
+    with pytest.raises(ValueError, match="unbatched"):
+        field(canonical.map(lambda x: x[None]), torch.tensor([0.5]))
