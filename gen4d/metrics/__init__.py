@@ -22,6 +22,15 @@ _EXPORTS = {
     "MissingWeightsError": "weights",
     "find_weights": "weights",
     "motion_magnitude": "motion",
+    "CLIPScorer": "clip",
+    "load_clip": "clip",
+    "clip_similarity": "clip",
+    "clip_reference_similarity": "clip",
+    "InceptionI3d": "fvd",
+    "load_i3d": "fvd",
+    "fvd": "fvd",
+    "fvd_from_features": "fvd",
+    "frechet_distance": "fvd",
 }
 
 __all__ = sorted(_EXPORTS)
