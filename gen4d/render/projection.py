@@ -15,8 +15,8 @@ from gen4d.gaussians.sh import eval_sh
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 """Contributions with alpha below this are skipped."""
-MAX_ALPHA = 0.99
-"""Alpha is clamped to this."""
+MAX_ALPHA = 0.999
+"""Alpha is clamped to this (gsplat 1.5's value; the original 3DGS code used 0.99)."""
 TRANSMITTANCE_STOP = 1e-4
 """A pixel stops blending before the Gaussian that would take its transmittance to <= this."""
 
@@ -119,7 +119,7 @@ def radii_from_extents(extents: torch.Tensor) -> torch.Tensor:
 
 def gaussian_alpha(opacity: torch.Tensor, conic: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """Alpha of Gaussians at pixel offsets ``delta`` = pixel centre - mean (..., 2), with the
-    clamp to 0.99, the skip below 1/255 and the skip of negative exponents (gsplat's rules)."""
+    clamp to 0.999, the skip below 1/255 and the skip of negative exponents (gsplat's rules)."""
     dx, dy = delta[..., 0], delta[..., 1]
     sigma = 0.5 * (conic[..., 0] * dx * dx + conic[..., 2] * dy * dy) + conic[..., 1] * dx * dy
     alpha = torch.clamp_max(opacity * torch.exp(-sigma), MAX_ALPHA)

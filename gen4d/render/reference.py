@@ -1,7 +1,7 @@
 """gen4d's pure-PyTorch reference rasteriser (any device, differentiable by autograd).
 
 Maths as gsplat's classic mode: EWA projection with a 0.3 px low-pass (projection.py), alpha
-clamped to 0.99, contributions with alpha < 1/255 skipped, front-to-back by camera depth,
+clamped to 0.999, contributions with alpha < 1/255 skipped, front-to-back by camera depth,
 blending stops before the transmittance would drop to <= 1e-4, pixel centres at +0.5.
 One difference: gsplat assigns Gaussians to tiles by a 3-sigma box, so it drops the faint
 fringe (alpha between 1/255 and ~0.011) of opaque Gaussians beyond 3 sigma; this renderer

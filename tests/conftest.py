@@ -1,0 +1,43 @@
+"""Shared pytest fixtures for gen4d (kept minimal: several test modules read it).
+
+``shared_dir``: the project's shared folder of real data and assets (``../shared`` next to the
+repository, or ``$GEN4D_SHARED``). Tests that need it call ``shared_path("data", ...)`` and are
+skipped with a clear reason when the folder or file is absent; nothing from it is copied into
+the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_root() -> Path:
+    env = os.environ.get("GEN4D_SHARED")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared data folder; skips the test when it does not exist."""
+    root = _shared_root()
+    if not root.is_dir():
+        pytest.skip(f"shared data folder {root} not found (set GEN4D_SHARED to its location)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_path(shared_dir: Path):
+    """``shared_path(*parts)`` -> an existing path under the shared folder, or skip the test."""
+
+    def resolve(*parts: str) -> Path:
+        path = shared_dir.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"{path} not found in the shared data folder")
+        return path
+
+    return resolve
