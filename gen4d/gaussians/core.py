@@ -51,7 +51,10 @@ class Gaussians:
         check_shape(f"{name}.opacity_logits", self.opacity_logits, expect())
         if self.sh.ndim != len(lead) + 2 or tuple(self.sh.shape[: len(lead)]) != lead or self.sh.shape[-1] != 3:
             raise ValueError(f"{name}.sh: expected shape {lead + ('K', 3)}, got {tuple(self.sh.shape)}")
-        degree_from_bases(self.sh.shape[-2])
+        try:
+            degree_from_bases(self.sh.shape[-2])
+        except ValueError as err:
+            raise ValueError(f"{name}.{err}") from None
         if finite:
             for field in fields(self):
                 check_finite(f"{name}.{field.name}", getattr(self, field.name))

@@ -32,7 +32,9 @@ def degree_from_bases(count: int) -> int:
     for degree in range(4):
         if (degree + 1) ** 2 == count:
             return degree
-    raise ValueError(f"sh: {count} coefficients per channel is not (degree + 1)^2 for a degree in 0..3")
+    raise ValueError(
+        f"sh: {count} coefficients per channel is not (degree + 1)^2 for a degree in 0..3; expected 1, 4, 9 or 16"
+    )
 
 
 def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from gen4d._checks import check_shape
+from gen4d._checks import check_finite
 from gen4d.cameras import Cameras
 from gen4d.gaussians.core import Gaussians
 
@@ -94,17 +94,21 @@ def available_backends() -> dict[str, bool]:
 
 
 def resolve_backend(backend: Backend, device: torch.device) -> str:
+    """The backend that renders tensors on ``device`` for ``RenderOptions.backend``."""
     if backend == "torch":
         return "torch"
     if backend == "gsplat":
         if not _gsplat_importable():
-            raise RuntimeError(f"backend 'gsplat' is not installed: {GSPLAT_HINT}")
+            raise RuntimeError(f"RenderOptions.backend='gsplat': gsplat is not installed; {GSPLAT_HINT}")
         if device.type != "cuda":
-            raise RuntimeError(f"backend 'gsplat' needs tensors on a CUDA device (got {device}); {GSPLAT_HINT}")
+            raise RuntimeError(
+                f"RenderOptions.backend='gsplat' needs tensors on a CUDA device (got {device}); move the Gaussians "
+                f"to the GPU or use backend='torch' / 'auto'; {GSPLAT_HINT}"
+            )
         return "gsplat"
     if backend == "auto":
         return "gsplat" if device.type == "cuda" and _gsplat_importable() else "torch"
-    raise ValueError(f"render: unknown backend {backend!r}; expected 'auto', 'gsplat' or 'torch'")
+    raise ValueError(f"RenderOptions.backend: unknown backend {backend!r}; expected 'auto', 'gsplat' or 'torch'")
 
 
 def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | None) -> torch.Tensor:
@@ -112,6 +116,17 @@ def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tens
         raise TypeError(f"render: gaussians must be a gen4d Gaussians, got {type(gaussians).__name__}")
     if not isinstance(cameras, Cameras):
         raise TypeError(f"render: cameras must be gen4d Cameras, got {type(cameras).__name__}")
+    for name, value in gaussians.as_dict().items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"gaussians.{name}: expected a torch.Tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise ValueError(f"gaussians.{name}: expected a floating-point tensor, got {value.dtype}")
+        if value.dtype != gaussians.means.dtype or value.device != gaussians.means.device:
+            raise ValueError(
+                f"gaussians.{name}: dtype {value.dtype} differs from gaussians.means ({gaussians.means.dtype})"
+                if value.dtype != gaussians.means.dtype
+                else f"gaussians.{name}: device {value.device} differs from gaussians.means ({gaussians.means.device})"
+            )
     gaussians.validate("gaussians")
     if len(gaussians) == 0:
         raise ValueError("render: gaussians is empty (N = 0); expected at least one Gaussian")
@@ -130,7 +145,11 @@ def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tens
         background = torch.as_tensor(background, device=device, dtype=dtype)
         if background.shape == (3,):
             background = background.expand(count, 3)
-        check_shape("background", background, (count, 3))
+        if background.shape != (count, 3):
+            raise ValueError(
+                f"background: expected shape (3,) or (C, 3) = ({count}, 3), got {tuple(background.shape)}"
+            )
+        check_finite("background", background)
     return background
 
 

@@ -115,8 +115,9 @@ def _rasterize_camera(
 def render_reference(
     gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, options: RenderOptions
 ) -> RenderOutput:
-    if options.tile_size <= 0 or options.max_elements <= 0:
-        raise ValueError("RenderOptions.tile_size and max_elements must be > 0")
+    for name in ("tile_size", "max_elements"):
+        if int(getattr(options, name)) <= 0:
+            raise ValueError(f"RenderOptions.{name} must be > 0, got {getattr(options, name)}")
     proj = project(gaussians, cameras, options.near, options.far, options.eps2d)
     images = []
     for cam in range(len(cameras)):
