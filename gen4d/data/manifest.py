@@ -63,6 +63,8 @@ __all__ = [
     "load_manifest",
     "save_dataset",
     "manifest_cameras",
+    "DEFAULT_DATASET",
+    "load_default",
 ]
 
 FORMAT = "gen4d.manifest"
@@ -71,6 +73,8 @@ CONVENTION = (
     "world Z up, object front faces -Y; world_to_camera in OpenCV axes (x right, y down, z forward); "
     "blender_camera_to_world in Blender axes (camera looks down -Z, +Y up); pixel (u, v) centre at (u+0.5, v+0.5)"
 )
+DEFAULT_DATASET = Path(__file__).resolve().parents[1] / "assets" / "default"
+"""gen4d's embedded default data set (a rendered procedural creature; see its README)."""
 _REQUIRED_IMAGE_KEYS = ("file", "split", "time", "frame_index", "world_to_camera", "fx", "fy", "cx", "cy")
 
 
@@ -285,6 +289,16 @@ def load_manifest(path: str | Path, size: int | tuple[int, int] | None = None) -
         files=files,
     )
     return video.resized(size) if size else video
+
+
+def load_default(size: int | tuple[int, int] | None = None) -> MultiViewVideo:
+    """The embedded default data set (128x128; splits orbit, static_orbit, front, zero123pp, eval)."""
+    if not (DEFAULT_DATASET / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"the default data set is missing from {DEFAULT_DATASET}; reinstall gen4d or rebuild it with the "
+            "command in gen4d/assets/default/README.md"
+        )
+    return load_manifest(DEFAULT_DATASET, size=size)
 
 
 def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None):

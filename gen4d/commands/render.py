@@ -1,0 +1,66 @@
+"""``gen4d render``: ground-truth multi-view videos of an animated asset with Blender."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "render"
+HELP = (
+    "render an animated asset (.glb/.gltf/.fbx/.blend or procedural:SEED) with Blender into a gen4d "
+    "dataset folder (RGBA PNGs + manifest.json): orbit, static_orbit, front, zero123pp, eval sets"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gen4d.config import add_config_arguments
+    from gen4d.data.blender import PRESETS, RenderConfig
+
+    parser.add_argument("asset", help="asset file (.glb, .gltf, .fbx, .blend) or procedural:SEED[:key=value,...]")
+    parser.add_argument("--out", help="output folder (PNGs + manifest.json); rerun the same command to resume")
+    parser.add_argument("--preset", default="diffusion4d", choices=sorted(PRESETS),
+                        help="base settings, overridden by the options below (default: diffusion4d)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a render of another asset / other settings in --out")
+    parser.add_argument("--list-clips", action="store_true", help="print the asset's animation clips and exit")
+    parser.add_argument("--save-glb", metavar="PATH", help="procedural assets: also save the creature as a .glb file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_arguments(parser, RenderConfig, PRESETS["diffusion4d"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from gen4d.cli import UserError
+    from gen4d.config import apply_overrides
+    from gen4d.data.blender import PRESETS, check_asset, inspect_asset, render_asset
+
+    asset = check_asset(args.asset)
+    if args.list_clips:
+        info = inspect_asset(asset)
+        clips = info["clips"]
+        print(f"{info['asset']['name']}: {len(clips)} clip(s)" + (" (no animation)" if not clips else ""))
+        for i, clip in enumerate(clips):
+            print(f"  {i}: {clip}" + ("  (default)" if i == 0 else ""))
+        return 0
+    if args.save_glb:
+        from gen4d.data.procedural import is_procedural
+
+        if not is_procedural(asset):
+            raise UserError("--save-glb is for procedural:SEED assets")
+        from gen4d.data.blender import export_procedural_glb
+
+        print(f"saved {export_procedural_glb(asset, args.save_glb)}")
+        if not args.out:
+            return 0
+    if not args.out:
+        raise UserError("--out DIR is required (where the PNGs and manifest.json go)")
+    config = apply_overrides(PRESETS[args.preset], args)
+    manifest = render_asset(asset, args.out, config, overwrite=args.overwrite, progress=not args.no_progress)
+    from gen4d.io import read_json
+
+    data = read_json(manifest)
+    counts: dict[str, int] = {}
+    for image in data["images"]:
+        counts[image["split"]] = counts.get(image["split"], 0) + 1
+    clip = data.get("clip", {})
+    sets = ", ".join(f"{k} {v}" for k, v in counts.items())
+    print(f"{manifest}: {len(data['images'])} images ({sets}) of {data['name']}, clip {clip.get('name')!r}, "
+          f"{data['width']}x{data['height']}")
+    return 0
