@@ -363,10 +363,11 @@ def setup_render(bpy, job: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 def source_frames(job: dict[str, Any], start: float, end: float) -> list[float]:
     mapping = job["config"]["time_mapping"]
+    steps = max(int(job["num_frames"]) - 1, 1)
     frames = []
     for image in job["images"]:
-        if mapping == "clip":
-            frames.append(start + float(image["time"]) * (end - start))
+        if mapping == "clip":  # t = k / (T - 1) exactly (the manifest's float32 time rounds it)
+            frames.append(start + int(image["frame_index"]) / steps * (end - start))
         else:  # raw: Diffusion4D's frame_set(0..T-1) counted from the clip start
             frames.append(start + int(image["frame_index"]))
     return frames
