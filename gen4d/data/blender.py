@@ -54,6 +54,7 @@ __all__ = [
     "PRESETS",
     "RenderConfig",
     "RenderError",
+    "NoAnimationError",
     "render_asset",
     "inspect_asset",
     "export_procedural_glb",
@@ -160,6 +161,10 @@ PRESETS: dict[str, RenderConfig] = {
 
 class RenderError(RuntimeError):
     """Blender failed for a reason that is not the asset's fault (see the render log)."""
+
+
+class NoAnimationError(ValueError):
+    """The asset has no animation but time-varying render sets were asked for."""
 
 
 def bpy_available() -> bool:
@@ -314,7 +319,7 @@ def _run_worker(job: dict[str, Any], work_dir: Path, log_path: Path, progress: b
     job_path.unlink(missing_ok=True)
     if "error" in info:
         if info.get("kind") == "asset":
-            raise ValueError(info["error"])
+            raise (NoAnimationError if info.get("code") == "no_animation" else ValueError)(info["error"])
         with open(log_path, "a") as log:
             log.write(info.get("traceback", ""))
         raise RenderError(f"Blender failed: {info['error']} (traceback in {log_path})")

@@ -39,7 +39,12 @@ LIGHTS = (
 
 
 class AssetError(Exception):
-    """A problem with the asset itself (reported to the user without a traceback)."""
+    """A problem with the asset itself (reported to the user without a traceback); ``code``
+    names machine-readable cases (``no_animation``)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _emit(**payload: Any) -> None:
@@ -406,7 +411,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if dynamic and not cfg.get("allow_static"):
             raise AssetError(
                 f"{job['asset']} has no animation: render only the static set (--sets static_orbit), or pass "
-                "--allow_static true (allow_static=True) to render every set of the still object"
+                "--allow_static true (allow_static=True) to render every set of the still object",
+                code="no_animation",
             )
         start = end = float(scene.frame_current)
         info["clip"] = {"name": None, "index": None, "frame_start": start, "frame_end": end, "fps": scene.render.fps,
@@ -462,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         info = run_job(job)
         status = 0
     except AssetError as err:
-        info, status = {"error": str(err), "kind": "asset"}, 3
+        info, status = {"error": str(err), "kind": "asset", "code": err.code}, 3
     except Exception as err:  # report, do not hide: the parent shows the traceback tail
         info, status = {"error": f"{type(err).__name__}: {err}", "kind": "internal", "traceback": traceback.format_exc()}, 4
     tmp = info_path.with_name(info_path.name + ".tmp")

@@ -1,0 +1,389 @@
+"""Curation of animated assets (Diffusion4D, section 3.2), as pure numpy functions.
+
+Diffusion4D keeps an animated asset when
+
+* its front view moves: SSIM between the front view at t0 and at t(T/4), and at t0 and t(T/2);
+  both above ``ssim_high`` (0.95) means *too static*; one below ``ssim_low`` (0.4) means
+  *distorted* (geometric distortion or drastic appearance change; the paper calls 0.4 "the lower
+  bound", so either score below it rejects; ``distorted_if="both"`` asks for both);
+* its alpha never leaves the frame: an orbit or front image whose border pixels carry alpha above
+  ``border_alpha`` shows an asset that moves (or reaches) out of the scene's bounds.
+
+It also measures the motion magnitude of eq. 1, ``m(V) = 1/T sum_i ||I_i - Ibar_i||^2`` between
+the orbit video V and the static orbit V-bar (same poses, time 0); here ``||.||^2`` is the mean
+over pixels and channels (``reduction="mean"``, resolution independent; ``"sum"`` gives the raw
+squared norm), on images composited over ``background``.
+
+Everything here takes numpy arrays (no torch, STYLE.md); :func:`figures_from_render` reads a
+``gen4d render`` folder with PIL. The ``gen4d curate`` command (gen4d/commands/curate.py) renders
+each asset with :func:`gen4d.data.blender.render_asset` and calls :func:`curate_render`.
+
+SSIM: :func:`ssim` is Wang et al. (2004) with an 11-tap Gaussian window (sigma 1.5), K1 = 0.01,
+K2 = 0.03, population statistics, the mean over the valid (uncropped) area and over channels:
+the same numbers as ``skimage.metrics.structural_similarity(a, b, data_range=1,
+channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CurationConfig",
+    "ssim",
+    "composite",
+    "motion_magnitude",
+    "border_alpha",
+    "front_ssims",
+    "curation_figures",
+    "decide",
+    "curate_render",
+    "figures_from_render",
+    "find_assets",
+    "read_results",
+    "curate_assets",
+]
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    """Thresholds of the Diffusion4D curation filters."""
+
+    ssim_high: float = 0.95
+    """Too static when both front-view SSIMs (t0 vs t(T/4), t0 vs t(T/2)) are above this."""
+    ssim_low: float = 0.4
+    """Distorted when a front-view SSIM is below this (see distorted_if)."""
+    distorted_if: Literal["any", "both"] = "any"
+    """Reject as distorted when any / both SSIMs are below ssim_low."""
+    border_alpha: float = 0.1
+    """Alpha leaves the frame when a border pixel of an orbit or front image exceeds this."""
+    border_pixels: int = 1
+    """Width of the image border checked for alpha, in pixels."""
+    min_coverage: float = 0.0
+    """Reject assets whose mean alpha coverage over the orbit is below this fraction (0: off)."""
+    min_motion: float = 0.0
+    """Reject assets whose motion magnitude m(V) is below this (0: off; Diffusion4D does not filter on it)."""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Background the RGBA renders are composited over before SSIM and m(V)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Image maths
+# ---------------------------------------------------------------------------------------
+def _gaussian_kernel(sigma: float, truncate: float = 3.5) -> np.ndarray:
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def _filter_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Separable 'valid' correlation of (H, W, C) with a 1D kernel along H and W."""
+    k = len(kernel)
+    height, width = image.shape[:2]
+    rows = sum(kernel[i] * image[i : height - k + 1 + i] for i in range(k))
+    return sum(kernel[i] * rows[:, i : width - k + 1 + i] for i in range(k))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, sigma: float = 1.5) -> float:
+    """Mean SSIM of two images (H, W) or (H, W, C) (see the module docstring for the exact form)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"ssim: images differ in shape {a.shape} vs {b.shape}")
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    if a.ndim != 3:
+        raise ValueError(f"ssim: expected (H, W) or (H, W, C) images, got {a.shape}")
+    kernel = _gaussian_kernel(sigma)
+    if min(a.shape[:2]) < len(kernel):
+        raise ValueError(f"ssim: images of {a.shape[1]}x{a.shape[0]} are smaller than the {len(kernel)}-pixel window")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = _filter_valid(a, kernel), _filter_valid(b, kernel)
+    var_a = _filter_valid(a * a, kernel) - mu_a**2
+    var_b = _filter_valid(b * b, kernel) - mu_b**2
+    cov = _filter_valid(a * b, kernel) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return float((num / den).mean())
+
+
+def composite(rgb: np.ndarray, alpha: np.ndarray | None, background: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """(..., H, W, 3) colour over a constant background with (..., H, W, 1) alpha."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    if alpha is None:
+        return rgb
+    alpha = np.asarray(alpha, dtype=np.float64)
+    return rgb * alpha + np.asarray(background, dtype=np.float64) * (1 - alpha)
+
+
+def motion_magnitude(video: np.ndarray, static_video: np.ndarray, reduction: Literal["mean", "sum"] = "mean") -> float:
+    """Diffusion4D eq. 1: m(V) = 1/T sum_i ||I_i - Ibar_i||^2 for (T, H, W, C) videos V and V-bar.
+
+    ``mean``: ||.||^2 is the mean squared difference over pixels and channels; ``sum``: the raw sum.
+    """
+    video = np.asarray(video, dtype=np.float64)
+    static_video = np.asarray(static_video, dtype=np.float64)
+    if video.shape != static_video.shape or video.ndim != 4:
+        raise ValueError(f"motion_magnitude: expected two (T, H, W, C) videos of one shape, got {video.shape} and {static_video.shape}")
+    squared = (video - static_video) ** 2
+    per_frame = squared.reshape(len(video), -1)
+    per_frame = per_frame.mean(1) if reduction == "mean" else per_frame.sum(1)
+    return float(per_frame.mean())
+
+
+def border_alpha(alphas: np.ndarray, pixels: int = 1) -> float:
+    """Largest alpha on the ``pixels``-wide border of (N, H, W[, 1]) alpha maps."""
+    alphas = np.asarray(alphas, dtype=np.float64)
+    if alphas.ndim == 4:
+        alphas = alphas[..., 0]
+    p = max(int(pixels), 1)
+    border = np.concatenate(
+        [alphas[:, :p].reshape(len(alphas), -1), alphas[:, -p:].reshape(len(alphas), -1),
+         alphas[:, :, :p].reshape(len(alphas), -1), alphas[:, :, -p:].reshape(len(alphas), -1)], axis=1
+    )
+    return float(border.max())
+
+
+def front_ssims(front: np.ndarray) -> tuple[float, float]:
+    """SSIM of front frame 0 vs frame T/4 and vs frame T/2 of a (T, H, W, C) front video."""
+    count = len(front)
+    if count < 3:
+        raise ValueError(f"front_ssims: need at least 3 front frames, got {count}")
+    quarter, half = count // 4, count // 2
+    return ssim(front[0], front[quarter]), ssim(front[0], front[half])
+
+
+# ---------------------------------------------------------------------------------------
+# Figures and decisions
+# ---------------------------------------------------------------------------------------
+def curation_figures(
+    front_rgb: np.ndarray,
+    front_alpha: np.ndarray,
+    orbit_rgb: np.ndarray,
+    orbit_alpha: np.ndarray,
+    static_rgb: np.ndarray,
+    static_alpha: np.ndarray,
+    config: CurationConfig = CurationConfig(),
+) -> dict[str, float]:
+    """Every figure the filters need, from RGBA videos (T, H, W, 3) + (T, H, W, 1) in [0, 1]:
+    front (every time), orbit V and static orbit V-bar (same poses)."""
+    bg = config.background
+    front = composite(front_rgb, front_alpha, bg)
+    s_quarter, s_half = front_ssims(front)
+    orbit = composite(orbit_rgb, orbit_alpha, bg)
+    static = composite(static_rgb, static_alpha, bg)
+    return {
+        "ssim_t0_quarter": s_quarter,
+        "ssim_t0_half": s_half,
+        "border_alpha": max(border_alpha(orbit_alpha, config.border_pixels), border_alpha(front_alpha, config.border_pixels)),
+        "motion_magnitude": motion_magnitude(orbit, static),
+        "motion_magnitude_sum": motion_magnitude(orbit, static, reduction="sum"),
+        "coverage": float(np.asarray(orbit_alpha, dtype=np.float64).mean()),
+    }
+
+
+def decide(figures: dict[str, float], config: CurationConfig = CurationConfig()) -> tuple[str, str]:
+    """("keep" | "reject", reason) for the figures of one asset; the first failing filter wins."""
+    s = (figures["ssim_t0_quarter"], figures["ssim_t0_half"])
+    if min(s) > config.ssim_high:
+        return "reject", f"too static: front-view SSIMs {s[0]:.3f}, {s[1]:.3f} both > {config.ssim_high}"
+    low = [v < config.ssim_low for v in s]
+    if (any(low) if config.distorted_if == "any" else all(low)):
+        return "reject", f"distorted: front-view SSIMs {s[0]:.3f}, {s[1]:.3f} below {config.ssim_low}"
+    if figures["border_alpha"] > config.border_alpha:
+        return "reject", f"leaves the frame: alpha {figures['border_alpha']:.2f} on the image border (> {config.border_alpha})"
+    if figures.get("coverage", 1.0) < config.min_coverage:
+        return "reject", f"too small: covers {figures['coverage']:.4f} of the orbit images (< {config.min_coverage})"
+    if figures.get("motion_magnitude", math.inf) < config.min_motion:
+        return "reject", f"too little motion: m(V) = {figures['motion_magnitude']:.5f} < {config.min_motion}"
+    return "keep", "passes every filter"
+
+
+def _read_rgba(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
+    return array[..., :3], array[..., 3:4]
+
+
+def _split_arrays(folder: Path, records: list[dict[str, Any]], split: str) -> tuple[np.ndarray, np.ndarray]:
+    chosen = sorted((r for r in records if r["split"] == split), key=lambda r: (r["frame_index"], r.get("view", 0)))
+    if split == "static_orbit":
+        chosen = sorted((r for r in records if r["split"] == split), key=lambda r: r.get("view", 0))
+    if not chosen:
+        raise ValueError(f"{folder}: the render has no {split!r} images; curation needs orbit, static_orbit and front")
+    pairs = [_read_rgba(folder / r["file"]) for r in chosen]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def figures_from_render(folder: str | Path, config: CurationConfig = CurationConfig()) -> dict[str, float]:
+    """Curation figures of a complete ``gen4d render`` folder with orbit, static_orbit and front
+    sets (numpy + PIL only)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if not manifest.get("complete"):
+        raise ValueError(f"{folder}: the render is not complete")
+    records = manifest["images"]
+    front = _split_arrays(folder, records, "front")
+    orbit = _split_arrays(folder, records, "orbit")
+    static = _split_arrays(folder, records, "static_orbit")
+    return curation_figures(*front, *orbit, *static, config=config)
+
+
+def curate_render(folder: str | Path, config: CurationConfig = CurationConfig()) -> dict[str, Any]:
+    """``{"decision", "reason", "figures"}`` for one rendered asset."""
+    figures = figures_from_render(folder, config)
+    decision, reason = decide(figures, config)
+    return {"decision": decision, "reason": reason, "figures": figures}
+
+
+def config_dict(config: CurationConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data["background"] = list(config.background)
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# Running curation over a folder of assets (renders with Blender; see gen4d curate)
+# ---------------------------------------------------------------------------------------
+ASSET_SUFFIXES = (".glb", ".gltf", ".fbx", ".blend")
+
+
+def find_assets(folder: str | Path) -> list[Path]:
+    """Asset files (.glb, .gltf, .fbx, .blend) under ``folder``, recursively, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such assets folder: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in ASSET_SUFFIXES)
+
+
+def asset_id(path: Path, root: Path) -> str:
+    """A file-system-safe, unique id of an asset below ``root`` (relative path + short hash)."""
+    import hashlib
+
+    relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in relative)[:80]
+    return f"{stem}-{hashlib.sha1(relative.encode()).hexdigest()[:8]}"
+
+
+def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Asset -> result of a curation JSONL file (lines that are not valid JSON, e.g. the last line
+    of an interrupted run, are ignored)."""
+    path = Path(path)
+    results: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return results
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "asset" in record and "decision" in record:
+            results[record["asset"]] = record
+    return results
+
+
+def curate_assets(
+    assets_dir: str | Path | Sequence[str | Path],
+    out: str | Path,
+    render_config: Any = None,
+    config: CurationConfig = CurationConfig(),
+    renders_dir: str | Path | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    keep_renders: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Render and curate every asset under ``assets_dir`` (or in a list of asset files and
+    ``procedural:SEED`` names); one JSON line per asset in ``out``.
+
+    Resumable: assets already in ``out`` are skipped. ``workers`` assets are rendered at once,
+    each in its own Blender process (with ``cpu_count // workers`` render threads). An asset that
+    fails to import (or to render) is recorded with ``decision: "error"`` and its message, and the
+    run goes on; an asset without animation is rejected (``no animation``).
+    Returns asset -> result for every asset (old and new).
+    """
+    import os
+    import shutil
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from dataclasses import replace
+
+    from gen4d.config import to_dict
+    from gen4d.data.blender import NoAnimationError, RenderConfig, render_asset
+    from gen4d.io import atomic_path
+
+    from gen4d.data.procedural import is_procedural
+
+    if isinstance(assets_dir, (str, Path)) and not is_procedural(str(assets_dir)):
+        root = Path(assets_dir).resolve()
+        assets: list[Any] = find_assets(root)
+    else:  # an explicit list of asset files and / or procedural:SEED names
+        root = Path.cwd()
+        assets = [a if is_procedural(str(a)) else Path(a).resolve() for a in ([assets_dir] if isinstance(assets_dir, str) else assets_dir)]
+    out = Path(out)
+    renders = Path(renders_dir) if renders_dir else out.with_name(out.stem + "_renders")
+    if render_config is None:
+        render_config = RenderConfig(sets=("orbit", "static_orbit", "front"), size=128, samples=16)
+    needed = {"orbit", "static_orbit", "front"}
+    if not needed <= set(render_config.sets):
+        render_config = replace(render_config, sets=tuple(dict.fromkeys((*render_config.sets, *sorted(needed)))))
+    workers = max(1, int(workers))
+    if render_config.threads == 0 and workers > 1:
+        render_config = replace(render_config, threads=max(1, (os.cpu_count() or 1) // workers))
+    results = read_results(out)
+    # Rewrite the kept lines so an interrupted last line does not glue onto the next record.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in results.values()))
+    todo = [p for p in assets if str(p) not in results]
+    lock = threading.Lock()
+
+    def one(path: Any) -> dict[str, Any]:
+        began = time.perf_counter()
+        ident = asset_id(Path(str(path).replace(":", "_")), root) if is_procedural(str(path)) else asset_id(path, root)
+        folder = renders / ident
+        record: dict[str, Any] = {"asset": str(path), "id": ident}
+        try:
+            manifest = render_asset(path, folder, render_config, overwrite=True, progress=False)
+            result = curate_render(folder, config)
+            data = json.loads(manifest.read_text())
+            record.update(result, clip=(data.get("clip") or {}).get("name"), render=str(folder))
+        except NoAnimationError:
+            record.update(decision="reject", reason="no animation", figures={})
+        except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+            record.update(decision="error", reason=" ".join(str(err).split())[:1000], figures={})
+        record["seconds"] = round(time.perf_counter() - began, 2)
+        if not keep_renders:
+            shutil.rmtree(folder, ignore_errors=True)
+            record.pop("render", None)
+        return record
+
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="curate", unit="asset")
+    with open(out, "a") as handle, ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(one, p) for p in todo]
+        for future in as_completed(futures):
+            record = future.result()
+            record["settings"] = {"curation": config_dict(config), "render": to_dict(render_config)}
+            with lock:
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
+                results[record["asset"]] = record
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{Path(record['asset']).name}: {record['decision']}")
+    if bar is not None:
+        bar.close()
+    return results
