@@ -133,9 +133,9 @@ class ControlPointField(DeformationField):
         self.head = nn.Linear(config.width, self.out_size)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.register_buffer("knn_index", torch.zeros(0, config.neighbours, dtype=torch.long), persistent=False)
+        self.register_buffer("knn_index", torch.zeros(0, config.neighbours, dtype=torch.long), persistent=True)
         self.register_buffer("arap_index", self._arap_neighbours(), persistent=True)
-        self._calls = 0
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long), persistent=True)
 
     # -- set-up -------------------------------------------------------------------------------
     def _arap_neighbours(self) -> torch.Tensor:
@@ -158,6 +158,13 @@ class ControlPointField(DeformationField):
 
     def per_gaussian_state(self) -> dict[str, torch.Tensor]:
         return {"knn_index": self.knn_index}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The neighbour cache has one row per Gaussian: take the stored size (N varies).
+        key = prefix + "knn_index"
+        if key in state_dict:
+            self.knn_index = torch.empty_like(state_dict[key], device=self.knn_index.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_per_gaussian_state(self, state: dict[str, torch.Tensor]) -> None:
         unknown = set(state) - {"knn_index"}
@@ -189,8 +196,11 @@ class ControlPointField(DeformationField):
         return result
 
     def _neighbours(self, means: torch.Tensor) -> torch.Tensor:
-        stale = self.knn_index.shape[0] != means.shape[0] or self._calls % max(self.config.knn_every, 1) == 0
-        self._calls += 1
+        # The call counter lives on the CPU (saved with the field) so the refresh schedule
+        # survives a resume without a device sync.
+        calls = int(self.calls)
+        stale = self.knn_index.shape[0] != means.shape[0] or calls % max(self.config.knn_every, 1) == 0
+        self.calls.fill_(calls + 1)
         if stale:
             with torch.no_grad():
                 self.knn_index = _knn(means.detach(), self.positions.detach(), self.config.neighbours)

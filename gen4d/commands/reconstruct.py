@@ -1,0 +1,83 @@
+"""``gen4d reconstruct DATA --out RUN``: 4D construction from posed, timed images."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+NAME = "reconstruct"
+HELP = "4D construction: optimise 4D Gaussians (canonical + deformation) to a multi-view video dataset"
+
+RUN_OUTPUTS = ("checkpoint", ".checkpoint.old", ".checkpoint.tmp", "ply", "renders", "videos", "metrics.json", "log.txt", "config.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gen4d.config import add_config_arguments
+    from gen4d.recon.construct import DEFAULT_PRESET, PRESETS, ConstructConfig
+
+    parser.add_argument("data", help="dataset: a gen4d render folder (manifest.json) or a Diffusion4D folder")
+    parser.add_argument("--out", required=True, help="run directory (config, checkpoint, ply, videos, renders, metrics)")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None,
+        help=f"settings to start from (default: {DEFAULT_PRESET}; with --resume: the run's stored config)",
+    )  # fmt: skip
+    parser.add_argument("--config", default=None, help="a config.json to start from (e.g. another run's)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint with RUN/config.json")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_config_arguments(parser, ConstructConfig, PRESETS[DEFAULT_PRESET])
+
+
+def resolve_config(args: argparse.Namespace):
+    """Preset / stored / given config, then the --a.b overrides."""
+    from gen4d.config import apply_overrides, from_dict
+    from gen4d.io import read_json
+    from gen4d.recon.construct import DEFAULT_PRESET, ConstructConfig, preset
+
+    stored = Path(args.out) / "config.json"
+    if args.config:
+        base = from_dict(ConstructConfig, read_json(args.config))
+    elif args.resume and args.preset is None and stored.is_file():
+        base = from_dict(ConstructConfig, read_json(stored))
+    else:
+        base = preset(args.preset or DEFAULT_PRESET)
+    return apply_overrides(base, args)
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    from gen4d.cli import UserError
+    from gen4d.recon.checkpoint import find_checkpoint
+
+    if overwrite and resume:
+        raise UserError("--overwrite and --resume exclude each other")
+    existing = out.exists() and any((out / name).exists() for name in RUN_OUTPUTS)
+    if existing and overwrite:
+        for name in RUN_OUTPUTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    elif existing and not resume:
+        what = "a checkpoint" if find_checkpoint(out) is not None else "outputs"
+        raise UserError(f"{out} already holds {what} of a run; pass --resume to continue it or --overwrite to start again")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gen4d.recon.construct import reconstruct
+
+    config = resolve_config(args)
+    out = Path(args.out)
+    prepare_run_dir(out, args.resume, args.overwrite)
+    metrics = reconstruct(args.data, config, out, resume=args.resume, progress=not args.no_progress)
+    print(f"run: {out}")
+    print(f"  metrics: {out / 'metrics.json'}")
+    if config.output.video:
+        print(f"  video:   {out / 'videos' / 'orbit.mp4'} (and orbit.gif)")
+    if config.output.ply:
+        print(f"  frames:  {out / 'ply'} (view with: gen4d view {out})")
+    for split, values in metrics["splits"].items():
+        lp = f" LPIPS {values['lpips']:.3f}" if values.get("lpips") is not None else ""
+        print(f"  {split:>6}: PSNR {values['psnr']:.2f} SSIM {values['ssim']:.3f}{lp} ({values['images']} images)")
+    return 0

@@ -1,0 +1,126 @@
+"""Topology changes of a :class:`~gen4d.recon.model.DynamicGaussians` that keep everything in
+lockstep: the canonical parameters, their optimiser state (Adam moments) and the deformation
+field's per-Gaussian state.
+
+Every change is one re-indexing ``new = old[index]`` along the Gaussian dimension; the last
+``fresh`` rows are new Gaussians whose optimiser moments start at zero, and ``overrides`` sets
+parameter values outright (e.g. the split children's positions and scales).
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+from torch import nn
+
+from gen4d.gaussians.core import quaternion_to_matrix
+
+__all__ = ["reindex", "duplicate", "split", "remove", "reset_opacity", "optimizer_param_state"]
+
+
+def _optimizers(optimizers) -> list[torch.optim.Optimizer]:
+    if optimizers is None:
+        return []
+    if isinstance(optimizers, torch.optim.Optimizer):
+        return [optimizers]
+    if isinstance(optimizers, dict):
+        return list(optimizers.values())
+    return list(optimizers)
+
+
+def optimizer_param_state(optimizers, param: nn.Parameter) -> tuple[torch.optim.Optimizer, dict, int] | None:
+    """(optimizer, its param group, position in the group) holding ``param``, or None."""
+    for opt in _optimizers(optimizers):
+        for group in opt.param_groups:
+            for position, p in enumerate(group["params"]):
+                if p is param:
+                    return opt, group, position
+    return None
+
+
+@torch.no_grad()
+def reindex(
+    model,
+    optimizers,
+    index: torch.Tensor,
+    fresh: int = 0,
+    overrides: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Replace every per-Gaussian tensor ``x`` of ``model`` by ``x[index]`` (``index`` (N',) long);
+    the last ``fresh`` rows get zero optimiser moments; ``overrides`` name -> (N', ...) values."""
+    overrides = overrides or {}
+    count_new = int(index.shape[0])
+    for name, old in list(model.params.items()):
+        value = overrides.get(name, old.data[index])
+        new = nn.Parameter(value.contiguous(), requires_grad=old.requires_grad)
+        found = optimizer_param_state(optimizers, old)
+        if found is not None:
+            opt, group, position = found
+            group["params"][position] = new
+            state = opt.state.pop(old, None)
+            if state is not None:
+                for key, moment in list(state.items()):
+                    if isinstance(moment, torch.Tensor) and moment.ndim > 0 and moment.shape[0] == old.shape[0]:
+                        moment = moment[index].contiguous()
+                        if fresh:
+                            moment[count_new - fresh :] = 0
+                        state[key] = moment
+                opt.state[new] = state
+        model.params[name] = new
+    extra = model.per_gaussian_state()
+    if extra:
+        model.set_per_gaussian_state({k: v[index] for k, v in extra.items()})
+
+
+def duplicate(model, optimizers, mask: torch.Tensor) -> int:
+    """Clone the Gaussians selected by ``mask`` (N,) bool (3DGS clone); returns how many."""
+    selected = torch.nonzero(mask).squeeze(-1)
+    count = model.num_gaussians
+    reindex(model, optimizers, torch.cat([torch.arange(count, device=mask.device), selected]), fresh=int(selected.numel()))
+    return int(selected.numel())
+
+
+def split(model, optimizers, mask: torch.Tensor, children: int = 2, scale_divisor: float = 1.6, generator=None) -> int:
+    """Replace each selected Gaussian by ``children`` samples from it with scales divided by
+    ``scale_divisor`` (3DGS split); returns how many were split."""
+    selected = torch.nonzero(mask).squeeze(-1)
+    kept = torch.nonzero(~mask).squeeze(-1)
+    k = int(selected.numel())
+    if k == 0:
+        return 0
+    params = model.params
+    index = torch.cat([kept, selected.repeat(children)])
+    log_scales = params["log_scales"].data[selected]
+    rotations = quaternion_to_matrix(params["quats"].data[selected])
+    noise = torch.randn((children, k, 3), device=log_scales.device, dtype=log_scales.dtype, generator=generator)
+    offsets = torch.einsum("kij,ckj->cki", rotations, torch.exp(log_scales)[None] * noise)
+    child_means = (params["means"].data[selected][None] + offsets).reshape(children * k, 3)
+    child_scales = (log_scales - math.log(scale_divisor)).repeat(children, 1)
+    overrides = {
+        "means": torch.cat([params["means"].data[kept], child_means]),
+        "log_scales": torch.cat([params["log_scales"].data[kept], child_scales]),
+    }
+    reindex(model, optimizers, index, fresh=children * k, overrides=overrides)
+    return k
+
+
+def remove(model, optimizers, mask: torch.Tensor) -> int:
+    """Delete the Gaussians selected by ``mask`` (N,) bool; returns how many."""
+    count = int(mask.sum())
+    if count:
+        reindex(model, optimizers, torch.nonzero(~mask).squeeze(-1))
+    return count
+
+
+@torch.no_grad()
+def reset_opacity(model, optimizers, value: float) -> None:
+    """Clamp every opacity to at most ``value`` and zero its optimiser moments (3DGS reset)."""
+    logit = math.log(value / (1 - value))
+    param = model.params["opacity_logits"]
+    param.data.clamp_(max=logit)
+    found = optimizer_param_state(optimizers, param)
+    if found is not None:
+        state = found[0].state.get(param, {})
+        for key, moment in state.items():
+            if key != "step" and isinstance(moment, torch.Tensor) and moment.shape == param.shape:
+                moment.zero_()
