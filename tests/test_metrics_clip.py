@@ -120,3 +120,5 @@ def test_errors(tmp_path, scorer):
         clip_similarity(scorer, _images(8, height=40), _images(9, height=48))
     with pytest.raises(ValueError, match="mode"):
         CLIPScorer(scorer.model, mode="cv2")
+    with pytest.raises(ValueError, match="tokenizer"):
+        clip_reference_similarity(CLIPScorer(scorer.model), _images(10), "a robot")
