@@ -305,3 +305,19 @@ def test_procedural_glb_export_round_trip(tmp_path):
         a, b = direct.alphas[t, ..., 0] > 0.5, via_glb.alphas[t, ..., 0] > 0.5
         iou = float((a & b).sum() / (a | b).sum())
         assert iou > 0.9, f"time {t}: silhouettes of the creature and its .glb differ (IoU {iou:.2f})"
+
+
+@needs_bpy
+def test_render_command(tmp_path, capsys):
+    from gen4d.cli import main
+
+    out = tmp_path / "cli"
+    args = ["render", "procedural:1", "--out", str(out), "--preset", "tiny", "--sets", "front,static-orbit",
+            "--num_frames", "2", "--samples", "2", "--no-progress"]
+    assert main(args) == 0
+    assert "4 images (front 2, static_orbit 2)" in capsys.readouterr().out
+    assert read_manifest(out)["render"]["settings"]["samples"] == 2
+    assert main(["render", "procedural:1", "--list-clips"]) == 0
+    assert "0: walk  (default)" in capsys.readouterr().out
+    assert main(["render", str(tmp_path / "missing.glb"), "--out", str(out)]) == 2
+    assert "no such asset" in capsys.readouterr().err
