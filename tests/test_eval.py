@@ -177,8 +177,8 @@ def test_diffusion4d_protocol(gt_model, d4d_gt, loaders):
 
 
 def test_missing_weights_are_reported_as_skipped(gt_model, c4d_gt, tmp_path, monkeypatch):
-    monkeypatch.setenv("GEN4D_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    for var in ("GEN4D_WEIGHTS_DIR", "TORCH_HOME", "HF_HOME"):  # hermetic: no pretrained weights
+        monkeypatch.setenv(var, str(tmp_path / "empty" / var))
     gt = c4d_gt
     config = EvalConfig(backend="torch", device="cpu", clip_model=str(tmp_path / "no_clip"))
     report = evaluate([EvalCase("same", gt_model, gt)], config, progress=False)
@@ -223,8 +223,8 @@ def test_generation_time_and_duration_format(tmp_path):
 def test_cli_end_to_end(gt_model, d4d_gt, tmp_path, monkeypatch, capsys):
     from gen4d.cli import main
 
-    monkeypatch.setenv("GEN4D_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    for var in ("GEN4D_WEIGHTS_DIR", "TORCH_HOME", "HF_HOME"):  # hermetic: no pretrained weights
+        monkeypatch.setenv(var, str(tmp_path / "empty" / var))
     gt_dir = tmp_path / "gt"
     save_dataset(d4d_gt, gt_dir)
     run = tmp_path / "runs" / "toy_run"
