@@ -1,0 +1,389 @@
+"""Training of the Diffusion4D video model with accelerate: L = L_ldm + omega * L_mr.
+
+One function, :func:`train_vdm`, runs the same way on one CPU, one GPU, several GPUs and several
+nodes (``accelerate launch [--num_processes N] [--num_machines M ...] -m gen4d.cli train-vdm ...``):
+accelerate sets up DDP, mixed precision and the device; gradient accumulation is explicit.
+
+Determinism: clip order, per-sample noise, timesteps and condition dropout are pure functions of
+(seed, step, position in the global batch) (:mod:`gen4d.train.data`), network dropout is seeded
+per (seed, step, micro-batch, process), and the optimiser, EMA and step are restored from
+safetensors checkpoints, so a resumed run continues exactly where the interrupted one was. N
+processes see the same global batch, noise and timesteps as one process; with network dropout off
+(``model.dropout=0``) they compute the same loss and update, with it on they differ only in the
+dropout masks.
+
+Run folder (``TrainConfig.out``): ``config.json`` (the resolved config), ``checkpoints/step_N/``,
+``metrics.jsonl`` (loss curve), ``tb/`` (tensorboard), ``model/`` (the exported model: EMA weights,
+loadable by ``gen4d sample-vdm``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gen4d.config import to_dict
+from gen4d.diffusion.schedule import NoiseSchedule, add_noise, predict_x0_and_eps, training_target
+from gen4d.diffusion.vdm.model import (
+    VideoCondition,
+    add_motion_embedding,
+    build_unet,
+    has_motion_embedding,
+    image_condition_latents,
+    predict,
+)
+from gen4d.diffusion.vdm.motion import motion_reconstruction_loss
+from gen4d.io import read_json, write_json
+from gen4d.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from gen4d.train.config import TrainConfig
+from gen4d.train.data import ClipSet, find_datasets, global_batch_indices, load_clips, read_captions, sample_seed
+from gen4d.train.ema import EMA
+
+__all__ = ["vdm_loss", "batch_condition", "train_vdm", "RESUMABLE_CHANGES"]
+
+RESUMABLE_CHANGES = {"optim.steps", "optim.minutes", "log_every", "checkpoint_every", "keep_checkpoints", "out"}
+"""Config keys that may differ when a run is resumed (everything else must match config.json)."""
+
+
+def vdm_loss(
+    unet: torch.nn.Module,
+    variant: str,
+    schedule: NoiseSchedule,
+    latents: torch.Tensor,
+    static_latents: torch.Tensor | None,
+    condition: VideoCondition,
+    timesteps: torch.Tensor,
+    noise: torch.Tensor,
+    mr_weight: float = 1.0,
+    fps: int = 16,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L = L_ldm + omega * L_mr for one batch.
+
+    latents z0 and static_latents zbar0: (B, C, T, h, w); timesteps (B,); noise like latents.
+    L_ldm = MSE(network output, its target (eps / v / x0)); L_mr = mean_b (m(z0) - m(zhat0))^2 with
+    zhat0 recovered from the output at z_t (:func:`gen4d.diffusion.schedule.predict_x0_and_eps`).
+    Returns the loss and its detached parts {'ldm', 'mr'}.
+    """
+    noisy = add_noise(schedule, latents, noise, timesteps)
+    output = predict(unet, variant, noisy, timesteps, condition, fps).float()
+    target = training_target(schedule, latents.float(), noise.float(), timesteps)
+    ldm = torch.nn.functional.mse_loss(output, target)
+    loss = ldm
+    mr = torch.zeros((), device=ldm.device)
+    if mr_weight > 0 and static_latents is not None:
+        x0_hat, _ = predict_x0_and_eps(schedule, output, noisy.float(), timesteps)
+        mr = motion_reconstruction_loss(latents.float(), x0_hat, static_latents.float())
+        loss = loss + mr_weight * mr
+    return loss, {"ldm": ldm.detach(), "mr": mr.detach()}
+
+
+def batch_condition(
+    clips: ClipSet,
+    index: torch.Tensor,
+    variant: str,
+    task: str,
+    drop: torch.Tensor,
+    null_text: torch.Tensor | None,
+    keep_latents: bool,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None, VideoCondition]:
+    """(z0, zbar0 or None, condition) of the clips at ``index``; rows where ``drop`` get the
+    unconditional input (null text, zero image embedding, zero latents unless keep_latents, no motion)."""
+    static = clips.static_latents[index].to(device).float()
+    target = clips.latents[index].to(device).float() if task == "4d" else static
+    rows = drop.to(device).float()
+    keep = 1 - rows
+    latents = None
+    if variant == "image":
+        latents = image_condition_latents(target[:, :, 0], target.shape[2])
+    elif variant == "static3d":
+        latents = static
+    if latents is not None and not keep_latents:
+        latents = latents * keep.view(-1, 1, 1, 1, 1)
+    embeds = None
+    if clips.image_embeds is not None and variant != "text":
+        embeds = clips.image_embeds[index].to(device).float() * keep.view(-1, 1)
+    text = None
+    if clips.text is not None:
+        text = clips.text[index].to(device).float()
+        null = torch.zeros_like(text[:1]) if null_text is None else null_text.to(device).float()
+        text = torch.where(rows.view(-1, 1, 1) > 0, null.expand_as(text), text)
+    elif variant == "text":
+        raise ValueError("the text variant needs captions for the training clips (--data.captions)")
+    motion = mask = None
+    if task == "4d":
+        motion = clips.motion[index].to(device).float()
+        mask = keep
+    condition = VideoCondition(text=text, image_embeds=embeds, latents=latents, motion=motion, motion_mask=mask)
+    return target, (static if task == "4d" else None), condition
+
+
+def _per_sample_randomness(step: int, positions: range, seed: int, shape: tuple[int, ...], num_timesteps: int,
+                           uncond_prob: float, device: torch.device):
+    """Timesteps (b,), noise (b, *shape) and dropout flags (b,) of the given global batch positions."""
+    ts, noises, drops = [], [], []
+    for position in positions:
+        gen = torch.Generator(device=device).manual_seed(sample_seed(seed, step, position))
+        ts.append(torch.randint(0, num_timesteps, (1,), generator=gen, device=device))
+        drops.append(torch.rand(1, generator=gen, device=device) < uncond_prob)
+        noises.append(torch.randn(shape, generator=gen, device=device))
+    return torch.cat(ts), torch.stack(noises), torch.cat(drops)
+
+
+def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _flat_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _build_model(config: TrainConfig, device: torch.device):
+    """(unet, spec, schedule, codec, image_encoder, text_encoder, base_state) for training."""
+    from gen4d.diffusion.vdm.components import PixelCodec, VDMSpec, load_video_model
+    from gen4d.diffusion.vdm.presets import SCHEDULE_PRESETS, unet_preset
+
+    mc = config.model
+    torch.manual_seed(sample_seed(config.seed, 0x1417))  # initial weights (UNet from scratch, motion MLP)
+    base_state = None
+    image_encoder = text_encoder = None
+    if mc.init or mc.base:
+        model = load_video_model(mc.init or mc.base, variant=mc.variant, device=device, encoders=True)
+        unet, schedule, codec = model.unet, model.schedule, model.codec
+        image_encoder, text_encoder = model.image_encoder, model.text_encoder
+        spec = replace(model.spec, variant=mc.variant, null_condition=mc.null_condition, fps=mc.fps,
+                       size=config.data.size, num_frames=config.data.num_frames,
+                       motion_stats={}, notes="")
+        if mc.init:
+            base_state = {k: v.detach().cpu().clone() for k, v in unet.state_dict().items() if ".motion." not in k}
+        if codec.kind != mc.codec:
+            raise ValueError(f"model.codec={mc.codec!r} but the starting model works in {codec.kind!r} space")
+        unet.requires_grad_(True)
+    else:
+        if mc.schedule not in SCHEDULE_PRESETS:
+            raise ValueError(f"unknown schedule preset {mc.schedule!r}; expected one of {sorted(SCHEDULE_PRESETS)}")
+        unet_config = unet_preset(mc.arch, mc.variant)
+        unet = build_unet(mc.variant, unet_config).to(device)
+        schedule = NoiseSchedule.from_diffusers_config(SCHEDULE_PRESETS[mc.schedule])
+        codec = PixelCodec()
+        spec = VDMSpec(variant=mc.variant, unet_config=unet_config, scheduler=dict(SCHEDULE_PRESETS[mc.schedule]),
+                       codec="pixel", base=None, num_frames=config.data.num_frames, size=config.data.size, fps=mc.fps,
+                       motion_freq_dim=mc.motion_freq_dim, motion_scale=mc.motion_scale,
+                       null_condition=mc.null_condition, base_null_condition=mc.null_condition)
+    if config.task == "4d":
+        add_motion_embedding(unet, spec.motion_freq_dim, spec.motion_scale)
+    elif has_motion_embedding(unet):
+        unet.time_embedding.motion.requires_grad_(False)  # unused without motion; keeps DDP happy
+    if mc.dropout is not None:
+        for module in unet.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = float(mc.dropout)
+    if config.optim.gradient_checkpointing:
+        if getattr(unet, "_supports_gradient_checkpointing", False):
+            unet.enable_gradient_checkpointing()
+        else:
+            print(f"note: {type(unet).__name__} does not support gradient checkpointing; training without it")
+    unet.to(device).train()
+    return unet, spec, schedule, codec, image_encoder, text_encoder, base_state
+
+
+def _quantiles(values: torch.Tensor) -> dict[str, float]:
+    v = values.double()
+    q = torch.quantile(v, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+    return {"min": float(v.min()), "q10": float(q[0]), "median": float(q[1]), "q90": float(q[2]),
+            "max": float(v.max()), "mean": float(v.mean()), "count": int(v.numel())}
+
+
+def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a run; returns {'step', 'run', 'model', 'metrics', 'stopped_by'}."""
+    config.validate()
+    try:
+        from accelerate import Accelerator
+    except ImportError as err:  # pragma: no cover
+        raise ImportError("training needs accelerate: pip install 'gen4d[diffusion]'") from err
+
+    oc = config.optim
+    accelerator = Accelerator(mixed_precision=oc.mixed_precision, cpu=not torch.cuda.is_available())
+    device, main = accelerator.device, accelerator.is_main_process
+    processes, rank = accelerator.num_processes, accelerator.process_index
+    if oc.batch_size % (processes * oc.grad_accum):
+        raise ValueError(f"optim.batch_size={oc.batch_size} is not divisible by processes ({processes}) x "
+                         f"grad_accum ({oc.grad_accum}); choose a global batch that is")
+    local_batch = oc.batch_size // (processes * oc.grad_accum)
+    run = Path(config.out)
+    resolved = to_dict(config)
+    stored_path = run / "config.json"
+    if stored_path.is_file():
+        differing = [k for k in _flat_diff(read_json(stored_path), resolved) if k not in RESUMABLE_CHANGES]
+        if differing:
+            raise ValueError(f"{run} holds a run with a different config ({', '.join(differing)}); "
+                             "use another --out, or the same settings to resume it")
+    accelerator.wait_for_everyone()
+    if main:
+        write_json(stored_path, resolved)
+
+    unet, spec, schedule, codec, image_encoder, text_encoder, base_state = _build_model(config, device)
+    folders = find_datasets(config.data.paths)
+    captions = read_captions(config.data.captions)
+    if config.model.variant == "text" and text_encoder is None:
+        raise ValueError("the text variant needs a CLIP text encoder: fine-tune from a base model that has one "
+                         "(--model.base damo-vilab/text-to-video-ms-1.7b)")
+    codec_id = f"{codec.kind}:{config.model.init or config.model.base or 'scratch'}"
+    encode_kwargs = dict(image_encoder=image_encoder, text_encoder=text_encoder if config.model.variant == "text" else None,
+                         captions=captions, cache=config.data.cache)
+    clips = None
+    if config.data.cache and processes > 1:  # the main process fills the cache, the others read it
+        if main:
+            clips = load_clips(folders, config.data.size, config.data.num_frames, codec.encode, codec_id,
+                               progress=progress, **encode_kwargs)
+        accelerator.wait_for_everyone()
+    if clips is None:
+        clips = load_clips(folders, config.data.size, config.data.num_frames, codec.encode, codec_id,
+                           write_cache=main, progress=progress and main, **encode_kwargs)
+    null_text = text_encoder([""]).float().cpu() if text_encoder is not None else None
+    image_encoder = text_encoder = None  # frozen encoders are no longer needed
+    spec.motion_stats = _quantiles(clips.motion)
+    if clips.cameras is not None:
+        from gen4d.diffusion.vdm.components import _orbit_record
+
+        spec.orbit_cameras = _orbit_record(clips.cameras)
+
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=oc.lr, weight_decay=oc.weight_decay)
+    ema = EMA(unet, oc.ema_decay) if oc.ema_decay > 0 else None
+    start_step, elapsed_before = 0, 0.0
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint)
+        unet.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            if saved["ema"] is None:
+                raise ValueError(f"{checkpoint}: no EMA weights but this config uses ema_decay={oc.ema_decay}")
+            ema.load_state_dict(saved["ema"], saved["state"].get("ema_updates", 0))
+        start_step = int(saved["state"]["step"])
+        elapsed_before = float(saved["state"].get("elapsed_s", 0.0))
+        if main:
+            print(f"resuming {run} from step {start_step} ({checkpoint.name})")
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    if checkpoint is not None and accelerator.scaler is not None and saved["state"].get("scaler"):
+        accelerator.scaler.load_state_dict(saved["state"]["scaler"])
+
+    writer = None
+    if main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run / "tb"))
+        except ImportError:
+            print("note: tensorboard is not installed; logging to metrics.jsonl only")
+    shape = tuple(clips.latents.shape[1:])
+    num_timesteps = schedule.num_train_timesteps
+    keep_latents = spec.null_condition == "keep_latents"
+    inner = accelerator.unwrap_model(unet)
+
+    def save(step: int, elapsed: float) -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            state = {"elapsed_s": elapsed, "ema_updates": ema.num_updates if ema else 0,
+                     "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None}
+            save_checkpoint(run, step, inner.state_dict(), ema.state_dict() if ema else None,
+                            optimizer.state_dict(), state, keep=config.keep_checkpoints)
+        accelerator.wait_for_everyone()
+
+    bar = None
+    if progress and main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=oc.steps, initial=start_step, desc="train-vdm", dynamic_ncols=True)
+    started = time.monotonic()
+    step, stopped_by = start_step, "steps"
+    metrics_path = run / "metrics.jsonl"
+    while step < oc.steps:
+        lr = oc.lr * min(1.0, (step + 1) / oc.warmup_steps) if oc.warmup_steps else oc.lr
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        clip_ids = global_batch_indices(len(clips), step, oc.batch_size, config.seed)
+        totals = torch.zeros(3, device=device)
+        for micro in range(oc.grad_accum):
+            first = (micro * processes + rank) * local_batch
+            positions = range(first, first + local_batch)
+            index = clip_ids[first : first + local_batch]
+            t, noise, drop = _per_sample_randomness(step, positions, config.seed, shape, num_timesteps,
+                                                    config.uncond_prob, device)
+            z0, zbar, condition = batch_condition(clips, index, spec.variant, config.task, drop, null_text,
+                                                  keep_latents, device)
+            # Dropout draws from the global generators: seed them per (step, micro-batch, process) so a
+            # resumed run draws the same masks as an uninterrupted one.
+            torch.manual_seed(sample_seed(config.seed, step, micro, rank, 0xD509))
+            sync = contextlib.nullcontext() if micro == oc.grad_accum - 1 else accelerator.no_sync(unet)
+            with sync:
+                with accelerator.autocast():
+                    loss, parts = vdm_loss(unet, spec.variant, schedule, z0, zbar, condition, t, noise,
+                                           config.mr_weight if config.task == "4d" else 0.0, spec.fps)
+                accelerator.backward(loss / oc.grad_accum)
+            totals += torch.stack([loss.detach(), parts["ldm"], parts["mr"]]) / oc.grad_accum
+        if oc.grad_clip > 0:
+            accelerator.clip_grad_norm_(params, oc.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(inner)
+        step += 1
+        totals = accelerator.reduce(totals, reduction="mean")
+        elapsed = time.monotonic() - started
+        if main and (step % config.log_every == 0 or step == oc.steps):
+            record = {"step": step, "loss": float(totals[0]), "ldm": float(totals[1]), "mr": float(totals[2]),
+                      "lr": lr, "elapsed_s": round(elapsed_before + elapsed, 3)}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if writer is not None:
+                for key in ("loss", "ldm", "mr", "lr"):
+                    writer.add_scalar(f"train/{key}", record[key], step)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(totals[0]):.4f}")
+        over = torch.tensor(float(oc.minutes > 0 and elapsed > oc.minutes * 60), device=device)
+        if float(accelerator.reduce(over, reduction="sum")) > 0:
+            stopped_by = "minutes"
+        if step % config.checkpoint_every == 0 or step == oc.steps or stopped_by == "minutes":
+            save(step, elapsed_before + elapsed)
+        if stopped_by == "minutes":
+            break
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+
+    model_dir = run / "model"
+    if main:
+        export = copy.deepcopy(inner).float().cpu()
+        if ema is not None:
+            ema.copy_to(export)
+        add_motion_embedding(export, spec.motion_freq_dim, spec.motion_scale)
+        base = None
+        if base_state is not None:
+            base = copy.deepcopy(export)
+            base.load_state_dict(base_state, strict=False)
+        how = "static 3D-aware base model (task=static)" if config.task == "static" else "Diffusion4D 4D-aware model"
+        spec.notes = (f"{how}; trained by gen4d train-vdm for {step} steps (global batch {oc.batch_size}, "
+                      f"lr {oc.lr}, omega {config.mr_weight}) on {len(clips)} clips; "
+                      f"{'EMA' if ema else 'raw'} weights")
+        from gen4d.diffusion.vdm.components import save_video_model
+
+        save_video_model(model_dir, spec, export, base)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return {"step": step, "run": str(run), "model": str(model_dir), "metrics": str(metrics_path),
+            "stopped_by": stopped_by, "clips": len(clips), "motion_stats": spec.motion_stats}
