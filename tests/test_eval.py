@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -251,3 +252,42 @@ def test_cli_end_to_end(gt_model, d4d_gt, tmp_path, monkeypatch, capsys):
     assert load_dataset(gt_dir).has_split("orbit")
     with pytest.raises(ValueError, match="folder"):
         write_report(report, tmp_path / "x.json")
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "diffusion4d_sample"
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"Diffusion4D sample not found at {SAMPLE} (shared data is not part of the repo)")
+def test_diffusion4d_sample_pairs_cameras_and_times():
+    """On the real sample: a model that replays the ground truth image of each requested
+    (pose, time) scores perfectly, so renders and targets are paired by camera and time; the
+    CLIP-O orbit starts at the sample's front pose with its radius and FOV."""
+    from gen4d.eval.core import _orbit_cameras, collect_case
+
+    gt = load_dataset(SAMPLE, size=48)
+    assert gt.has_split("orbit") and gt.has_split("front")
+    white = gt.composited((1.0, 1.0, 1.0))
+
+    class Replay:
+        def render(self, cameras, background, options):
+            keys = torch.cat([gt.cameras.world_to_camera.flatten(1), gt.cameras.times[:, None]], 1)
+            want = torch.cat([cameras.world_to_camera.flatten(1).cpu(), cameras.times[:, None].cpu()], 1)
+            match = torch.cdist(want.double(), keys.double()).argmin(1)
+            return type("Out", (), {"rgb": white[match]})()
+
+    config = EvalConfig(metrics=("psnr", "ssim"), orbit_views=4)
+    collected = collect_case(EvalCase("replay", Replay(), gt), "diffusion4d", config, None)
+    orbit_pred, orbit_gt = collected.pairs["orbit"]
+    assert torch.equal(orbit_pred, orbit_gt)
+    front_pred, front_gt = collected.pairs["front"]
+    # front frame 0 has the pose and time of orbit view 0 (a separate render of the same view)
+    assert torch.equal(front_pred[1:], front_gt[1:]) and (front_pred[0] - front_gt[0]).abs().mean() < 0.01
+    report = evaluate([EvalCase("replay", Replay(), gt)], config, progress=False)
+    assert report["protocol"] == "diffusion4d"
+    assert report["counts"]["images"] == len(gt.splits["orbit"]) + len(gt.splits["front"])
+    assert report["metrics"]["ssim"] > 0.9999
+    ring = _orbit_cameras(gt, 36)
+    first = gt.cameras[gt.splits["orbit"][:1]]
+    assert torch.allclose(ring.world_to_camera[0], first.world_to_camera[0], atol=1e-4)
+    assert torch.allclose(ring.fy[0], first.fy[0], rtol=1e-4) and float(ring.times[0]) == 0.0
+    assert float(ring.times[-1]) == 1.0
