@@ -1,117 +1,291 @@
-"""gen4d's pure-PyTorch reference rasteriser (any device, differentiable by autograd).
+"""gen4d's pure-PyTorch reference rasteriser (any device, differentiable).
 
-Maths as gsplat's classic mode: EWA projection with a 0.3 px low-pass (projection.py), alpha
-clamped to 0.999, contributions with alpha < 1/255 skipped, front-to-back by camera depth,
-blending stops before the transmittance would drop to <= 1e-4, pixel centres at +0.5.
-One difference: gsplat assigns Gaussians to tiles by a 3-sigma box, so it drops the faint
-fringe (alpha between 1/255 and ~0.011) of opaque Gaussians beyond 3 sigma; this renderer
-culls with the exact alpha >= 1/255 region, so its images do not depend on the tile size.
+Maths as gsplat 1.5's classic mode: EWA projection with a 0.3 px low-pass (projection.py), alpha
+clamped to 0.999, contributions with alpha < 1/255 (or a negative exponent) skipped, front to
+back by camera depth, blending stops before the Gaussian that would take the transmittance to
+<= 1e-4, pixel centres at +0.5, expected depth = sum(w z) / alpha.
+Culling uses the exact alpha >= 1/255 region of each Gaussian (its bounding box, then an exact
+ellipse-rectangle test per tile), so the image does not depend on ``tile_size`` or
+``max_elements``. gsplat 1.5 bounds Gaussians by the same opacity-aware box
+(``min(3.33, sqrt(2 ln(255 o)))`` sigma), so both see the same Gaussians at every pixel.
+
+How it works
+------------
+1. Project every Gaussian into every camera (:func:`gen4d.render.projection.project`).
+2. Pair every visible (camera, Gaussian) "splat" with the ``tile_size``^2 tiles its alpha >= 1/255
+   ellipse touches, in depth order (one sort of all pairs of all cameras).
+3. Sort the non-empty tiles by their list length and cut them into chunks of similar length,
+   so padding every list of a chunk to its longest one wastes little work.
+4. For each chunk evaluate every (pixel, Gaussian) pair at once - (tiles, pixels, list) tensors -
+   and blend with a cumulative product. The backward pass is written by hand
+   (:class:`_RasterizeTiles`, the same derivatives as gsplat's CUDA backward) and recomputes
+   each chunk instead of storing it.
 
 Memory bound
 ------------
-Each camera's image is cut into ``tile_size``^2 tiles; each tile is paired with the Gaussians
-whose alpha >= 1/255 box overlaps it, sorted by depth and padded to the longest list in a chunk
-of tiles. Chunks hold at most ``max_elements`` pixel-Gaussian pairs (one tile at least), and
-about 12 float tensors of that size are alive while a chunk is evaluated. With
-``checkpoint=True`` (the default) a chunk's intermediates are recomputed in backward instead of
-being kept, so peak memory is about ``12 * 4 bytes * max(max_elements, tile_size^2 * G_tile)``
-(``G_tile`` = Gaussians overlapping the busiest tile) plus O(C * (N + H * W)) for the projected
-Gaussians, the per-tile lists and the images - 200 MB for the default 2^22 pairs in float32.
+A chunk holds at most ``max_elements`` pixel x Gaussian pairs (one tile at least) and about
+14 tensors of that size are alive while it is evaluated (forward or backward), so peak memory is
+about ``14 * itemsize * max(max_elements, tile_size^2 * G_tile)`` (``G_tile`` = Gaussians
+touching the busiest tile) - 235 MB for the default 2^22 pairs in float32 - plus
+O(C * (N + H * W)) for the projected Gaussians and the images and O(tile-Gaussian pairs) for the
+sorted lists (about 40 bytes a pair). With ``checkpoint=False`` each chunk's ``pixel x list``
+intermediates are kept for backward instead (3 tensors of that size per chunk, for all chunks),
+which saves the recomputation at the cost of memory proportional to the whole image.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
+
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from gen4d.cameras import Cameras
 from gen4d.gaussians.core import Gaussians
 from gen4d.render.core import RenderOptions, RenderOutput
-from gen4d.render.projection import blend, gaussian_alpha, pixel_centres, project, radii_from_extents
+from gen4d.render.projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_STOP, project, radii_from_extents
+
+_CULL_MARGIN = 1e-3
+"""Pixels of slack in the conservative tile culling (the per-pixel test stays exact)."""
+_CHUNK_RATIO = 0.5
+"""A chunk ends where a tile's list is shorter than this fraction of the chunk's longest list..."""
+_CHUNK_MIN_ELEMENTS = 1 << 16
+"""...once the chunk holds at least this many padded pixel x Gaussian pairs."""
+_FEATURES = 5
+"""Per-splat blended features: r, g, b, depth and 1 (whose blend is the accumulated alpha)."""
 
 
-def _shade_tiles(
-    means2d: torch.Tensor,  # (G, 2)
-    conics: torch.Tensor,  # (G, 3)
-    opacities: torch.Tensor,  # (G,)
-    features: torch.Tensor,  # (G, 4) rgb + depth
-    lists: torch.Tensor,  # (T, L) indices into G, padded with G (a dummy transparent Gaussian)
-    pixels: torch.Tensor,  # (T, P, 2) pixel centres
-) -> torch.Tensor:  # (T, P, 5): rgb, depth sum, transmittance
-    pad = lambda x: torch.cat([x, torch.zeros_like(x[:1])], 0)  # noqa: E731
-    m, q, o, f = pad(means2d)[lists], pad(conics)[lists], pad(opacities)[lists], pad(features)[lists]
-    delta = pixels[:, :, None, :] - m[:, None, :, :]  # (T, P, L, 2)
-    alpha = gaussian_alpha(o[:, None, :], q[:, None, :, :], delta)  # (T, P, L)
-    weights, transmittance = blend(alpha)
-    accumulated = torch.einsum("tpl,tlf->tpf", weights, f)
-    return torch.cat([accumulated, transmittance[..., None]], -1)
-
-
-def _rasterize_camera(
-    means2d: torch.Tensor,
-    conics: torch.Tensor,
-    opacities: torch.Tensor,
-    colors: torch.Tensor,
-    depths: torch.Tensor,
-    extents: torch.Tensor,
-    valid: torch.Tensor,
+# ---------------------------------------------------------------------------------------
+# Tile lists
+# ---------------------------------------------------------------------------------------
+def _tile_pairs(
+    means2d: torch.Tensor,  # (S, 2)
+    conics: torch.Tensor,  # (S, 3)
+    opacities: torch.Tensor,  # (S,)
+    cam: torch.Tensor,  # (S,) camera of each splat
     width: int,
     height: int,
-    options: RenderOptions,
-) -> torch.Tensor:  # (H, W, 5)
-    ts = options.tile_size
+    tile_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(splat, tile) pairs: the tiles whose pixel-centre rectangle the splat's alpha >= 1/255
+    ellipse touches (conservatively: a little slack, never less).
+
+    The ellipse ``0.5 d^T [[a, b], [b, c]] d <= ln(255 o)`` is cut into the bands of tile rows;
+    in each band its x extent is exact (the boundary's right / left halves are concave /
+    convex in y), so only touched tiles are listed. Tile ids are global:
+    ``cam * tiles_per_camera + row * tiles_x + col``; pairs come out in splat order (the
+    caller sorts splats by depth).
+    """
+    ts = tile_size
     tiles_x, tiles_y = -(-width // ts), -(-height // ts)
-    dtype, device = means2d.dtype, means2d.device
-    index = torch.nonzero(valid).squeeze(-1)
-    index = index[torch.argsort(depths[index].detach(), stable=True)]
-    m, q, o = means2d[index], conics[index], opacities[index]
-    feats = torch.cat([colors[index], depths[index, None]], -1)
-    count = index.numel()
+    device = means2d.device
+    f64 = lambda x: x.to(torch.float64)  # noqa: E731  (the culling geometry in float64)
+    mx, my = f64(means2d[:, 0]), f64(means2d[:, 1])
+    qa, qb, qc = f64(conics[:, 0]), f64(conics[:, 1]), f64(conics[:, 2])
+    limit = torch.log(f64(opacities) / ALPHA_THRESHOLD).clamp_min(0.0)
+    limit = limit * (1 + 1e-6) + 1e-9
+    det = (qa * qc - qb * qb).clamp_min(1e-300)
+    ext_x = torch.sqrt(2 * limit * qc / det) + _CULL_MARGIN
+    ext_y = torch.sqrt(2 * limit * qa / det) + _CULL_MARGIN
+    # Pixel rows whose centre (v + 0.5) is within the ellipse's y extent -> tile rows.
+    v0 = torch.ceil(my - ext_y - 0.5).clamp_min(0)
+    v1 = torch.minimum(torch.floor(my + ext_y - 0.5), torch.full_like(my, height - 1))
+    rows = torch.where(v0 <= v1, torch.div(v1.long(), ts, rounding_mode="floor") - torch.div(v0.long(), ts, rounding_mode="floor") + 1, 0)
+    band_splat = torch.repeat_interleave(torch.arange(mx.shape[0], device=device), rows)
+    if band_splat.numel() == 0:
+        return band_splat, band_splat.clone()
+    first = torch.cumsum(rows, 0) - rows
+    ty = torch.div(v0.long(), ts, rounding_mode="floor")[band_splat] + torch.arange(band_splat.numel(), device=device) - first[band_splat]
 
-    # Tile x Gaussian overlap of the exact alpha >= 1/255 boxes with the tiles' pixel centres.
-    with torch.no_grad():
-        ext = extents[index]
-        tx0 = torch.arange(tiles_x, device=device, dtype=dtype) * ts + 0.5
-        ty0 = torch.arange(tiles_y, device=device, dtype=dtype) * ts + 0.5
-        tx1, ty1 = tx0 + ts - 1, ty0 + ts - 1
-        hit_x = (m[:, 0] + ext[:, 0] >= tx0[:, None]) & (m[:, 0] - ext[:, 0] <= tx1[:, None])  # (TX, G)
-        hit_y = (m[:, 1] + ext[:, 1] >= ty0[:, None]) & (m[:, 1] - ext[:, 1] <= ty1[:, None])  # (TY, G)
-        overlap = (hit_y[:, None, :] & hit_x[None, :, :]).reshape(tiles_y * tiles_x, count)
-        per_tile = overlap.sum(-1)
+    # The band's pixel-centre rows, relative to the mean and clipped to the ellipse.
+    mx, my, qa, qb, qc, limit, ext_x, ext_y = (x[band_splat] for x in (mx, my, qa, qb, qc, limit, ext_x, ext_y))
+    det = (qa * qc - qb * qb).clamp_min(1e-300)
+    lo = torch.maximum(ty * ts + 0.5 - my, -ext_y)
+    hi = torch.minimum(torch.clamp_max(ty * ts + ts - 0.5, height - 0.5) - my, ext_y)
 
-    centres = pixel_centres(tiles_x * ts, tiles_y * ts, dtype=dtype, device=device)
-    centres = centres.reshape(tiles_y, ts, tiles_x, ts, 2).permute(0, 2, 1, 3, 4).reshape(tiles_y * tiles_x, ts * ts, 2)
+    def boundary(dy, sign):  # x offset of the ellipse boundary at height dy (sign +1 right, -1 left)
+        root = torch.sqrt(torch.clamp_min(2 * qa * limit - det * dy * dy, 0.0))
+        return (-qb * dy + sign * root) / qa
 
-    outputs = []
-    start, num_tiles = 0, tiles_x * tiles_y
-    while start < num_tiles:
-        # Grow the chunk while the padded pair count stays within the budget.
-        stop, longest = start + 1, int(per_tile[start])
-        while stop < num_tiles:
-            longest_next = max(longest, int(per_tile[stop]))
-            if (stop + 1 - start) * ts * ts * max(longest_next, 1) > options.max_elements:
-                break
-            stop, longest = stop + 1, longest_next
-        chunk = slice(start, stop)
-        if longest == 0:
-            empty = torch.zeros(stop - start, ts * ts, 5, dtype=dtype, device=device)
-            empty[..., 4] = 1.0
-            outputs.append(empty)
-        else:
-            # Each tile's overlapping Gaussians in depth order, padded with the dummy index.
-            flags = overlap[chunk]
-            order = torch.argsort((~flags).to(torch.int8), dim=-1, stable=True)[:, :longest]
-            lists = torch.where(torch.arange(longest, device=device) < per_tile[chunk, None], order, count)
-            args = (m, q, o, feats, lists, centres[chunk])
-            if options.checkpoint and torch.is_grad_enabled() and any(a.requires_grad for a in args):
-                outputs.append(checkpoint(_shade_tiles, *args, use_reentrant=False))
-            else:
-                outputs.append(_shade_tiles(*args))
+    turn = qb * (ext_x - _CULL_MARGIN) / qc  # height of the leftmost point; the rightmost is at -turn
+    x_hi = mx + boundary(torch.minimum(torch.maximum(-turn, lo), hi), 1.0) + _CULL_MARGIN
+    x_lo = mx + boundary(torch.minimum(torch.maximum(turn, lo), hi), -1.0) - _CULL_MARGIN
+    u0 = torch.ceil(x_lo - 0.5).clamp_min(0)
+    u1 = torch.minimum(torch.floor(x_hi - 0.5), torch.full_like(x_hi, width - 1))
+    tx0 = torch.div(u0.long(), ts, rounding_mode="floor")
+    cols = torch.where((u0 <= u1) & (lo <= hi), torch.div(u1.long(), ts, rounding_mode="floor") - tx0 + 1, 0)
+    pair_band = torch.repeat_interleave(torch.arange(cols.shape[0], device=device), cols)
+    first = torch.cumsum(cols, 0) - cols
+    tx = tx0[pair_band] + torch.arange(pair_band.numel(), device=device) - first[pair_band]
+    splat = band_splat[pair_band]
+    tile = cam[splat] * (tiles_x * tiles_y) + ty[pair_band] * tiles_x + tx
+    return splat, tile
+
+
+def _plan_chunks(counts: list[int], pixels: int, max_elements: int) -> list[tuple[int, int]]:
+    """Cut tiles sorted by decreasing list length into [start, stop) chunks: each within the
+    pair budget (one tile at least) and, once big enough, of similar list lengths."""
+    negated = [-c for c in counts]  # ascending, for bisect
+    chunks, start, total = [], 0, len(counts)
+    while start < total:
+        longest = counts[start]
+        by_budget = start + max(1, max_elements // (pixels * longest))
+        # First tile whose list is shorter than ratio * longest.
+        by_ratio = bisect.bisect_right(negated, -math.ceil(_CHUNK_RATIO * longest), lo=start)
+        by_size = start + -(-_CHUNK_MIN_ELEMENTS // (pixels * longest))
+        stop = min(total, by_budget, max(by_ratio, by_size))
+        chunks.append((start, stop))
         start = stop
-    image = torch.cat(outputs, 0).reshape(tiles_y, tiles_x, ts, ts, 5).permute(0, 2, 1, 3, 4)
-    return image.reshape(tiles_y * ts, tiles_x * ts, 5)[:height, :width]
+    return chunks
 
 
+# ---------------------------------------------------------------------------------------
+# Per-chunk maths
+# ---------------------------------------------------------------------------------------
+# Columns of the per-splat table gathered for every chunk.
+_MX, _MY, _QA, _QB, _QC, _OPACITY = range(6)
+_COLUMNS = 6 + _FEATURES
+
+
+def _limits(dtype: torch.dtype) -> dict[str, float]:
+    """Thresholds as exact values of ``dtype`` for strict-inequality tests (F.threshold)."""
+    tensor = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
+    return {
+        # alpha >= 1/255  <=>  alpha > the largest value below 1/255
+        "alpha_below": float(torch.nextafter(tensor(ALPHA_THRESHOLD), tensor(-math.inf))),
+        # raw <= 0.999  <=>  -raw > -(the smallest value above 0.999)
+        "neg_max_above": -float(torch.nextafter(tensor(MAX_ALPHA), tensor(math.inf))),
+    }
+
+
+def _coefficients(p: torch.Tensor, centre_x: torch.Tensor, centre_y: torch.Tensor):
+    """The exponent sigma at a pixel is a quadratic in the pixel's offset (lx, ly) from its
+    tile's centre: sigma = basis(lx, ly) . coeffs with basis = [1, lx, ly, lx^2, ly^2, lx ly].
+    ``p`` (T, L, columns) gathered splats, centres (T,). Returns (ax, ay) = tile centre - mean
+    (T, L) and the coefficients of -sigma (T, 6, L)."""
+    qa, qb, qc = p[..., _QA], p[..., _QB], p[..., _QC]
+    ax = centre_x[:, None] - p[..., _MX]
+    ay = centre_y[:, None] - p[..., _MY]
+    c1 = qa * ax + qb * ay
+    c2 = qb * ax + qc * ay
+    c0 = 0.5 * (c1 * ax + c2 * ay)
+    neg = torch.stack([c0, c1, c2, 0.5 * qa, 0.5 * qc, qb], 1).neg_()
+    return ax, ay, neg
+
+
+def _chunk_forward(p, centre_x, centre_y, basis, limits):
+    """Alphas of a chunk of T tiles x P pixels x L listed splats.
+
+    Returns raw = o exp(-sigma) (T, P, L), alpha (T, P, L) (clamped to 0.999, 0 below 1/255 and
+    from where the transmittance stop hits) and the transmittance buffer (T, P, L + 1):
+    [..., :-1] before each splat, [..., 1:] after it. In-place ops throughout: fresh large
+    tensors cost page faults on the CPU.
+    """
+    _, _, neg_coeffs = _coefficients(p, centre_x, centre_y)
+    raw = torch.matmul(basis, neg_coeffs)  # -sigma
+    # sigma >= 0 for the positive definite conics project() makes; clamp rounding below 0.
+    raw.clamp_max_(0.0).exp_().mul_(p[:, None, :, _OPACITY])
+    alpha = torch.nn.functional.threshold(raw, limits["alpha_below"], 0.0).clamp_max_(MAX_ALPHA)
+    T, P, L = alpha.shape
+    trans = torch.empty(T, P, L + 1, dtype=alpha.dtype, device=alpha.device)
+    trans[..., 0] = 1.0
+    torch.mul(alpha, -1.0, out=trans[..., 1:]).add_(1.0)
+    trans.cumprod_(-1)
+    after = trans[..., 1:]
+    if L and bool((after[..., -1] <= TRANSMITTANCE_STOP).any()):
+        # A pixel stops before the splat that would take its transmittance to <= 1e-4.
+        alpha.mul_(torch.gt(after, TRANSMITTANCE_STOP, out=torch.empty_like(alpha)))
+    return raw, alpha, trans
+
+
+class _RasterizeTiles(torch.autograd.Function):
+    """Blend sorted splats into tiles: returns (tiles, pixels, 5) = rgb sum, depth sum, alpha.
+
+    Gradients flow to the per-splat table (means2d, conics, opacity, rgb, depth); the tile plan
+    (lists, chunks, pixel layout) is constant. The backward pass recomputes each chunk (or uses
+    the kept intermediates) and applies the same derivatives as gsplat's CUDA backward.
+    """
+
+    @staticmethod
+    def forward(ctx, table, plan, keep_intermediates):
+        out = torch.zeros(plan["num_tiles"], plan["pixels"], _FEATURES, dtype=table.dtype, device=table.device)
+        padded = torch.cat([table, torch.zeros_like(table[:1])], 0)  # a transparent dummy splat pads the lists
+        limits = _limits(table.dtype)
+        saved = []
+        for chunk in plan["chunks"]:
+            p = padded[chunk["lists"]]  # (T, L, columns)
+            raw, alpha, trans = _chunk_forward(p, chunk["cx"], chunk["cy"], plan["basis"], limits)
+            if keep_intermediates:
+                saved.append((raw, alpha, trans))
+                weights = alpha * trans[..., :-1]
+            else:
+                weights = alpha.mul_(trans[..., :-1])
+            out[chunk["tiles"]] = torch.bmm(weights, p[..., 6:].contiguous())
+            del p, raw, alpha, trans, weights
+        ctx.plan, ctx.saved_chunks = plan, saved
+        ctx.save_for_backward(table)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (table,) = ctx.saved_tensors
+        plan, basis = ctx.plan, ctx.plan["basis"]
+        padded = torch.cat([table, torch.zeros_like(table[:1])], 0)
+        limits = _limits(table.dtype)
+        grad = torch.zeros_like(padded)
+        for index, chunk in enumerate(plan["chunks"]):
+            lists = chunk["lists"]
+            p = padded[lists]
+            if ctx.saved_chunks:  # used once: a second backward (retain_graph) recomputes
+                raw, alpha, trans = ctx.saved_chunks[index]
+                ctx.saved_chunks[index] = None
+            else:
+                raw, alpha, trans = _chunk_forward(p, chunk["cx"], chunk["cy"], basis, limits)
+            before = trans[..., :-1]
+            g = grad_out[chunk["tiles"]]  # (T, P, 5)
+            features = p[..., 6:].contiguous()
+            grad_w = torch.bmm(g, features.transpose(1, 2))  # (T, P, L) dLoss/dweight
+            weights = alpha * before
+            grad_table = torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+            grad_table[..., 6:] = torch.bmm(weights.transpose(1, 2), g)
+            # dLoss/dalpha_i = T_i g_i - sum_{j > i} w_j g_j / (1 - alpha_i)
+            suffix = weights.mul_(grad_w).cumsum_(-1)
+            total = suffix[..., -1:].clone()
+            suffix.neg_().add_(total)
+            # Gradient passes only where the splat contributes unclamped (clamp_max's and gsplat's
+            # rule): neg_raw = -raw there, 0 elsewhere (and d alpha / d sigma = -raw).
+            neg_raw = torch.gt(alpha, 0.0, out=torch.empty_like(alpha)).mul_(raw).neg_()
+            torch.nn.functional.threshold_(neg_raw, limits["neg_max_above"], 0.0)
+            del raw
+            suffix.div_(alpha.neg_().add_(1.0))
+            del alpha
+            grad_sigma = grad_w.mul_(before).sub_(suffix).mul_(neg_raw)
+            del suffix, neg_raw, weights, trans, before
+            moments = torch.matmul(basis.transpose(0, 1), grad_sigma)  # (T, 6, L)
+            del grad_sigma
+            s0, sx, sy, sxx, syy, sxy = moments.unbind(1)
+            ax, ay, _ = _coefficients(p, chunk["cx"], chunk["cy"])
+            qa, qb, qc, o = p[..., _QA], p[..., _QB], p[..., _QC], p[..., _OPACITY]
+            # Sums over the pixels of dLoss/dsigma times dx, dy, ... with dx = ax + lx, dy = ay + ly.
+            sum_dx, sum_dy = ax * s0 + sx, ay * s0 + sy
+            sum_dxx = ax * (ax * s0 + 2 * sx) + sxx
+            sum_dyy = ay * (ay * s0 + 2 * sy) + syy
+            sum_dxy = ax * (ay * s0 + sy) + ay * sx + sxy
+            grad_table[..., _MX] = -(qa * sum_dx + qb * sum_dy)
+            grad_table[..., _MY] = -(qb * sum_dx + qc * sum_dy)
+            grad_table[..., _QA] = 0.5 * sum_dxx
+            grad_table[..., _QB] = sum_dxy
+            grad_table[..., _QC] = 0.5 * sum_dyy
+            # alpha = o exp(-sigma): dalpha/do = raw / o = -(dalpha/dsigma) / o.
+            grad_table[..., _OPACITY] = -s0 / torch.where(o > 0, o, torch.ones_like(o))
+            grad.index_add_(0, lists.reshape(-1), grad_table.reshape(-1, _COLUMNS))
+        ctx.saved_chunks = []
+        return grad[:-1], None, None
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------
 def render_reference(
     gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, options: RenderOptions
 ) -> RenderOutput:
@@ -119,26 +293,66 @@ def render_reference(
         if int(getattr(options, name)) <= 0:
             raise ValueError(f"RenderOptions.{name} must be > 0, got {getattr(options, name)}")
     proj = project(gaussians, cameras, options.near, options.far, options.eps2d)
-    images = []
-    for cam in range(len(cameras)):
-        images.append(
-            _rasterize_camera(
-                proj.means2d[cam],
-                proj.conics[cam],
-                proj.opacities[cam],
-                proj.colors[cam],
-                proj.depths[cam],
-                proj.extents[cam],
-                proj.valid[cam],
-                cameras.width,
-                cameras.height,
-                options,
-            )
-        )
-    stacked = torch.stack(images)  # (C, H, W, 5)
-    rgb_sum, depth_sum, transmittance = stacked[..., :3], stacked[..., 3:4], stacked[..., 4:5]
-    alpha = 1.0 - transmittance
-    rgb = rgb_sum + transmittance * background[:, None, None, :]
+    C, N = proj.valid.shape
+    W, H, ts = cameras.width, cameras.height, int(options.tile_size)
+    tiles_x, tiles_y = -(-W // ts), -(-H // ts)
+    device, dtype = proj.means2d.device, proj.means2d.dtype
+
+    with torch.no_grad():
+        splats = torch.nonzero(proj.valid.reshape(-1)).squeeze(-1)
+        splats = splats[torch.argsort(proj.depths.detach().reshape(-1)[splats], stable=True)]
+        pair_splat, pair_tile = _tile_pairs(
+            proj.means2d.detach().reshape(-1, 2)[splats],
+            proj.conics.detach().reshape(-1, 3)[splats],
+            proj.opacities.detach().reshape(-1)[splats],
+            torch.div(splats, N, rounding_mode="floor"),
+            W, H, ts,
+        )  # fmt: skip
+        num_tiles = C * tiles_x * tiles_y
+        # Stable sort by tile keeps each tile's list in depth order.
+        pair_tile, order = torch.sort(pair_tile, stable=True)
+        pair_splat = pair_splat[order]
+        counts = torch.bincount(pair_tile, minlength=num_tiles)
+        starts = torch.cumsum(counts, 0) - counts
+        busy = torch.nonzero(counts).squeeze(-1)
+        busy = busy[torch.argsort(counts[busy], descending=True, stable=True)]
+        busy_counts = counts[busy].tolist()
+        # Pixel offsets from the tile centre, row-major within the tile.
+        offsets = torch.arange(ts, device=device, dtype=dtype) - 0.5 * (ts - 1)
+        ly, lx = (x.reshape(-1) for x in torch.meshgrid(offsets, offsets, indexing="ij"))
+        plan = {
+            "num_tiles": num_tiles,
+            "pixels": ts * ts,
+            "basis": torch.stack([torch.ones_like(lx), lx, ly, lx * lx, ly * ly, lx * ly], -1),  # (P, 6)
+            "chunks": [],
+        }
+        dummy = splats.numel()
+        last = max(pair_splat.numel() - 1, 0)
+        for start, stop in _plan_chunks(busy_counts, ts * ts, int(options.max_elements)):
+            tiles = busy[start:stop]
+            slots = torch.arange(busy_counts[start], device=device)
+            index = starts[tiles, None] + slots
+            lists = torch.where(slots < counts[tiles, None], pair_splat[index.clamp_max(last)], dummy)
+            local = tiles % (tiles_x * tiles_y)
+            plan["chunks"].append({
+                "tiles": tiles,
+                "lists": lists,
+                # Tile centres in pixel coordinates (pixel centres sit at +0.5).
+                "cx": (local % tiles_x * ts).to(dtype) + 0.5 * ts,
+                "cy": (torch.div(local, tiles_x, rounding_mode="floor") * ts).to(dtype) + 0.5 * ts,
+            })  # fmt: skip
+
+    # One row per splat: mean (2), conic (3), opacity, then the blended features r, g, b, depth, 1.
+    ones = torch.ones_like(proj.depths[..., None])
+    table = torch.cat(
+        [proj.means2d, proj.conics, proj.opacities[..., None], proj.colors, proj.depths[..., None], ones], -1
+    ).reshape(C * N, _COLUMNS)[splats]
+    keep = not options.checkpoint and torch.is_grad_enabled() and table.requires_grad
+    tiles_out = _RasterizeTiles.apply(table, plan, keep)
+    image = tiles_out.reshape(C, tiles_y, tiles_x, ts, ts, _FEATURES).permute(0, 1, 3, 2, 4, 5)
+    image = image.reshape(C, tiles_y * ts, tiles_x * ts, _FEATURES)[:, :H, :W]
+    rgb_sum, depth_sum, alpha = image[..., :3], image[..., 3:4], image[..., 4:5]
+    rgb = rgb_sum + (1.0 - alpha) * background[:, None, None, :].to(dtype)
     depth = depth_sum / alpha.clamp_min(1e-10)
     return RenderOutput(
         rgb=rgb,
