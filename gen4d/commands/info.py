@@ -14,7 +14,7 @@ EXTRAS = {
     "cuda": ["gsplat"],
     "diffusion": ["diffusers", "transformers", "accelerate"],
     "render": ["bpy"],
-    "metrics": ["lpips", "scipy"],
+    "metrics": ["lpips", "transformers"],
     "viewer": ["viser"],
 }
 
