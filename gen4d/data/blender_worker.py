@@ -132,31 +132,59 @@ def _animated_ids(bpy) -> list:
     return ids
 
 
-def list_clips(bpy, clip_order: list[str] | None) -> list[str]:
-    """Clip names: NLA track names (glTF: one track per animation, in file order), else one
-    clip per distinct active action."""
-    names: list[str] = []
-    for owner in _animated_ids(bpy):
+def _owner_key(owner) -> str:
+    return f"{type(owner).__name__}:{owner.name}"
+
+
+def discover_clips(bpy, clip_order: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Clip name -> {owner key: action}, in clip order.
+
+    * NLA tracks (glTF: one track per animation on every animated datablock, listed in the file's
+      order; procedural creatures: one track named after the motion): a clip per track name.
+    * Else FBX-style actions named ``<object>|<take>``: a clip per take.
+    * Else the active actions together form one clip (named after the first), and when a single
+      datablock is animated, each other action suited to it is a clip of its own.
+    """
+    owners = _animated_ids(bpy)
+    clips: dict[str, dict[str, Any]] = {}
+    for owner in owners:
         for track in owner.animation_data.nla_tracks:
-            if track.strips and track.name not in names:
-                names.append(track.name)
-    if names:
+            if track.strips and track.strips[0].action is not None:
+                clips.setdefault(track.name, {})[_owner_key(owner)] = track.strips[0].action
+    if clips:
         if clip_order:
             order = {n: i for i, n in enumerate(clip_order)}
-            names.sort(key=lambda n: order.get(n, len(order)))
-        return names
-    for owner in _animated_ids(bpy):
-        action = owner.animation_data.action
-        if action is not None and action.name not in names:
-            names.append(action.name)
-    # Procedural creatures: one action per joint, all of one clip named after the motion.
-    prefixes = {n.split("_", 1)[0] for n in names}
-    if len(names) > 1 and len(prefixes) == 1:
-        return [prefixes.pop()]
-    return names
+            clips = dict(sorted(clips.items(), key=lambda item: order.get(item[0], len(order))))
+        return clips
+    by_name = {}
+    for owner in list(bpy.data.objects) + list(bpy.data.shape_keys):
+        by_name.setdefault(owner.name, owner)
+    takes: dict[str, dict[str, Any]] = {}
+    for action in bpy.data.actions:
+        target, sep, take = action.name.partition("|")
+        if sep and take and target in by_name:
+            takes.setdefault(take, {})[_owner_key(by_name[target])] = action
+    if takes:
+        return takes
+    active = [(owner, owner.animation_data.action) for owner in owners if owner.animation_data.action is not None]
+    if not active:
+        return {}
+    clips[active[0][1].name] = {_owner_key(owner): action for owner, action in active}
+    if len(active) == 1:
+        owner, current = active[0]
+        for action in bpy.data.actions:
+            if action is not current and action.users >= 0 and action.name not in clips:
+                clips[action.name] = {_owner_key(owner): action}
+    return clips
+
+
+def list_clips(bpy, clip_order: list[str] | None) -> list[str]:
+    return list(discover_clips(bpy, clip_order))
 
 
 def _assign_action(owner, action) -> None:
+    if owner.animation_data is None:
+        owner.animation_data_create()
     data = owner.animation_data
     data.action = action
     if action is not None and hasattr(data, "action_slot"):
@@ -165,34 +193,34 @@ def _assign_action(owner, action) -> None:
             data.action_slot = slots[0]
 
 
-def select_clip(bpy, clips: list[str], request: str) -> tuple[int, str]:
-    """Apply clip ``request`` (name, index or "" = the first): its actions become active, every
-    NLA track is muted (so clips never blend). Returns (index, name)."""
-    if not clips:
+def select_clip(bpy, clip_order: list[str] | None, request: str) -> tuple[int, str]:
+    """Apply clip ``request`` (name, index or "" = the first): its actions become the active
+    actions of their datablocks, every other datablock loses its action and every NLA track is
+    muted (so clips never blend). Returns (index, name)."""
+    clips = discover_clips(bpy, clip_order)
+    names = list(clips)
+    if not names:
         raise AssetError("the asset has no animation clip")
     if request == "":
         index = 0
     elif request.lstrip("-").isdigit():
         index = int(request)
-        if not 0 <= index < len(clips):
-            raise AssetError(f"clip index {index} out of range: the asset has {len(clips)} clips {clips}")
+        if not 0 <= index < len(names):
+            raise AssetError(f"clip index {index} out of range: the asset has {len(names)} clips {names}")
     elif request in clips:
-        index = clips.index(request)
+        index = names.index(request)
     else:
-        raise AssetError(f"no clip named {request!r}; the asset has {clips}")
-    name = clips[index]
-    has_tracks = any(len(o.animation_data.nla_tracks) for o in _animated_ids(bpy))
-    for owner in _animated_ids(bpy):
-        data = owner.animation_data
-        if has_tracks:
-            chosen = None
-            for track in data.nla_tracks:
-                if track.name == name and track.strips:
-                    chosen = track.strips[0].action
+        raise AssetError(f"no clip named {request!r}; the asset has {names}")
+    name = names[index]
+    chosen = clips[name]
+    by_key = {_owner_key(o): o for o in list(bpy.data.objects) + list(bpy.data.shape_keys) + list(bpy.data.materials)}
+    for key, owner in by_key.items():
+        if owner.animation_data is None and key not in chosen:
+            continue
+        if owner.animation_data is not None:
+            for track in owner.animation_data.nla_tracks:
                 track.mute = True
-            _assign_action(owner, chosen)
-        elif data.action is not None and not data.action.name.startswith(name) and data.action.name != name:
-            _assign_action(owner, bpy.data.actions.get(name))
+        _assign_action(owner, chosen.get(key))
     return index, name
 
 
@@ -400,7 +428,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     scene = bpy.context.scene
     dynamic = any(image["split"] != "static_orbit" for image in job["images"])
     if clips:
-        index, name = select_clip(bpy, clips, str(cfg["clip"]))
+        index, name = select_clip(bpy, facts.get("clip_order"), str(cfg["clip"]))
         start, end = clip_frame_range(bpy)
         if end <= start and dynamic:
             raise AssetError(f"clip {name!r} has a single frame ({start}); nothing moves")
