@@ -386,4 +386,4 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"step": step, "run": str(run), "model": str(model_dir), "metrics": str(metrics_path),
-            "stopped_by": stopped_by, "clips": len(clips), "motion_stats": spec.motion_stats}
+            "stopped_by": stopped_by, "clips": len(clips), "motion_stats": spec.motion_stats, "main": main}

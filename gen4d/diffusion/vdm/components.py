@@ -384,6 +384,13 @@ def _load_components(spec: VDMSpec, source: str | None, device, dtype, encoders:
     return codec, text_encoder, image_encoder
 
 
+def _to(module: nn.Module, device, dtype) -> nn.Module:
+    module = module.to(device)
+    if next(module.parameters()).dtype != dtype:  # casting to the same dtype makes diffusers warn
+        module = module.to(dtype=dtype)
+    return module
+
+
 def _freeze(module: nn.Module) -> nn.Module:
     module.eval()
     module.requires_grad_(False)
@@ -449,9 +456,9 @@ def load_video_model(
         if weights is not None:
             load_unet_weights(unet, weights)
         codec, text_encoder, image_encoder = _load_components(spec, source, device, dtype, encoders)
-    unet = _freeze(unet.to(device=device, dtype=dtype))
+    unet = _freeze(_to(unet, device, dtype))
     if base_unet is not None:
-        base_unet = _freeze(base_unet.to(device=device, dtype=dtype))
+        base_unet = _freeze(_to(base_unet, device, dtype))
     schedule = NoiseSchedule.from_diffusers_config(spec.scheduler)
     return VideoModel(spec=spec, unet=unet, base_unet=base_unet, schedule=schedule, codec=codec,
                       text_encoder=text_encoder, image_encoder=image_encoder, source=source)
