@@ -76,7 +76,7 @@ def test_oracle_run_on_the_default_data_set(tmp_path):
     procedural creature (Blender renders) -> held-out eval views (4 azimuths x 24 times).
 
     CPU version: 32 x 32, 100 steps, SDS off (only a real Zero-1-to-3 would help), 2 anchored views
-    per step. Measured: eval PSNR 20.6 dB (front video only: 16.9 dB; a white image: 14.3 dB).
+    per step. Measured: eval PSNR 20.2 dB (front video only, same settings: 17.5 dB; a white image: 14.3 dB).
     """
     from gen4d.data.video_input import VideoInputConfig
 

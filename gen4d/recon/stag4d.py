@@ -789,8 +789,8 @@ def run_video_to_4d(
         if reference.alphas is None:
             raise ValueError(f"{input_path}: the front video has no alpha; STAG4D needs RGBA frames")
         size = config.input.size
-        if size and size != reference.width:
-            reference = reference.resized(size)
+        if size and size < reference.width:
+            reference = reference.resized(size)  # never upsampled: the dataset's resolution is the ceiling
         if dataset.has_split("eval"):
             evaluation = dataset.split("eval")
             if size and size < evaluation.width:
