@@ -50,6 +50,7 @@ def reindex(
     the last ``fresh`` rows get zero optimiser moments; ``overrides`` name -> (N', ...) values."""
     overrides = overrides or {}
     count_new = int(index.shape[0])
+    old_count = model.num_gaussians
     for name, old in list(model.params.items()):
         value = overrides.get(name, old.data[index])
         new = nn.Parameter(value.contiguous(), requires_grad=old.requires_grad)
@@ -67,9 +68,11 @@ def reindex(
                         state[key] = moment
                 opt.state[new] = state
         model.params[name] = new
-    extra = model.per_gaussian_state()
+    # Per-Gaussian caches of the field follow the same re-indexing (a cache not filled yet, or of
+    # another size, is left alone: the field rebuilds it when it sees the new count).
+    extra = {k: v[index] for k, v in model.per_gaussian_state().items() if v.shape[0] == old_count}
     if extra:
-        model.set_per_gaussian_state({k: v[index] for k, v in extra.items()})
+        model.set_per_gaussian_state(extra)
 
 
 def duplicate(model, optimizers, mask: torch.Tensor) -> int:

@@ -123,6 +123,8 @@ class OutputConfig:
     """PNG renders at the held-out cameras in RUN/renders/<split>."""
     lpips: bool = True
     """Report LPIPS-VGG when its weights are available."""
+    evaluate: bool = True
+    """Compute the per-split image metrics of metrics.json (renders every held-out and training image)."""
 
 
 @dataclass(frozen=True)
@@ -598,8 +600,8 @@ def reconstruct(
         log(f"LPIPS not reported: its weights are not available ({lpips_loader.error})")
     splits = dict(heldout)
     splits["train"] = dataset.splits["orbit"]
-    metrics, renders = evaluate(model, dataset, splits, options, bg_value, lpips_model)
-    if config.output.renders:
+    metrics, renders = evaluate(model, dataset, splits, options, bg_value, lpips_model) if config.output.evaluate else ({}, {})
+    if config.output.renders and config.output.evaluate:
         for name in heldout:
             write_renders(run_dir / "renders" / name, renders[name], image_names(dataset, heldout[name]))
     if config.output.ply:
