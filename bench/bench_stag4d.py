@@ -124,8 +124,9 @@ def bench_zero123pp(device, tiny: bool):
            cache_gb=cache.nbytes() / 1e9, cache_gb_estimate=model.anchor_cache_bytes(steps) / 1e9,
            peak_gb=cache_peak, record_peak_gb=record_peak)
     cache.clear()
-    del model
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    model = None  # free the weights before the next part
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,7 +151,9 @@ def bench_sds(device, tiny: bool):
     count = 3 if tiny else 20
     _, t = timed(lambda: [step() for _ in range(count)])
     report("sds.zero123xl.4_views_256px", seconds_per_step=t / count, peak_gb=peak_gb())
-    del guidance
+    guidance = None  # noqa: F841 - free the weights
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------
