@@ -51,6 +51,8 @@ _CHUNK_RATIO = 0.5
 """A chunk ends where a tile's list is shorter than this fraction of the chunk's longest list..."""
 _CHUNK_MIN_ELEMENTS = 1 << 16
 """...once the chunk holds at least this many padded pixel x Gaussian pairs."""
+_CPU_CHUNK_ELEMENTS = 1 << 18
+"""On the CPU chunks stay below this many pairs (cache-sized; faster than bigger chunks)."""
 _FEATURES = 5
 """Per-splat blended features: r, g, b, depth and 1 (whose blend is the accumulated alpha)."""
 
@@ -148,13 +150,13 @@ _COLUMNS = 6 + _FEATURES
 
 
 def _limits(dtype: torch.dtype) -> dict[str, float]:
-    """Thresholds as exact values of ``dtype`` for strict-inequality tests (F.threshold)."""
+    """Thresholds as exact values of ``dtype`` for F.threshold's strict ``x > threshold`` test."""
     tensor = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
     return {
         # alpha >= 1/255  <=>  alpha > the largest value below 1/255
         "alpha_below": float(torch.nextafter(tensor(ALPHA_THRESHOLD), tensor(-math.inf))),
-        # raw <= 0.999  <=>  -raw > -(the smallest value above 0.999)
-        "neg_max_above": -float(torch.nextafter(tensor(MAX_ALPHA), tensor(math.inf))),
+        # alpha < 0.999 (not clamped)  <=>  -alpha > -0.999
+        "neg_max": float(tensor(-MAX_ALPHA)),
     }
 
 
@@ -162,40 +164,43 @@ def _coefficients(p: torch.Tensor, centre_x: torch.Tensor, centre_y: torch.Tenso
     """The exponent sigma at a pixel is a quadratic in the pixel's offset (lx, ly) from its
     tile's centre: sigma = basis(lx, ly) . coeffs with basis = [1, lx, ly, lx^2, ly^2, lx ly].
     ``p`` (T, L, columns) gathered splats, centres (T,). Returns (ax, ay) = tile centre - mean
-    (T, L) and the coefficients of -sigma (T, 6, L)."""
+    (T, L) and the coefficients (T, 6, L) of log(o) - sigma, whose exp is o exp(-sigma)."""
     qa, qb, qc = p[..., _QA], p[..., _QB], p[..., _QC]
     ax = centre_x[:, None] - p[..., _MX]
     ay = centre_y[:, None] - p[..., _MY]
     c1 = qa * ax + qb * ay
     c2 = qb * ax + qc * ay
-    c0 = 0.5 * (c1 * ax + c2 * ay)
-    neg = torch.stack([c0, c1, c2, 0.5 * qa, 0.5 * qc, qb], 1).neg_()
-    return ax, ay, neg
+    # The dummy splat (o = 0) gets log(o) = -1e4: its alpha is cut to an exact 0.
+    c0 = 0.5 * (c1 * ax + c2 * ay) - torch.log(p[..., _OPACITY]).clamp_min(-1e4)
+    coeffs = torch.stack([c0, c1, c2, 0.5 * qa, 0.5 * qc, qb], 1).neg_()
+    return ax, ay, coeffs
 
 
 def _chunk_forward(p, centre_x, centre_y, basis, limits):
     """Alphas of a chunk of T tiles x P pixels x L listed splats.
 
-    Returns raw = o exp(-sigma) (T, P, L), alpha (T, P, L) (clamped to 0.999, 0 below 1/255 and
-    from where the transmittance stop hits) and the transmittance buffer (T, P, L + 1):
-    [..., :-1] before each splat, [..., 1:] after it. In-place ops throughout: fresh large
-    tensors cost page faults on the CPU.
+    Returns alpha (T, P, L) (o exp(-sigma) clamped to 0.999, 0 below 1/255 and from where the
+    transmittance stop hits) and the transmittance buffer (T, P, L + 1): ``[..., :-1]`` before
+    each splat, ``[..., 1:]`` after it. In-place ops throughout: on the CPU every fresh large
+    tensor costs page faults, and every pass over the pairs costs memory bandwidth.
     """
-    _, _, neg_coeffs = _coefficients(p, centre_x, centre_y)
-    raw = torch.matmul(basis, neg_coeffs)  # -sigma
-    # sigma >= 0 for the positive definite conics project() makes; clamp rounding below 0.
-    raw.clamp_max_(0.0).exp_().mul_(p[:, None, :, _OPACITY])
-    alpha = torch.nn.functional.threshold(raw, limits["alpha_below"], 0.0).clamp_max_(MAX_ALPHA)
+    _, _, coeffs = _coefficients(p, centre_x, centre_y)
+    # sigma >= 0 for the positive definite conics project() makes (gsplat's sigma < 0 skip
+    # never fires for them); rounding a hair below 0 at a Gaussian's centre is harmless here.
+    # Clamping the exponent at -80 keeps exp's results normal floats (subnormals are ~20x
+    # slower on CPUs); exp(-80) is far below the 1/255 cut either way.
+    alpha = torch.matmul(basis, coeffs).clamp_min_(-80.0).exp_()  # o exp(-sigma)
+    torch.nn.functional.threshold_(alpha, limits["alpha_below"], 0.0).clamp_max_(MAX_ALPHA)
     T, P, L = alpha.shape
     trans = torch.empty(T, P, L + 1, dtype=alpha.dtype, device=alpha.device)
     trans[..., 0] = 1.0
-    torch.mul(alpha, -1.0, out=trans[..., 1:]).add_(1.0)
+    torch.sub(torch.ones((), dtype=alpha.dtype, device=alpha.device), alpha, out=trans[..., 1:])
     trans.cumprod_(-1)
     after = trans[..., 1:]
     if L and bool((after[..., -1] <= TRANSMITTANCE_STOP).any()):
         # A pixel stops before the splat that would take its transmittance to <= 1e-4.
         alpha.mul_(torch.gt(after, TRANSMITTANCE_STOP, out=torch.empty_like(alpha)))
-    return raw, alpha, trans
+    return alpha, trans
 
 
 class _RasterizeTiles(torch.autograd.Function):
@@ -214,14 +219,14 @@ class _RasterizeTiles(torch.autograd.Function):
         saved = []
         for chunk in plan["chunks"]:
             p = padded[chunk["lists"]]  # (T, L, columns)
-            raw, alpha, trans = _chunk_forward(p, chunk["cx"], chunk["cy"], plan["basis"], limits)
+            alpha, trans = _chunk_forward(p, chunk["cx"], chunk["cy"], plan["basis"], limits)
             if keep_intermediates:
-                saved.append((raw, alpha, trans))
+                saved.append((alpha, trans))
                 weights = alpha * trans[..., :-1]
             else:
                 weights = alpha.mul_(trans[..., :-1])
             out[chunk["tiles"]] = torch.bmm(weights, p[..., 6:].contiguous())
-            del p, raw, alpha, trans, weights
+            del p, alpha, trans, weights
         ctx.plan, ctx.saved_chunks = plan, saved
         ctx.save_for_backward(table)
         return out
@@ -232,35 +237,33 @@ class _RasterizeTiles(torch.autograd.Function):
         plan, basis = ctx.plan, ctx.plan["basis"]
         padded = torch.cat([table, torch.zeros_like(table[:1])], 0)
         limits = _limits(table.dtype)
+        one = torch.ones((), dtype=table.dtype, device=table.device)
         grad = torch.zeros_like(padded)
         for index, chunk in enumerate(plan["chunks"]):
             lists = chunk["lists"]
             p = padded[lists]
             if ctx.saved_chunks:  # used once: a second backward (retain_graph) recomputes
-                raw, alpha, trans = ctx.saved_chunks[index]
+                alpha, trans = ctx.saved_chunks[index]
                 ctx.saved_chunks[index] = None
             else:
-                raw, alpha, trans = _chunk_forward(p, chunk["cx"], chunk["cy"], basis, limits)
+                alpha, trans = _chunk_forward(p, chunk["cx"], chunk["cy"], basis, limits)
             before = trans[..., :-1]
             g = grad_out[chunk["tiles"]]  # (T, P, 5)
             features = p[..., 6:].contiguous()
             grad_w = torch.bmm(g, features.transpose(1, 2))  # (T, P, L) dLoss/dweight
             weights = alpha * before
-            grad_table = torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+            grad_table = torch.empty(p.shape, dtype=p.dtype, device=p.device)
             grad_table[..., 6:] = torch.bmm(weights.transpose(1, 2), g)
-            # dLoss/dalpha_i = T_i g_i - sum_{j > i} w_j g_j / (1 - alpha_i)
+            # dLoss/dalpha_i = T_i g_i - S_i / (1 - alpha_i) with S_i = sum_{j > i} w_j g_j.
             suffix = weights.mul_(grad_w).cumsum_(-1)
-            total = suffix[..., -1:].clone()
-            suffix.neg_().add_(total)
-            # Gradient passes only where the splat contributes unclamped (clamp_max's and gsplat's
-            # rule): neg_raw = -raw there, 0 elsewhere (and d alpha / d sigma = -raw).
-            neg_raw = torch.gt(alpha, 0.0, out=torch.empty_like(alpha)).mul_(raw).neg_()
-            torch.nn.functional.threshold_(neg_raw, limits["neg_max_above"], 0.0)
-            del raw
-            suffix.div_(alpha.neg_().add_(1.0))
+            torch.sub(suffix[..., -1:].clone(), suffix, out=suffix)
+            # dalpha/dsigma = -alpha where the splat contributes unclamped, else 0 (clamp_max's
+            # and gsplat's rule; an alpha of exactly 0.999 counts as clamped).
+            dalpha_dsigma = torch.nn.functional.threshold_(alpha.neg(), limits["neg_max"], 0.0)
+            suffix.div_(torch.sub(one, alpha, out=alpha))
             del alpha
-            grad_sigma = grad_w.mul_(before).sub_(suffix).mul_(neg_raw)
-            del suffix, neg_raw, weights, trans, before
+            grad_sigma = grad_w.mul_(before).sub_(suffix).mul_(dalpha_dsigma)
+            del suffix, dalpha_dsigma, weights, trans, before
             moments = torch.matmul(basis.transpose(0, 1), grad_sigma)  # (T, 6, L)
             del grad_sigma
             s0, sx, sy, sxx, syy, sxy = moments.unbind(1)
@@ -268,15 +271,12 @@ class _RasterizeTiles(torch.autograd.Function):
             qa, qb, qc, o = p[..., _QA], p[..., _QB], p[..., _QC], p[..., _OPACITY]
             # Sums over the pixels of dLoss/dsigma times dx, dy, ... with dx = ax + lx, dy = ay + ly.
             sum_dx, sum_dy = ax * s0 + sx, ay * s0 + sy
-            sum_dxx = ax * (ax * s0 + 2 * sx) + sxx
-            sum_dyy = ay * (ay * s0 + 2 * sy) + syy
-            sum_dxy = ax * (ay * s0 + sy) + ay * sx + sxy
             grad_table[..., _MX] = -(qa * sum_dx + qb * sum_dy)
             grad_table[..., _MY] = -(qb * sum_dx + qc * sum_dy)
-            grad_table[..., _QA] = 0.5 * sum_dxx
-            grad_table[..., _QB] = sum_dxy
-            grad_table[..., _QC] = 0.5 * sum_dyy
-            # alpha = o exp(-sigma): dalpha/do = raw / o = -(dalpha/dsigma) / o.
+            grad_table[..., _QA] = 0.5 * (ax * (ax * s0 + 2 * sx) + sxx)
+            grad_table[..., _QB] = ax * (ay * s0 + sy) + ay * sx + sxy
+            grad_table[..., _QC] = 0.5 * (ay * (ay * s0 + 2 * sy) + syy)
+            # alpha = o exp(-sigma): dalpha/do = alpha / o = -(dalpha/dsigma) / o.
             grad_table[..., _OPACITY] = -s0 / torch.where(o > 0, o, torch.ones_like(o))
             grad.index_add_(0, lists.reshape(-1), grad_table.reshape(-1, _COLUMNS))
         ctx.saved_chunks = []
@@ -328,7 +328,10 @@ def render_reference(
         }
         dummy = splats.numel()
         last = max(pair_splat.numel() - 1, 0)
-        for start, stop in _plan_chunks(busy_counts, ts * ts, int(options.max_elements)):
+        budget = int(options.max_elements)
+        if device.type == "cpu":
+            budget = min(budget, _CPU_CHUNK_ELEMENTS)
+        for start, stop in _plan_chunks(busy_counts, ts * ts, budget):
             tiles = busy[start:stop]
             slots = torch.arange(busy_counts[start], device=device)
             index = starts[tiles, None] + slots
