@@ -269,14 +269,15 @@ def test_bad_assets(tmp_path):
 @needs_bpy
 @needs_fox
 def test_fox_requested_clip_is_rendered(tmp_path):
-    def front(clip: str, name: str):
-        config = RenderConfig(sets=("front",), size=64, samples=4, num_frames=3, denoise=False, clip=clip)
+    def front(clip: str, name: str, normalise: str = "box"):
+        config = RenderConfig(sets=("front",), size=64, samples=4, num_frames=3, denoise=False, clip=clip,
+                              normalise=normalise)
         path = render_asset(FOX, tmp_path / name, config, progress=False)
         return load_manifest(path), read_manifest(path)
 
     walk, walk_data = front("Walk", "walk")
     walk_by_index, index_data = front("1", "walk1")
-    run, run_data = front("Run", "run")
+    run, run_data = front("Run", "run", normalise="sphere")
     assert walk_data["asset"]["clips"] == ["Survey", "Walk", "Run"]
     # The clip's own frame range (README: Walk 0.708 s, Run 1.158 s at 24 fps) is what was sampled.
     assert walk_data["clip"]["name"] == "Walk" and walk_data["clip"]["index"] == 1
@@ -290,6 +291,10 @@ def test_fox_requested_clip_is_rendered(tmp_path):
     # Normalised over the sampled times into the unit cube.
     lo, hi = np.array(walk_data["normalisation"]["bounds_min"]), np.array(walk_data["normalisation"]["bounds_max"])
     assert abs((hi - lo).max() - 1) < 1e-4 and np.all(np.abs(lo + hi) < 1e-4)
+    assert 0.5 < walk_data["normalisation"]["max_radius"] < 0.87
+    # Bounding-sphere normalisation: every vertex within radius 0.5 of the origin, one touching it.
+    assert run_data["normalisation"]["mode"] == "sphere"
+    assert abs(run_data["normalisation"]["max_radius"] - 0.5) < 1e-3
 
 
 @needs_bpy

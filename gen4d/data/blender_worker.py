@@ -302,11 +302,12 @@ def normalise(bpy, objects, frames: list[float], mode: str) -> dict[str, Any]:
         obj.parent = normaliser
         obj.matrix_parent_inverse = Matrix.Identity(4)
     # Check the result over the same frames.
-    after_lo, after_hi = np.full(3, np.inf), np.full(3, -np.inf)
+    after_lo, after_hi, after_radius = np.full(3, np.inf), np.full(3, -np.inf), 0.0
     for frame in frames:
         set_frame(bpy, frame)
         points = world_points(bpy, objects)
         after_lo, after_hi = np.minimum(after_lo, points.min(0)), np.maximum(after_hi, points.max(0))
+        after_radius = max(after_radius, float(np.linalg.norm(points, axis=1).max()))
     return {
         "mode": mode,
         "scale": scale,
@@ -315,6 +316,7 @@ def normalise(bpy, objects, frames: list[float], mode: str) -> dict[str, Any]:
         "source_bounds_max": hi.tolist(),
         "bounds_min": after_lo.tolist(),
         "bounds_max": after_hi.tolist(),
+        "max_radius": after_radius,
         "frames_used": len(frames),
         "formula": "p_render = scale * p_source + offset",
     }
@@ -464,6 +466,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from mathutils import Matrix
 
     out_dir = Path(job["out_dir"])
+    for stale in out_dir.glob("*/.*.partial.png"):  # left by an interrupted run
+        stale.unlink(missing_ok=True)
     todo = [i for i, image in enumerate(job["images"]) if not (out_dir / image["file"]).is_file()]
     _emit(total=len(job["images"]), todo=len(todo))
     timings = []
