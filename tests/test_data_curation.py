@@ -64,8 +64,7 @@ def test_motion_magnitude_is_eq1():
     assert motion_magnitude(video, static) == 0.0
     static[2] += 0.5  # one frame of four differs by 0.5 everywhere
     assert motion_magnitude(video, static) == pytest.approx(0.25 / 4)
-    assert motion_magnitude(video, static, reduction="sum") == pytest.approx(0.25 * 8 * 8 * 3 / 4)
-    with pytest.raises(ValueError, match="one shape"):
+    with pytest.raises(ValueError, match="differ"):
         motion_magnitude(video, static[:3])
 
 

@@ -34,6 +34,8 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from gen4d.metrics.motion import motion_magnitude  # numpy path: no torch import
+
 __all__ = [
     "CurationConfig",
     "ssim",
@@ -123,21 +125,6 @@ def composite(rgb: np.ndarray, alpha: np.ndarray | None, background: Sequence[fl
     return rgb * alpha + np.asarray(background, dtype=np.float64) * (1 - alpha)
 
 
-def motion_magnitude(video: np.ndarray, static_video: np.ndarray, reduction: Literal["mean", "sum"] = "mean") -> float:
-    """Diffusion4D eq. 1: m(V) = 1/T sum_i ||I_i - Ibar_i||^2 for (T, H, W, C) videos V and V-bar.
-
-    ``mean``: ||.||^2 is the mean squared difference over pixels and channels; ``sum``: the raw sum.
-    """
-    video = np.asarray(video, dtype=np.float64)
-    static_video = np.asarray(static_video, dtype=np.float64)
-    if video.shape != static_video.shape or video.ndim != 4:
-        raise ValueError(f"motion_magnitude: expected two (T, H, W, C) videos of one shape, got {video.shape} and {static_video.shape}")
-    squared = (video - static_video) ** 2
-    per_frame = squared.reshape(len(video), -1)
-    per_frame = per_frame.mean(1) if reduction == "mean" else per_frame.sum(1)
-    return float(per_frame.mean())
-
-
 def border_alpha(alphas: np.ndarray, pixels: int = 1) -> float:
     """Largest alpha on the ``pixels``-wide border of (N, H, W[, 1]) alpha maps."""
     alphas = np.asarray(alphas, dtype=np.float64)
@@ -184,7 +171,7 @@ def curation_figures(
         "ssim_t0_half": s_half,
         "border_alpha": max(border_alpha(orbit_alpha, config.border_pixels), border_alpha(front_alpha, config.border_pixels)),
         "motion_magnitude": motion_magnitude(orbit, static),
-        "motion_magnitude_sum": motion_magnitude(orbit, static, reduction="sum"),
+        "motion_magnitude_sum": motion_magnitude(orbit, static) * float(np.prod(np.shape(orbit)[1:])),
         "coverage": float(np.asarray(orbit_alpha, dtype=np.float64).mean()),
     }
 
