@@ -100,6 +100,8 @@ def phase_config(args, name: str, train: list[Path], minutes: float, **changes):
     config = copy.deepcopy(TRAIN_PRESETS["small"])
     config.data.paths = tuple(str(p) for p in train)
     config.data.size = args.size
+    config.data.num_frames = args.frames
+    config.model.arch = args.arch
     config.out = str(Path(args.out) / name)
     config.optim.minutes = minutes
     config.optim.steps = args.max_steps
@@ -202,7 +204,7 @@ def evaluate(args, train: list[Path], test: list[Path]) -> dict:
     out = Path(args.out)
     models = {name: load_video_model(out / name / "model", device=device) for name in ("d4_mr", "d4_nomr")}
     codec = models["d4_mr"].codec
-    clips = load_clips(test, args.size, 24, codec.encode, "pixel:eval", dtype=torch.float32)
+    clips = load_clips(test, args.size, args.frames, codec.encode, "pixel:eval", dtype=torch.float32)
     gt_rgb, gt_alpha = codec.decode(clips.latents)
     st_rgb, st_alpha = codec.decode(clips.static_latents)
     gt_v, gt_vbar = white(gt_rgb, gt_alpha), white(st_rgb, st_alpha)
@@ -325,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", default="runs/small_vdm")
     t.add_argument("--minutes", type=float, default=6.0, help="training budget over the three phases")
     t.add_argument("--size", type=int, default=64)
+    t.add_argument("--frames", type=int, default=24)
+    t.add_argument("--arch", default="small", help="UNet preset (tiny for a CPU smoke test)")
     t.add_argument("--held-out", type=int, default=6)
     t.add_argument("--batch-size", type=int, default=16, help="global batch")
     t.add_argument("--lr", type=float, default=2e-4)

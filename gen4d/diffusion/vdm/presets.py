@@ -16,13 +16,14 @@ _I2V_TINY = dict(
     cross_attention_dim=16, attention_head_dim=4,
 )
 
-# Pixel space 64 x 64 (RGBA): no attention at full resolution; spatial attention from 32 x 32 down.
+# Pixel space 64 x 64 (RGBA), ~11 M parameters: no attention at full resolution; spatial attention at
+# 32 x 32 and 16 x 16; temporal layers at every level.
 _I2V_SMALL = dict(
     in_channels=4, out_channels=4,
     down_block_types=("DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
     up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"),
-    block_out_channels=(64, 128, 192, 256), layers_per_block=1, norm_num_groups=32,
-    cross_attention_dim=256, attention_head_dim=32,
+    block_out_channels=(32, 64, 128, 128), layers_per_block=1, norm_num_groups=16,
+    cross_attention_dim=128, attention_head_dim=32,
 )
 
 # The published architectures (I2VGen-XL's and ModelScope T2V's unet/config.json).
