@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    import numpy as np
     import torch
 
     from gen4d.config import apply_overrides, to_dict
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     image = static = None
     if args.image:
         rgb, alpha = load_image_rgba(args.image)
-        image = torch.from_numpy(rgb if alpha is None else __import__("numpy").concatenate([rgb, alpha], -1))
+        image = torch.from_numpy(rgb if alpha is None else np.concatenate([rgb, alpha], -1))
     if args.static:
         data = load_dataset(args.static)
         if not data.has_split("static_orbit"):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
