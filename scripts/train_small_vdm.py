@@ -211,7 +211,7 @@ def evaluate(args, train: list[Path], test: list[Path]) -> dict:
     n = len(clips)
     index = torch.arange(n)
     stats = models["d4_mr"].spec.motion_stats
-    report: dict = {"held_out": [p.name for p in test], "train_assets": len(train), "motion_stats": stats,
+    report: dict = {"held_out": [p.name for p in test], "held_out_paths": [str(p) for p in test], "train_assets": len(train), "motion_stats": stats,
                     "gt_motion": clips.motion.tolist()}
 
     # static orbit V-bar' from the base model (same noise), the reference for measured motion
@@ -253,6 +253,9 @@ def evaluate(args, train: list[Path], test: list[Path]) -> dict:
             }
     report["ablation"] = ablation
     report["gt_mean_m"] = float(clips.motion.mean())
+    from gen4d.data.dataset import load_dataset
+
+    report["held_out_front_image"] = load_dataset(test[0]).split("orbit").files[0]
     return report
 
 
@@ -309,6 +312,11 @@ def print_report(report: dict) -> None:
         print(f"  {name:28s} {row['mean_measured_m']:9.4f} {row['mean_abs_m_error']:9.4f} {row['psnr_vs_gt_orbit']:7.2f}")
     print(f"\nstatic orbit from the base model: PSNR {report['static_psnr_vs_gt_static']:.2f} vs ground truth; "
           f"weights {report['weights_mb']} MB; eval {report['eval_s']} s")
+    out = Path(report["settings"]["out"])
+    front = report.get("held_out_front_image")
+    print("\nimage -> orbital video -> 4D on a held-out asset:")
+    print(f"  gen4d sample-vdm {out / 'd4_mr' / 'model'} --image {front} --out {out / 'gen'}")
+    print(f"  gen4d reconstruct {out / 'gen'} --out {out / 'recon'} --preset demo")
 
 
 def main(argv: list[str] | None = None) -> int:
