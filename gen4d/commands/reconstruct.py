@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 NAME = "reconstruct"
 HELP = "4D construction: optimise 4D Gaussians (canonical + deformation) to a multi-view video dataset"
-
-RUN_OUTPUTS = ("checkpoint", ".checkpoint.old", ".checkpoint.tmp", "ply", "renders", "videos", "metrics.json", "log.txt", "config.json")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.config import add_config_arguments
@@ -46,19 +42,16 @@ def resolve_config(args: argparse.Namespace):
 
 
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix a new run into an old one unless told to resume or overwrite it."""
     from gen4d.cli import UserError
     from gen4d.recon.checkpoint import find_checkpoint
+    from gen4d.recon.construct import RUN_ENTRIES, clear_run
 
     if overwrite and resume:
         raise UserError("--overwrite and --resume exclude each other")
-    existing = out.exists() and any((out / name).exists() for name in RUN_OUTPUTS)
+    existing = out.exists() and any((out / name).exists() for name in RUN_ENTRIES)
     if existing and overwrite:
-        for name in RUN_OUTPUTS:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        clear_run(out)
     elif existing and not resume:
         what = "a checkpoint" if find_checkpoint(out) is not None else "outputs"
         raise UserError(f"{out} already holds {what} of a run; pass --resume to continue it or --overwrite to start again")

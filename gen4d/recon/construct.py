@@ -216,6 +216,7 @@ PRESETS: dict[str, ConstructConfig] = {
     # CPU-sized (a few minutes on 2 cores with the reference rasteriser).
     "demo": ConstructConfig(
         size=64,
+        tile_size=8,
         init=InitConfig(num_points=1500),
         coarse=StageConfig(iterations=150, cameras_per_step=2, static_orbit=True),
         fine=StageConfig(iterations=250, cameras_per_step=2, static_orbit=False),
@@ -398,6 +399,23 @@ def _stage_of(config: ConstructConfig, step: int) -> tuple[str, int, int]:
     return "fine", step - config.coarse.iterations, config.fine.iterations
 
 
+RUN_ENTRIES = ("checkpoint", ".checkpoint.old", ".checkpoint.tmp", "ply", "renders", "videos", "metrics.json", "log.txt", "config.json")
+"""What a run writes into its directory (removed by :func:`clear_run`)."""
+
+
+def clear_run(run_dir: str | os.PathLike) -> None:
+    """Delete a previous run's files from ``run_dir`` (other files are left alone)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    for name in RUN_ENTRIES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def _is_nonfinite_error(err: Exception) -> bool:
     return "non-finite" in str(err)
 
@@ -407,6 +425,7 @@ def reconstruct(
     config: ConstructConfig,
     run_dir: str | os.PathLike,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
     stop_after: int | None = None,
@@ -415,11 +434,19 @@ def reconstruct(
     ``run_dir`` and return the metrics written to RUN/metrics.json.
 
     ``resume``: continue from RUN/checkpoint (the stored RUN/config.json must match ``config``
-    except for output / logging settings). ``stop_after``: stop (after checkpointing) once this
+    except for output / logging settings and the fine stage's length). ``overwrite``: delete a
+    previous run in ``run_dir`` first (without it, an existing checkpoint is an error unless
+    resuming). ``stop_after``: stop (after checkpointing) once this
     many global steps are done, without writing the final outputs (used to test resuming).
     """
     wall_start = time.perf_counter()
     run_dir = Path(run_dir)
+    if overwrite and resume:
+        raise ValueError("reconstruct: overwrite and resume exclude each other")
+    if overwrite:
+        clear_run(run_dir)
+    elif not resume and find_checkpoint(run_dir) is not None:
+        raise ValueError(f"{run_dir} already holds a run's checkpoint; resume it or overwrite it (--resume / --overwrite)")
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir / "log.txt", echo)
     device = resolve_device(config.device)

@@ -1,0 +1,166 @@
+"""Benchmark of 4D construction (gen4d reconstruct) on a GPU: time, memory, held-out quality.
+
+    python bench/bench_construct.py --data ../shared/data/diffusion4d_sample --presets paper,default
+
+For each preset (and each ``--variant``) and each dataset it runs
+
+1. a timed run exactly as ``gen4d reconstruct`` does (no intermediate evaluation): end-to-end
+   wall time (data load, training, every output: checkpoint, PLY frames, orbit video, renders,
+   metrics), training time, peak GPU memory, PSNR / SSIM / LPIPS (when its weights are on
+   disk) on the held-out views (Diffusion4D format: front_frame1..23; gen4d renders: the eval
+   split);
+2. unless ``--no-curves``, a second run of the same config measuring held-out PSNR every
+   ``total / --curve-points`` steps (quality against iterations and training time; evaluation
+   time is excluded from the times it reports).
+
+gsplat JIT-compiles its CUDA extension on first use (about a minute): a warm-up render runs
+first and its time is printed separately. Prints the device and the date; ``--json`` also
+writes every number to a file.
+
+Variants: ``--variant NAME=BASE:key=value;key=value`` adds a config derived from preset BASE,
+e.g. ``--variant short=default:fine.iterations=1000;coarse.iterations=500``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gen4d.config import from_dict, to_dict  # noqa: E402
+from gen4d.recon.construct import PRESETS, ConstructConfig, reconstruct  # noqa: E402
+
+
+def override(config: ConstructConfig, assignments: str) -> ConstructConfig:
+    data = to_dict(config)
+    for item in filter(None, (a.strip() for a in assignments.split(";"))):
+        key, _, value = item.partition("=")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        if parts[-1] not in node:
+            raise SystemExit(f"--variant: unknown config key {key!r}")
+        node[parts[-1]] = value
+    return from_dict(ConstructConfig, data)
+
+
+def configs(args) -> dict[str, ConstructConfig]:
+    out = {}
+    for name in filter(None, args.presets.split(",")):
+        if name not in PRESETS:
+            raise SystemExit(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
+        out[name] = PRESETS[name]
+    for spec in args.variant:
+        name, _, rest = spec.partition("=")
+        base, _, assignments = rest.partition(":")
+        if base not in PRESETS:
+            raise SystemExit(f"--variant {spec!r}: unknown base preset {base!r}")
+        out[name] = override(PRESETS[base], assignments)
+    return out
+
+
+def warm_up() -> float:
+    """Render once on the GPU so gsplat's one-time JIT compile is not inside a timed run."""
+    from gen4d.cameras import orbit
+    from gen4d.gaussians import random_in_sphere
+    from gen4d.render import RenderOptions, render
+
+    start = time.perf_counter()
+    g = random_in_sphere(1000).to("cuda")
+    g = g.with_(means=g.means.requires_grad_())
+    out = render(g, orbit(0.0, [0.0, 90.0], 2.0, 40.0, 64, 64).to("cuda"), options=RenderOptions(backend="gsplat"))
+    out.rgb.sum().backward()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="dataset folder(s), comma-separated")
+    parser.add_argument("--presets", default="paper,default", help="comma-separated presets (default: paper,default)")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=BASE:key=value;key=value (repeatable)")
+    parser.add_argument("--out", default="bench_out/construct", help="folder for the runs (default: bench_out/construct)")
+    parser.add_argument("--curve-points", type=int, default=8, help="held-out evaluations per curve run (default 8)")
+    parser.add_argument("--no-curves", action="store_true", help="skip the quality-vs-iterations runs")
+    parser.add_argument("--json", default=None, help="also write all results to this JSON file")
+    args = parser.parse_args()
+
+    if not torch.cuda.is_available():
+        print("warning: no CUDA device; this benchmark is meant for a GPU (running on the CPU reference)")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    try:
+        import gsplat
+
+        gsplat_version = gsplat.__version__
+    except ImportError:
+        gsplat_version = "not installed"
+    print(f"# gen4d 4D construction benchmark  {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"# device: {device}; torch {torch.__version__}; gsplat {gsplat_version}; python {platform.python_version()}")
+    results: dict = {"date": datetime.datetime.now().isoformat(), "device": device, "runs": []}
+    if torch.cuda.is_available():
+        warm = warm_up()
+        print(f"# warm-up render (includes gsplat's one-time JIT compile when not cached): {warm:.1f} s")
+        results["warm_up_s"] = warm
+
+    out_root = Path(args.out)
+    rows = []
+    for data in filter(None, args.data.split(",")):
+        data_name = Path(data).name
+        for name, config in configs(args).items():
+            run_dir = out_root / data_name / name
+            timed = config
+            metrics = reconstruct(data, timed, run_dir / "timed", progress=False, echo=None, overwrite=True)
+            entry = {"data": data_name, "preset": name, "config": to_dict(config), "timed": metrics}
+            if not args.no_curves:
+                every = max(config.total_iterations // max(args.curve_points, 1), 1)
+                curve_config = from_dict(ConstructConfig, {**to_dict(config), "eval_every": every,
+                                                           "output": {**to_dict(config.output), "ply": False, "video": False, "renders": False}})  # fmt: skip
+                curve = reconstruct(data, curve_config, run_dir / "curve", progress=False, echo=None, overwrite=True)
+                entry["curve"] = curve["history"]
+            results["runs"].append(entry)
+            held = [s for s in metrics["heldout"]] or ["train"]
+            split = held[0]
+            values = metrics["splits"][split]
+            lp = "n/a" if values["lpips"] is None else f"{values['lpips']:.4f}"
+            rows.append((data_name, name, config.coarse.iterations, config.fine.iterations, config.coarse.cameras_per_step,
+                         metrics["wall_time_s"], metrics["train_time_s"], metrics.get("peak_gpu_mib", float("nan")),
+                         metrics["num_gaussians"], split, values["psnr"], values["ssim"], lp))  # fmt: skip
+            print(f"done: {data_name} / {name}: {split} PSNR {values['psnr']:.2f} in {metrics['wall_time_s']:.1f} s", flush=True)
+
+    print()
+    print("| data | preset | coarse | fine | cams/step | wall s (end-to-end) | train s | peak GPU MiB | Gaussians | held-out | PSNR | SSIM | LPIPS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:.1f} | {r[6]:.1f} | {r[7]:.0f} | {r[8]} | {r[9]} | {r[10]:.2f} | {r[11]:.4f} | {r[12]} |")
+    if not args.no_curves:
+        print("\nQuality vs iterations and training time (held-out PSNR; evaluation time excluded):")
+        for entry in results["runs"]:
+            keys = [k for k in (entry.get("curve") or [{}])[0] if k.endswith("_psnr")]
+            points = ", ".join(f"{h['step']} it / {h['train_time_s']:.1f} s: " + "/".join(f"{h[k]:.2f}" for k in keys) for h in entry.get("curve", []))
+            print(f"  {entry['data']} / {entry['preset']} ({'/'.join(keys)}): {points}")
+    by_data: dict = {}
+    for r in rows:
+        by_data.setdefault(r[0], {})[r[1]] = r
+    for data_name, runs in by_data.items():
+        if "paper" in runs and "default" in runs:
+            gap = runs["default"][10] - runs["paper"][10]
+            print(f"\n{data_name}: default - paper = {gap:+.2f} dB PSNR; default wall {runs['default'][5]:.1f} s "
+                  f"(target: >= -0.3 dB in < 60 s), paper wall {runs['paper'][5]:.1f} s")  # fmt: skip
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        print(f"\nresults written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
