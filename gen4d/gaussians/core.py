@@ -208,5 +208,5 @@ def random_in_sphere(
     direction = torch.nn.functional.normalize(torch.randn(count, 3, generator=gen), dim=-1)
     r = radius * torch.rand(count, 1, generator=gen) ** (1 / 3)
     colors = torch.rand(count, 3, generator=gen)
-    gaussians = from_points(direction * r, colors, opacity=opacity, sh_degree=sh_degree)
-    return gaussians.to(device)
+    # Drawn on the CPU (same values on every device); the O(N^2) neighbour search runs on `device`.
+    return from_points((direction * r).to(device), colors.to(device), opacity=opacity, sh_degree=sh_degree)
