@@ -383,6 +383,7 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
 
         save_video_model(model_dir, spec, export, base)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    # No accelerator.end_training(): it tears down the process group, and a caller may train again
+    # in the same processes (scripts/train_small_vdm.py runs three phases).
     return {"step": step, "run": str(run), "model": str(model_dir), "metrics": str(metrics_path),
             "stopped_by": stopped_by, "clips": len(clips), "motion_stats": spec.motion_stats, "main": main}
