@@ -156,7 +156,7 @@ def test_motion_reconstruction_loss_and_gradient_by_hand():
     m0 = [float(((z0[b] - zbar[b]) ** 2).sum()) / n for b in range(2)]
     mh = [float(((zhat[b].detach() - zbar[b]) ** 2).sum()) / n for b in range(2)]
     expected = sum((a - b) ** 2 for a, b in zip(m0, mh)) / 2
-    assert abs(float(loss) - expected) < 1e-6
+    assert abs(float(loss.detach()) - expected) < 1e-6
     for b in range(2):  # dL/dzhat_b = 1/B * 2 (mh_b - m0_b) * 2 (zhat_b - zbar_b) / n
         grad = 2 * (mh[b] - m0[b]) * 2 * (zhat[b].detach() - zbar[b]) / n / 2
         torch.testing.assert_close(zhat.grad[b], grad, rtol=1e-5, atol=1e-7)
