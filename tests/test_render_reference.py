@@ -68,6 +68,7 @@ def _brute_force_camera(g: Gaussians, cam: Cameras, background: torch.Tensor, st
     done = torch.zeros(pix.shape[0], dtype=torch.bool)
     rgb = torch.zeros(pix.shape[0], 3, dtype=g.means.dtype)
     dep = torch.zeros(pix.shape[0], dtype=g.means.dtype)
+    listed = torch.zeros(pix.shape[0], dtype=torch.long)  # Gaussians with alpha >= 1/255 per pixel
     for i in torch.argsort(z.detach()).tolist():
         if not bool(in_range[i]):
             continue
@@ -80,12 +81,14 @@ def _brute_force_camera(g: Gaussians, cam: Cameras, background: torch.Tensor, st
         stop = take & (next_T <= 1e-4)
         stats["clamped"] = stats.get("clamped", 0) + int((take & ~stop & (raw > 0.999)).sum())
         stats["stopped"] = stats.get("stopped", 0) + int(stop.sum())
+        listed = listed + ((sigma >= 0) & (alpha >= 1.0 / 255.0)).long()
         done = done | stop
         take = take & ~stop
         a = torch.where(take, alpha, torch.zeros_like(alpha))
         rgb = rgb + (a * T)[:, None] * colours[i]
         dep = dep + a * T * z[i]
         T = T * (1 - a)
+    stats["longest"] = max(stats.get("longest", 0), int(listed.max()))
     alpha_img = (1 - T).reshape(H, W, 1)
     rgb = (rgb + T[:, None] * background).reshape(H, W, 3)
     depth = dep.reshape(H, W, 1) / alpha_img.clamp_min(1e-10)
@@ -219,6 +222,36 @@ def test_matches_brute_force_float32():
     _compare_with_brute_force(g, make_cameras(dtype=torch.float32), RenderOptions(backend="torch"), 2e-5, 2e-4)
 
 
+def dense_opaque_scene(seed: int = 0, dtype=torch.float64) -> Gaussians:
+    """150 fairly opaque Gaussians packed in a small ball: pixel lists run to 100+ splats (several
+    of the reference's 32-splat slabs) and most pixels stop early."""
+    return make_scene(150, seed=seed, sh_degree=1, dtype=dtype, opacity=(0.3, 0.95), scale=(-2.6, -1.6)).with_(
+        means=make_scene(150, seed=seed + 1, dtype=dtype).means * 0.5)
+
+
+def test_dense_opaque_scene_matches_brute_force():
+    g = dense_opaque_scene()
+    cams = orbit([10.0, -30.0], [0.0, 135.0], 2.0, 30.0, 21, 17).to(dtype=torch.float64)
+    background = torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64).expand(2, 3)
+    stats = {}
+    g_bf = requires_grad(g)
+    rgb, alpha, depth, _ = brute_force(g_bf, cams, background, stats)
+    assert stats["stopped"] > 200, stats  # most covered pixels saturate...
+    assert stats["longest"] > 100, stats  # ...and lists need several of the reference's slabs
+    weights = _loss_weights(rgb.shape)
+    _loss(rgb, alpha, depth, weights).backward()
+    for tile_size in (4, 16):
+        g_ref = requires_grad(g)
+        out = render(g_ref, cams, background, RenderOptions(backend="torch", tile_size=tile_size))
+        for got, want in ((out.rgb, rgb), (out.alpha, alpha), (out.depth, depth)):
+            torch.testing.assert_close(got, want.detach(), atol=1e-10, rtol=1e-10)
+        _loss(out.rgb, out.alpha, out.depth, weights).backward()
+        for name in FIELDS:
+            got, want = getattr(g_ref, name).grad, getattr(g_bf, name).grad
+            err = float((got - want).norm() / want.norm())
+            assert err < 1e-8, f"{name}: relative gradient error {err:.2e}"
+
+
 def test_batched_matches_brute_force():
     g = add_special_gaussians(make_scene(40, seed=11, sh_degree=1, batch=3))
     _compare_with_brute_force(g, make_cameras(), RenderOptions(backend="torch", tile_size=4), 1e-10, 1e-8)
@@ -294,6 +327,11 @@ def test_gradcheck_float64_tiny_scene():
         return out.rgb, out.alpha, out.depth
 
     inputs = tuple(getattr(g, f).clone().requires_grad_(True) for f in FIELDS)
+    # fast_mode checks a random projection u^T J v of the whole Jacobian; the full check (one
+    # backward per output value) runs on a 5x4 image.
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
+    cam = orbit(15.0, 20.0, 2.0, 20.0, 5, 4).to(dtype=torch.float64)
+    assert float(fn(*inputs)[1].detach().min()) > 0.05  # every pixel covered
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 

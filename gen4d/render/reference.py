@@ -1,41 +1,46 @@
 """gen4d's pure-PyTorch reference rasteriser (any device, differentiable).
 
 Maths as gsplat 1.5's classic mode: EWA projection with a 0.3 px low-pass (projection.py), alpha
-clamped to 0.999, contributions with alpha < 1/255 (or a negative exponent) skipped, front to
-back by camera depth, blending stops before the Gaussian that would take the transmittance to
-<= 1e-4, pixel centres at +0.5, expected depth = sum(w z) / alpha.
-Culling uses the exact alpha >= 1/255 region of each Gaussian (its bounding box, then an exact
-ellipse-rectangle test per tile), so the image does not depend on ``tile_size`` or
-``max_elements``. gsplat 1.5 bounds Gaussians by the same opacity-aware box
-(``min(3.33, sqrt(2 ln(255 o)))`` sigma), so both see the same Gaussians at every pixel.
+clamped to 0.999, contributions with alpha < 1/255 skipped, front to back by camera depth,
+blending stops before the Gaussian that would take the transmittance to <= 1e-4, pixel centres
+at +0.5, expected depth = sum(w z) / alpha. (gsplat also skips a negative exponent, which cannot
+happen for the positive definite conics of projection.py; a rounding error below 0 at a
+Gaussian's centre is evaluated as is here.)
+Culling is conservative around the exact alpha >= 1/255 ellipse of each Gaussian and the
+per-pixel test is exact, so the image does not depend on ``tile_size`` or ``max_elements`` (up
+to float rounding). gsplat 1.5 bounds Gaussians by an opacity-aware box of
+``min(3.33, sqrt(2 ln(255 o)))`` sigma, the same region for any opacity below ~1, so both see
+the same Gaussians at every pixel.
 
 How it works
 ------------
 1. Project every Gaussian into every camera (:func:`gen4d.render.projection.project`).
 2. Pair every visible (camera, Gaussian) "splat" with the ``tile_size``^2 tiles its alpha >= 1/255
-   ellipse touches, in depth order (one sort of all pairs of all cameras).
-3. Sort the non-empty tiles by their list length and cut them into chunks of similar length,
-   so padding every list of a chunk to its longest one wastes little work.
-4. For each chunk evaluate every (pixel, Gaussian) pair at once - (tiles, pixels, list) tensors -
-   and blend with a cumulative product. The backward pass is written by hand
-   (:class:`_RasterizeTiles`, the same derivatives as gsplat's CUDA backward) and recomputes
-   each chunk instead of storing it.
+   ellipse touches (exact x extent of the ellipse in each band of tile rows), in depth order:
+   one sort of all pairs of all cameras.
+3. Sort the non-empty tiles by list length and cut them into chunks of tiles.
+4. Each chunk walks its lists in slabs of 32 splats: all (tile, pixel, splat) alphas of a slab at
+   once - the exponent is one matmul, as it is a quadratic in the pixel offset - blended with a
+   running product that continues from slab to slab. Tiles leave the chunk once all their pixels
+   stopped (transmittance <= 1e-4) or their lists ended, so hidden splats behind opaque surfaces
+   cost little. The backward pass is written by hand (:class:`_RasterizeTiles`, gsplat's
+   derivatives), walks the slabs back to front and recomputes each slab instead of storing it.
 
 Memory bound
 ------------
-A chunk holds at most ``max_elements`` pixel x Gaussian pairs (one tile at least) and about
-14 tensors of that size are alive while it is evaluated (forward or backward), so peak memory is
-about ``14 * itemsize * max(max_elements, tile_size^2 * G_tile)`` (``G_tile`` = Gaussians
-touching the busiest tile) - 235 MB for the default 2^22 pairs in float32 - plus
-O(C * (N + H * W)) for the projected Gaussians and the images and O(tile-Gaussian pairs) for the
-sorted lists (about 40 bytes a pair). With ``checkpoint=False`` each chunk's ``pixel x list``
-intermediates are kept for backward instead (3 tensors of that size per chunk, for all chunks),
-which saves the recomputation at the cost of memory proportional to the whole image.
+A slab holds at most ``max_elements`` pixel x splat pairs (one tile of ``tile_size^2`` pixels x 32
+splats at least) and about 14 tensors of that size are alive while it is evaluated (forward or
+backward), so peak memory is about ``14 * itemsize * max(max_elements, 32 * tile_size^2)`` -
+235 MB for the default 2^22 pairs in float32 (on the CPU slabs are kept to 2^18 pairs, 15 MB) -
+plus O(C * (N + H * W)) for the projected Gaussians and the images, one float per pixel and slab
+for the transmittances carried between slabs, and about 40 bytes per tile-splat pair for the
+sorted lists. With ``checkpoint=False``
+every slab's intermediates (2 tensors of the slab's size) are kept for backward instead, which
+saves the recomputation at the cost of memory proportional to all pairs evaluated.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 
 import torch
@@ -47,10 +52,8 @@ from gen4d.render.projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_ST
 
 _CULL_MARGIN = 1e-3
 """Pixels of slack in the conservative tile culling (the per-pixel test stays exact)."""
-_CHUNK_RATIO = 0.5
-"""A chunk ends where a tile's list is shorter than this fraction of the chunk's longest list..."""
-_CHUNK_MIN_ELEMENTS = 1 << 16
-"""...once the chunk holds at least this many padded pixel x Gaussian pairs."""
+_SLAB = 32
+"""Splats of each tile's list evaluated per step; tiles leave once all their pixels stopped."""
 _CPU_CHUNK_ELEMENTS = 1 << 18
 """On the CPU chunks stay below this many pairs (cache-sized; faster than bigger chunks)."""
 _FEATURES = 5
@@ -124,18 +127,12 @@ def _tile_pairs(
     return splat, tile
 
 
-def _plan_chunks(counts: list[int], pixels: int, max_elements: int) -> list[tuple[int, int]]:
-    """Cut tiles sorted by decreasing list length into [start, stop) chunks: each within the
-    pair budget (one tile at least) and, once big enough, of similar list lengths."""
-    negated = [-c for c in counts]  # ascending, for bisect
-    chunks, start, total = [], 0, len(counts)
-    while start < total:
-        longest = counts[start]
-        by_budget = start + max(1, max_elements // (pixels * longest))
-        # First tile whose list is shorter than ratio * longest.
-        by_ratio = bisect.bisect_right(negated, -math.ceil(_CHUNK_RATIO * longest), lo=start)
-        by_size = start + -(-_CHUNK_MIN_ELEMENTS // (pixels * longest))
-        stop = min(total, by_budget, max(by_ratio, by_size))
+def _plan_chunks(counts: list[int], pixels: int, max_elements: int, slab: int) -> list[tuple[int, int]]:
+    """Cut tiles sorted by decreasing list length into [start, stop) chunks whose slabs
+    (tiles x pixels x at most ``slab`` splats) stay within the pair budget (one tile at least)."""
+    chunks, start = [], 0
+    while start < len(counts):
+        stop = min(len(counts), start + max(1, max_elements // (pixels * min(slab, counts[start]))))
         chunks.append((start, stop))
         start = stop
     return chunks
@@ -176,13 +173,15 @@ def _coefficients(p: torch.Tensor, centre_x: torch.Tensor, centre_y: torch.Tenso
     return ax, ay, coeffs
 
 
-def _chunk_forward(p, centre_x, centre_y, basis, limits):
-    """Alphas of a chunk of T tiles x P pixels x L listed splats.
+def _slab_forward(p, centre_x, centre_y, basis, limits, start):
+    """Alphas of one slab: T tiles x P pixels x K consecutive splats of the tiles' lists.
 
-    Returns alpha (T, P, L) (o exp(-sigma) clamped to 0.999, 0 below 1/255 and from where the
-    transmittance stop hits) and the transmittance buffer (T, P, L + 1): ``[..., :-1]`` before
-    each splat, ``[..., 1:]`` after it. In-place ops throughout: on the CPU every fresh large
-    tensor costs page faults, and every pass over the pairs costs memory bandwidth.
+    ``start`` (T, P) is each pixel's transmittance before the slab (0 once the pixel stopped).
+    Returns alpha (T, P, K) (o exp(-sigma) clamped to 0.999, 0 below 1/255 and from where the
+    transmittance stop hits) and the transmittance buffer (T, P, K + 1): ``[..., :-1]`` before
+    each splat, ``[..., 1:]`` after it. The running product continues the previous slab's, so
+    the result does not depend on how lists are cut into slabs. In-place ops throughout: on the
+    CPU every fresh large tensor costs page faults and every pass costs memory bandwidth.
     """
     _, _, coeffs = _coefficients(p, centre_x, centre_y)
     # sigma >= 0 for the positive definite conics project() makes (gsplat's sigma < 0 skip
@@ -191,95 +190,124 @@ def _chunk_forward(p, centre_x, centre_y, basis, limits):
     # slower on CPUs); exp(-80) is far below the 1/255 cut either way.
     alpha = torch.matmul(basis, coeffs).clamp_min_(-80.0).exp_()  # o exp(-sigma)
     torch.nn.functional.threshold_(alpha, limits["alpha_below"], 0.0).clamp_max_(MAX_ALPHA)
-    T, P, L = alpha.shape
-    trans = torch.empty(T, P, L + 1, dtype=alpha.dtype, device=alpha.device)
-    trans[..., 0] = 1.0
+    T, P, K = alpha.shape
+    trans = torch.empty(T, P, K + 1, dtype=alpha.dtype, device=alpha.device)
+    trans[..., 0] = start
     torch.sub(torch.ones((), dtype=alpha.dtype, device=alpha.device), alpha, out=trans[..., 1:])
     trans.cumprod_(-1)
     after = trans[..., 1:]
-    if L and bool((after[..., -1] <= TRANSMITTANCE_STOP).any()):
+    if bool(((after[..., -1] <= TRANSMITTANCE_STOP) & (start > 0)).any()):
         # A pixel stops before the splat that would take its transmittance to <= 1e-4.
         alpha.mul_(torch.gt(after, TRANSMITTANCE_STOP, out=torch.empty_like(alpha)))
     return alpha, trans
 
 
+def _slab_end(trans: torch.Tensor) -> torch.Tensor:
+    """(T, P) transmittance carried to the next slab: 0 for pixels that stopped."""
+    last = trans[..., -1]
+    return last * (last > TRANSMITTANCE_STOP)
+
+
 class _RasterizeTiles(torch.autograd.Function):
     """Blend sorted splats into tiles: returns (tiles, pixels, 5) = rgb sum, depth sum, alpha.
 
-    Gradients flow to the per-splat table (means2d, conics, opacity, rgb, depth); the tile plan
-    (lists, chunks, pixel layout) is constant. The backward pass recomputes each chunk (or uses
-    the kept intermediates) and applies the same derivatives as gsplat's CUDA backward.
+    Each chunk of tiles walks its depth-sorted lists in slabs of ``plan["slab"]`` splats and
+    drops the tiles whose pixels all stopped (transmittance <= 1e-4) or whose lists ended, so
+    opaque scenes skip the splats hidden behind saturated pixels. Gradients flow to the
+    per-splat table (means2d, conics, opacity, rgb, depth); the tile plan is constant. The
+    backward pass walks the slabs back to front, recomputing each one (or using the kept
+    intermediates), with the same derivatives as gsplat's CUDA backward.
     """
 
     @staticmethod
     def forward(ctx, table, plan, keep_intermediates):
         out = torch.zeros(plan["num_tiles"], plan["pixels"], _FEATURES, dtype=table.dtype, device=table.device)
         padded = torch.cat([table, torch.zeros_like(table[:1])], 0)  # a transparent dummy splat pads the lists
-        limits = _limits(table.dtype)
-        saved = []
+        limits, K = _limits(table.dtype), plan["slab"]
         for chunk in plan["chunks"]:
-            p = padded[chunk["lists"]]  # (T, L, columns)
-            alpha, trans = _chunk_forward(p, chunk["cx"], chunk["cy"], plan["basis"], limits)
-            if keep_intermediates:
-                saved.append((alpha, trans))
-                weights = alpha * trans[..., :-1]
-            else:
-                weights = alpha.mul_(trans[..., :-1])
-            out[chunk["tiles"]] = torch.bmm(weights, p[..., 6:].contiguous())
-            del p, alpha, trans, weights
-        ctx.plan, ctx.saved_chunks = plan, saved
+            count = chunk["tiles"].shape[0]
+            acc = torch.zeros(count, plan["pixels"], _FEATURES, dtype=table.dtype, device=table.device)
+            carry = torch.ones(count, plan["pixels"], dtype=table.dtype, device=table.device)
+            active = torch.arange(count, device=table.device)
+            chunk["slabs"] = []
+            for first in range(0, chunk["lists"].shape[1], K):
+                p = padded[chunk["lists"][active, first : first + K]]  # (T, K, columns)
+                start = carry[active]
+                alpha, trans = _slab_forward(p, chunk["cx"][active], chunk["cy"][active], plan["basis"], limits, start)
+                if keep_intermediates:
+                    weights = alpha * trans[..., :-1]
+                    chunk["slabs"].append((first, active, start, (alpha, trans)))
+                else:
+                    weights = alpha.mul_(trans[..., :-1])
+                    chunk["slabs"].append((first, active, start, None))
+                acc.index_add_(0, active, torch.bmm(weights, p[..., 6:].contiguous()))
+                end = _slab_end(trans)
+                carry[active] = end
+                del p, alpha, trans, weights
+                alive = (chunk["counts"][active] > first + K) & (end > 0).any(-1)
+                active = active[alive]
+                if active.numel() == 0:
+                    break
+            out[chunk["tiles"]] = acc
+        ctx.plan = plan
         ctx.save_for_backward(table)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         (table,) = ctx.saved_tensors
-        plan, basis = ctx.plan, ctx.plan["basis"]
+        plan, basis, K = ctx.plan, ctx.plan["basis"], ctx.plan["slab"]
         padded = torch.cat([table, torch.zeros_like(table[:1])], 0)
         limits = _limits(table.dtype)
         one = torch.ones((), dtype=table.dtype, device=table.device)
         grad = torch.zeros_like(padded)
-        for index, chunk in enumerate(plan["chunks"]):
-            lists = chunk["lists"]
-            p = padded[lists]
-            if ctx.saved_chunks:  # used once: a second backward (retain_graph) recomputes
-                alpha, trans = ctx.saved_chunks[index]
-                ctx.saved_chunks[index] = None
-            else:
-                alpha, trans = _chunk_forward(p, chunk["cx"], chunk["cy"], basis, limits)
-            before = trans[..., :-1]
-            g = grad_out[chunk["tiles"]]  # (T, P, 5)
-            features = p[..., 6:].contiguous()
-            grad_w = torch.bmm(g, features.transpose(1, 2))  # (T, P, L) dLoss/dweight
-            weights = alpha * before
-            grad_table = torch.empty(p.shape, dtype=p.dtype, device=p.device)
-            grad_table[..., 6:] = torch.bmm(weights.transpose(1, 2), g)
-            # dLoss/dalpha_i = T_i g_i - S_i / (1 - alpha_i) with S_i = sum_{j > i} w_j g_j.
-            suffix = weights.mul_(grad_w).cumsum_(-1)
-            torch.sub(suffix[..., -1:].clone(), suffix, out=suffix)
-            # dalpha/dsigma = -alpha where the splat contributes unclamped, else 0 (clamp_max's
-            # and gsplat's rule; an alpha of exactly 0.999 counts as clamped).
-            dalpha_dsigma = torch.nn.functional.threshold_(alpha.neg(), limits["neg_max"], 0.0)
-            suffix.div_(torch.sub(one, alpha, out=alpha))
-            del alpha
-            grad_sigma = grad_w.mul_(before).sub_(suffix).mul_(dalpha_dsigma)
-            del suffix, dalpha_dsigma, weights, trans, before
-            moments = torch.matmul(basis.transpose(0, 1), grad_sigma)  # (T, 6, L)
-            del grad_sigma
-            s0, sx, sy, sxx, syy, sxy = moments.unbind(1)
-            ax, ay, _ = _coefficients(p, chunk["cx"], chunk["cy"])
-            qa, qb, qc, o = p[..., _QA], p[..., _QB], p[..., _QC], p[..., _OPACITY]
-            # Sums over the pixels of dLoss/dsigma times dx, dy, ... with dx = ax + lx, dy = ay + ly.
-            sum_dx, sum_dy = ax * s0 + sx, ay * s0 + sy
-            grad_table[..., _MX] = -(qa * sum_dx + qb * sum_dy)
-            grad_table[..., _MY] = -(qb * sum_dx + qc * sum_dy)
-            grad_table[..., _QA] = 0.5 * (ax * (ax * s0 + 2 * sx) + sxx)
-            grad_table[..., _QB] = ax * (ay * s0 + sy) + ay * sx + sxy
-            grad_table[..., _QC] = 0.5 * (ay * (ay * s0 + 2 * sy) + syy)
-            # alpha = o exp(-sigma): dalpha/do = alpha / o = -(dalpha/dsigma) / o.
-            grad_table[..., _OPACITY] = -s0 / torch.where(o > 0, o, torch.ones_like(o))
-            grad.index_add_(0, lists.reshape(-1), grad_table.reshape(-1, _COLUMNS))
-        ctx.saved_chunks = []
+        for chunk in plan["chunks"]:
+            grad_tiles = grad_out[chunk["tiles"]]  # (T, P, 5)
+            # sum over later slabs of w_j g_j, per pixel
+            later = torch.zeros(grad_tiles.shape[:2], dtype=table.dtype, device=table.device)
+            for index in reversed(range(len(chunk["slabs"]))):
+                first, active, start, kept = chunk["slabs"][index]
+                chunk["slabs"][index] = (first, active, start, None)  # kept intermediates serve one backward
+                lists = chunk["lists"][active, first : first + K]
+                p = padded[lists]
+                if kept is not None:
+                    alpha, trans = kept
+                else:
+                    alpha, trans = _slab_forward(p, chunk["cx"][active], chunk["cy"][active], basis, limits, start)
+                before = trans[..., :-1]
+                g = grad_tiles[active]  # (T, P, 5)
+                features = p[..., 6:].contiguous()
+                grad_w = torch.bmm(g, features.transpose(1, 2))  # (T, P, K) dLoss/dweight
+                weights = alpha * before
+                grad_table = torch.empty(p.shape, dtype=p.dtype, device=p.device)
+                grad_table[..., 6:] = torch.bmm(weights.transpose(1, 2), g)
+                # dLoss/dalpha_i = T_i g_i - S_i / (1 - alpha_i) with S_i = sum_{j > i} w_j g_j.
+                suffix = weights.mul_(grad_w).cumsum_(-1)
+                total = suffix[..., -1].clone()
+                torch.sub((total + later[active])[..., None], suffix, out=suffix)
+                later.index_add_(0, active, total)
+                # dalpha/dsigma = -alpha where the splat contributes unclamped, else 0 (clamp_max's
+                # and gsplat's rule; an alpha of exactly 0.999 counts as clamped).
+                dalpha_dsigma = torch.nn.functional.threshold_(alpha.neg(), limits["neg_max"], 0.0)
+                suffix.div_(torch.sub(one, alpha, out=alpha))
+                del alpha
+                grad_sigma = grad_w.mul_(before).sub_(suffix).mul_(dalpha_dsigma)
+                del suffix, dalpha_dsigma, weights, trans, before
+                moments = torch.matmul(basis.transpose(0, 1), grad_sigma)  # (T, 6, K)
+                del grad_sigma
+                s0, sx, sy, sxx, syy, sxy = moments.unbind(1)
+                ax, ay, _ = _coefficients(p, chunk["cx"][active], chunk["cy"][active])
+                qa, qb, qc, o = p[..., _QA], p[..., _QB], p[..., _QC], p[..., _OPACITY]
+                # Sums over the pixels of dLoss/dsigma times dx, dy, ... with dx = ax + lx, dy = ay + ly.
+                sum_dx, sum_dy = ax * s0 + sx, ay * s0 + sy
+                grad_table[..., _MX] = -(qa * sum_dx + qb * sum_dy)
+                grad_table[..., _MY] = -(qb * sum_dx + qc * sum_dy)
+                grad_table[..., _QA] = 0.5 * (ax * (ax * s0 + 2 * sx) + sxx)
+                grad_table[..., _QB] = ax * (ay * s0 + sy) + ay * sx + sxy
+                grad_table[..., _QC] = 0.5 * (ay * (ay * s0 + 2 * sy) + syy)
+                # alpha = o exp(-sigma): dalpha/do = alpha / o = -(dalpha/dsigma) / o.
+                grad_table[..., _OPACITY] = -s0 / torch.where(o > 0, o, torch.ones_like(o))
+                grad.index_add_(0, lists.reshape(-1), grad_table.reshape(-1, _COLUMNS))
         return grad[:-1], None, None
 
 
@@ -326,12 +354,14 @@ def render_reference(
             "basis": torch.stack([torch.ones_like(lx), lx, ly, lx * lx, ly * ly, lx * ly], -1),  # (P, 6)
             "chunks": [],
         }
-        dummy = splats.numel()
-        last = max(pair_splat.numel() - 1, 0)
         budget = int(options.max_elements)
         if device.type == "cpu":
             budget = min(budget, _CPU_CHUNK_ELEMENTS)
-        for start, stop in _plan_chunks(busy_counts, ts * ts, budget):
+        slab = _SLAB
+        plan["slab"] = slab
+        dummy = splats.numel()
+        last = max(pair_splat.numel() - 1, 0)
+        for start, stop in _plan_chunks(busy_counts, ts * ts, budget, slab):
             tiles = busy[start:stop]
             slots = torch.arange(busy_counts[start], device=device)
             index = starts[tiles, None] + slots
@@ -340,6 +370,7 @@ def render_reference(
             plan["chunks"].append({
                 "tiles": tiles,
                 "lists": lists,
+                "counts": counts[tiles],
                 # Tile centres in pixel coordinates (pixel centres sit at +0.5).
                 "cx": (local % tiles_x * ts).to(dtype) + 0.5 * ts,
                 "cy": (torch.div(local, tiles_x, rounding_mode="floor") * ts).to(dtype) + 0.5 * ts,
