@@ -464,7 +464,7 @@ def reconstruct(
         stored = from_dict(ConstructConfig, read_json(config_path)) if config_path.is_file() else config
         def core(c: ConstructConfig) -> dict:
             d = to_dict(c)
-            for key in ("output", "log_every", "checkpoint_every", "eval_every", "device", "backend"):
+            for key in ("output", "log_every", "checkpoint_every", "eval_every", "device", "backend", "tile_size"):
                 d.pop(key)
             d["fine"].pop("iterations")
             return d
