@@ -1,0 +1,109 @@
+"""Small pieces of the construction loop: losses, learning-rate schedules, optimiser groups,
+checkpoints, held-out split selection, presets."""
+
+import math
+
+import pytest
+import torch
+
+from gen4d.config import from_dict, to_dict
+from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
+from gen4d.gaussians import random_in_sphere
+from gen4d.recon import DynamicGaussians, find_checkpoint, load_checkpoint, save_checkpoint
+from gen4d.recon.construct import PRESETS, ConstructConfig, StageConfig
+from gen4d.recon.losses import LossWeights, alpha_loss, depth_smoothness, dssim, l1, weighted_regularizers
+from gen4d.recon.optim import LearningRates, build_optimizer, learning_rates_at, log_linear, set_learning_rates
+
+HEX = DeformConfig(hexplane=HexPlaneConfig(features=2, resolution=(4, 4, 4, 3), multires=(1,), width=8))
+
+
+def test_image_losses():
+    a = torch.rand(2, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    assert float(l1(a, a)) == 0 and float(dssim(a, a)) == pytest.approx(0, abs=1e-5)
+    assert float(l1(a, 1 - a)) > 0 and float(dssim(a, 1 - a)) > 0.5
+    assert float(alpha_loss(torch.ones(1, 4, 4, 1), torch.zeros(1, 4, 4, 1))) == 1.0
+    depth = torch.ones(1, 8, 8, 1)
+    image = torch.zeros(1, 8, 8, 3)
+    assert float(depth_smoothness(depth, image)) == 0
+    step = depth.clone()
+    step[:, :, 4:] = 2.0
+    smooth_image = float(depth_smoothness(step, image))
+    edge_image = image.clone()
+    edge_image[:, :, 4:] = 1.0  # a colour edge where the depth jumps: penalised less
+    assert 0 < float(depth_smoothness(step, edge_image)) < smooth_image
+    mask = torch.zeros(1, 8, 8, 1)
+    mask[:, :, :4] = 1  # the jump lies outside the mask
+    assert float(depth_smoothness(step, image, mask)) == 0
+
+
+def test_weighted_regularizers():
+    regs = {"plane_tv": torch.tensor(2.0), "time_l1": torch.tensor(3.0)}
+    out = weighted_regularizers(regs, LossWeights(plane_tv=0.5, time_l1=0.0))
+    assert set(out) == {"plane_tv"} and float(out["plane_tv"]) == 1.0
+    with pytest.raises(ValueError, match="no weight"):
+        weighted_regularizers({"bogus": torch.tensor(1.0)}, LossWeights())
+
+
+def test_log_linear_schedule():
+    assert log_linear(0, 1e-2, 1e-4, 100) == pytest.approx(1e-2)
+    assert log_linear(50, 1e-2, 1e-4, 100) == pytest.approx(1e-3)
+    assert log_linear(100, 1e-2, 1e-4, 100) == pytest.approx(1e-4)
+    assert log_linear(500, 1e-2, 1e-4, 100) == pytest.approx(1e-4)
+    assert log_linear(10, 1e-2, 1e-4, 0) == 1e-2
+    rates = learning_rates_at(LearningRates(decay_steps=10), 5, stage_length=1000)
+    assert rates["means"] == pytest.approx(math.sqrt(1.6e-3 * 1.6e-5))
+
+
+@pytest.mark.parametrize("deform", [HEX, DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=4, width=8, depth=1))])
+def test_optimizer_groups_cover_every_parameter(deform):
+    model = DynamicGaussians(random_in_sphere(10), deform)
+    optimizer = build_optimizer(model, LearningRates())
+    names = [g["name"] for g in optimizer.param_groups]
+    assert {"means", "log_scales", "quats", "opacity_logits", "sh"} <= set(names) and len(names) == len(set(names))
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in model.parameters() if p.requires_grad}
+    assert optimizer.defaults["eps"] == 1e-15
+    set_learning_rates(optimizer, LearningRates(), 1000, 1000)
+    lr = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lr["means"] == pytest.approx(1.6e-5) and lr["sh"] == pytest.approx(2.5e-3)
+
+
+def test_checkpoint_swap_and_fallback(tmp_path):
+    model = DynamicGaussians(random_in_sphere(10), HEX)
+    save_checkpoint(tmp_path, model, {"step": 1}, {"step": 1})
+    model.params["means"].data += 1.0
+    save_checkpoint(tmp_path, model, {"step": 2}, {"step": 2})
+    loaded, state, info = load_checkpoint(tmp_path)
+    assert info["step"] == 2 and state["step"] == 2
+    assert torch.equal(loaded.params["means"], model.params["means"].detach())
+    assert not (tmp_path / ".checkpoint.tmp").exists() and not (tmp_path / ".checkpoint.old").exists()
+    # A crash between the two renames leaves only the previous checkpoint: it is found.
+    (tmp_path / "checkpoint").rename(tmp_path / ".checkpoint.old")
+    assert find_checkpoint(tmp_path) == tmp_path / ".checkpoint.old"
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "elsewhere")
+
+
+def test_heldout_excludes_trained_view_time_pairs():
+    from gen4d.cameras import Cameras, orbit
+    from gen4d.data.dataset import MultiViewVideo
+    from gen4d.recon.outputs import heldout_splits
+
+    orbit_cams = orbit(0.0, [0.0, 120.0, 240.0, 360.0], 2.0, 40.0, 16, 16, times=[0.0, 1 / 3, 2 / 3, 1.0])
+    front = orbit(0.0, 0.0, 2.0, 40.0, 16, 16, times=[0.0, 1 / 3, 2 / 3, 1.0])
+    cams = Cameras.cat([orbit_cams, front])
+    video = MultiViewVideo(torch.zeros(8, 16, 16, 3), None, cams, {"orbit": torch.arange(4), "front": torch.arange(4, 8)})
+    held = heldout_splits(video, video.splits["orbit"])
+    # front frame 0 = orbit pose 0 at t = 0; front frame 3 = orbit pose 3 (azimuth 360) at t = 1
+    assert held["front"].tolist() == [5, 6]
+    assert heldout_splits(video, torch.arange(8)) == {}  # a trained-on split is not held out
+
+
+def test_presets_round_trip_and_validate():
+    assert {"default", "paper", "demo"} <= set(PRESETS)
+    for config in PRESETS.values():
+        assert from_dict(ConstructConfig, to_dict(config)) == config
+    paper = PRESETS["paper"]
+    assert (paper.coarse.iterations, paper.fine.iterations, paper.coarse.cameras_per_step) == (5000, 2000, 1)
+    with pytest.raises(ValueError, match="iterations"):
+        ConstructConfig(coarse=StageConfig(iterations=0), fine=StageConfig(iterations=0))
