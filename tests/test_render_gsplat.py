@@ -11,7 +11,8 @@ Tolerances (float32 on both sides):
   <= 1e-5. Both apply the same alpha >= 1/255 cut per pixel, but gsplat's fast ``__expf`` and the
   reference's exponent-as-matmul round differently, so a contribution sitting on the cut (alpha ~
   0.004) can flip on one side only; that is the 1e-2.
-* depth (expected depth, divided by alpha): the same, on pixels with alpha > 0.05.
+* depth (expected depth, divided by alpha): the same on pixels with alpha > 0.05, except a max of
+  0.1 (a flipped contribution there moves the normalised depth by up to ~0.004 dz / 0.05).
 * gradients w.r.t. means, log-scales, quaternions, opacity logits, SH colours and the 2D means:
   relative L2 error <= 2e-3 and cosine similarity >= 0.9999 per parameter group.
 * radii: equal up to 1 pixel where both see the Gaussian; the reference's visible set is a subset
@@ -109,9 +110,9 @@ def _render_with_grads(g: Gaussians, cams, backend: str, weights):
     return out, grads
 
 
-def _assert_images_close(got: torch.Tensor, want: torch.Tensor, name: str):
-    diff = (got - want).abs()
-    assert float(diff.max()) <= 1e-2, f"{name}: max difference {float(diff.max()):.2e}"
+def _assert_images_close(got: torch.Tensor, want: torch.Tensor, name: str, max_diff: float = 1e-2):
+    diff = (got - want).detach().abs()
+    assert float(diff.max()) <= max_diff, f"{name}: max difference {float(diff.max()):.2e}"
     assert float(diff.mean()) <= 1e-5, f"{name}: mean difference {float(diff.mean()):.2e}"
     frac = float((diff > 1e-4).float().mean())
     assert frac <= 1e-3, f"{name}: {frac:.2%} of the values differ by more than 1e-4"
@@ -135,7 +136,8 @@ def _parity(g: Gaussians, cams):
     _assert_images_close(gs.rgb, ref.rgb, "rgb")
     _assert_images_close(gs.alpha, ref.alpha, "alpha")
     covered = (ref.alpha > 0.05) & (gs.alpha > 0.05)
-    _assert_images_close(gs.depth[covered], ref.depth[covered], "depth")
+    # A flipped contribution (alpha ~ 1/255) moves the expected depth by up to ~ 0.004 dz / alpha.
+    _assert_images_close(gs.depth[covered], ref.depth[covered], "depth", max_diff=0.1)
     both = ref.visible & gs.visible
     assert bool((ref.visible <= gs.visible).all()), "the reference sees a Gaussian gsplat culls"
     assert int((gs.radii[both] - ref.radii[both]).abs().max()) <= 1
