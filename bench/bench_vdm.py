@@ -9,7 +9,7 @@ Measures, on the GPU(s) it runs on:
     (1 forward of 3 rows per step), plus the VAE decode of the 24 frames (SD-VAE architecture).
 
     python bench/bench_vdm.py                                # 1 GPU: training + sampling (< 5 min on an H100)
-    accelerate launch --num_processes 2 bench/bench_vdm.py --train-only    # 2 GPUs (DDP): training
+    accelerate launch --multi_gpu --num_processes 2 bench/bench_vdm.py --train-only    # 2 GPUs (DDP): training
     python bench/bench_vdm.py --tiny                         # CPU smoke test of this script
 
 Compare the 2-GPU videos/s with the 1-GPU figure at the same per-GPU batch for the scaling efficiency.

@@ -6,7 +6,7 @@ Two subcommands:
 with ``gen4d render`` into a data folder: per asset the 24-view orbit V and the static orbit V-bar
 at 64 x 64 RGBA (about 0.4 MB per asset). Resumable; rerun to complete.
 
-    python scripts/train_small_vdm.py prepare --out runs/vdm_data/small64 --count 44
+    python scripts/train_small_vdm.py prepare --out runs/vdm_data/small64 --count 64
 
 ``train`` (GPU machine; no bpy needed): within a fixed time budget
   1. a 3D-aware base model on the static orbits (task=static; plays VideoMV's role),
@@ -17,7 +17,7 @@ correlation between requested m and m measured on generated videos) and the abla
 fidelity with / without L_mr and the 3D-aware guidance), and writes everything to OUT/report.json.
 
     python scripts/train_small_vdm.py train --data runs/vdm_data/small64 --out runs/small_vdm --minutes 6
-    accelerate launch --num_processes 2 scripts/train_small_vdm.py train --data ... --out ... --minutes 6
+    accelerate launch --multi_gpu --num_processes 2 scripts/train_small_vdm.py train --data ... --out ... --minutes 6
 
 The budget is split 25 / 37.5 / 37.5 % over the three trainings (--minutes covers training only;
 evaluation adds about a minute). Re-running resumes / skips finished phases (--fresh starts over).
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="render the training data (needs bpy)")
     p.add_argument("--out", default="runs/vdm_data/small64")
-    p.add_argument("--count", type=int, default=44)
+    p.add_argument("--count", type=int, default=64)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel (denoised)")
