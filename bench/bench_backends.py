@@ -141,11 +141,17 @@ def parity(gaussians: int, cameras: int, size: int) -> str:
         a = render(g, cams, None, RenderOptions(backend="gsplat")).rgb
         b = render(g, cams, None, RenderOptions(backend="torch")).rgb
     diff = (a - b).abs()
-    return f"gsplat vs reference rgb on the GPU config: max |diff| {float(diff.max()):.2e}, mean {float(diff.mean()):.2e}"
+    return (
+        f"gsplat vs reference rgb on the GPU config: max |diff| {float(diff.max()):.2e}, "
+        f"mean {float(diff.mean()):.2e}"
+    )
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'backend':<8} {'device':<6} {'gaussians':>9} {'cams':>4} {'size':>5} {'first call':>11} {'fwd':>10} {'fwd+bwd':>10} {'peak mem':>10} {'coverage':>8}"
+    header = (
+        f"{'backend':<8} {'device':<6} {'gaussians':>9} {'cams':>4} {'size':>5} {'first call':>11} {'fwd':>10} "
+        f"{'fwd+bwd':>10} {'peak mem':>10} {'coverage':>8}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -174,13 +180,19 @@ def main() -> int:
         child_main(json.loads(args.child), args.iters)
         return 0
 
-    print(f"torch {torch.__version__}; CPU: {cpu_name()} ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)")
+    print(
+        f"torch {torch.__version__}; CPU: {cpu_name()} "
+        f"({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
+    )
     rows: list[dict] = []
     notes: list[str] = []
     cuda = torch.cuda.is_available() and not args.cpu_only
     if cuda:
         props = torch.cuda.get_device_properties(0)
-        print(f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability {props.major}.{props.minor}, CUDA {torch.version.cuda}")
+        print(
+            f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+            f"compute capability {props.major}.{props.minor}, CUDA {torch.version.cuda}"
+        )
         os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 8))
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{props.major}.{props.minor}")
         gpu = dict(gaussians=args.gaussians, cameras=args.cameras, size=args.size)

@@ -1,6 +1,8 @@
 """EWA projection of 3D Gaussians to the image plane (gsplat's classic conventions).
 
-Shared by the reference rasteriser and by tests; the gsplat backend does the same in CUDA.
+Used by the reference rasteriser; the gsplat backend does the same in CUDA. ``gaussian_alpha``,
+``blend`` and ``pixel_centres`` spell out the per-pixel rules in their plainest form (the
+rasteriser evaluates the same rules in a faster layout).
 """
 
 from __future__ import annotations
@@ -139,7 +141,9 @@ def blend(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     alpha = torch.where(used, alpha, torch.zeros_like(alpha))
     transmittance = torch.cumprod(1.0 - alpha, dim=-1)
     before = torch.cat([torch.ones_like(transmittance[..., :1]), transmittance[..., :-1]], dim=-1)
-    return alpha * before, transmittance[..., -1] if alpha.shape[-1] else torch.ones(alpha.shape[:-1], dtype=alpha.dtype, device=alpha.device)
+    if not alpha.shape[-1]:
+        return alpha * before, torch.ones(alpha.shape[:-1], dtype=alpha.dtype, device=alpha.device)
+    return alpha * before, transmittance[..., -1]
 
 
 def pixel_centres(width: int, height: int, dtype=torch.float32, device=None) -> torch.Tensor:

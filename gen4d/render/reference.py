@@ -95,12 +95,13 @@ def _tile_pairs(
     # Pixel rows whose centre (v + 0.5) is within the ellipse's y extent -> tile rows.
     v0 = torch.ceil(my - ext_y - 0.5).clamp_min(0)
     v1 = torch.minimum(torch.floor(my + ext_y - 0.5), torch.full_like(my, height - 1))
-    rows = torch.where(v0 <= v1, torch.div(v1.long(), ts, rounding_mode="floor") - torch.div(v0.long(), ts, rounding_mode="floor") + 1, 0)
+    ty0 = torch.div(v0.long(), ts, rounding_mode="floor")
+    rows = torch.where(v0 <= v1, torch.div(v1.long(), ts, rounding_mode="floor") - ty0 + 1, 0)
     band_splat = torch.repeat_interleave(torch.arange(mx.shape[0], device=device), rows)
     if band_splat.numel() == 0:
         return band_splat, band_splat.clone()
     first = torch.cumsum(rows, 0) - rows
-    ty = torch.div(v0.long(), ts, rounding_mode="floor")[band_splat] + torch.arange(band_splat.numel(), device=device) - first[band_splat]
+    ty = ty0[band_splat] + torch.arange(band_splat.numel(), device=device) - first[band_splat]
 
     # The band's pixel-centre rows, relative to the mean and clipped to the ellipse.
     mx, my, qa, qb, qc, limit, ext_x, ext_y = (x[band_splat] for x in (mx, my, qa, qb, qc, limit, ext_x, ext_y))
