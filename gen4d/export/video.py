@@ -12,7 +12,7 @@ import torch
 from gen4d.cameras import Cameras, orbit
 from gen4d.io import atomic_path
 
-__all__ = ["orbit_sweep", "to_uint8", "write_mp4", "write_gif", "render_frames"]
+__all__ = ["orbit_sweep", "to_uint8", "mp4_available", "write_mp4", "write_gif", "render_frames"]
 
 
 def orbit_sweep(
@@ -47,9 +47,23 @@ def render_frames(render_fn: Callable[[Cameras], torch.Tensor], cameras: Cameras
     return torch.cat(out)
 
 
+def mp4_available() -> bool:
+    """Whether an ffmpeg for mp4 writing is installed (imageio-ffmpeg, a core dependency)."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # not installed, or its binary is missing
+        return False
+    return True
+
+
 def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int = 24) -> Path:
     """H.264 mp4 (yuv420p; odd sizes are padded by ffmpeg's macro-block rule) written atomically."""
     import imageio.v2 as imageio
+
+    if not mp4_available():
+        raise RuntimeError("writing mp4 needs ffmpeg: pip install imageio-ffmpeg")
 
     path = Path(path)
     with atomic_path(path) as tmp:

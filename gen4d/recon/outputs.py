@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 import os
 import resource
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gen4d.data.dataset import MultiViewVideo
-from gen4d.export import frame_times, orbit_sweep, render_frames, to_uint8, write_gif, write_mp4, write_ply_sequence
+from gen4d.export import frame_times, mp4_available, orbit_sweep, render_frames, to_uint8, write_gif, write_mp4, write_ply_sequence
 from gen4d.io import atomic_path
 from gen4d.recon.model import DynamicGaussians
 from gen4d.render import RenderOptions
@@ -169,13 +170,18 @@ def write_orbit_video(
     fov_deg: float = 39.6,
     fps: int = 24,
     background: float = 1.0,
-) -> tuple[Path, Path]:
-    """``orbit.mp4`` and ``orbit.gif``: one circle around the object while time runs 0 -> 1."""
+) -> tuple[Path | None, Path]:
+    """``orbit.mp4`` and ``orbit.gif``: one circle around the object while time runs 0 -> 1.
+    Without ffmpeg the mp4 is skipped with a warning (None) and the gif is still written."""
     cams = orbit_sweep(frames, elevation_deg, radius, fov_deg, size)
     bg = torch.full((3,), float(background), device=model.device)
     images = to_uint8(render_frames(lambda c: model.render(c.to(model.device), bg, options).rgb, cams))
     folder = Path(folder)
-    return write_mp4(images, folder / "orbit.mp4", fps), write_gif(images, folder / "orbit.gif", fps)
+    gif = write_gif(images, folder / "orbit.gif", fps)
+    if not mp4_available():
+        warnings.warn("orbit.mp4 skipped: ffmpeg is missing (pip install imageio-ffmpeg); orbit.gif written")
+        return None, gif
+    return write_mp4(images, folder / "orbit.mp4", fps), gif
 
 
 def write_plys(model: DynamicGaussians, folder: str | os.PathLike, num_frames: int) -> list[Path]:
