@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -12,7 +13,7 @@ import torch
 from gen4d.cameras import Cameras, orbit
 from gen4d.io import atomic_path
 
-__all__ = ["orbit_sweep", "to_uint8", "mp4_available", "write_mp4", "write_gif", "render_frames"]
+__all__ = ["orbit_sweep", "to_uint8", "mp4_available", "write_mp4", "write_gif", "write_video", "render_frames"]
 
 
 def orbit_sweep(
@@ -83,3 +84,15 @@ def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: int = 24) -> Pat
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
     return path
+
+
+def write_video(frames: np.ndarray, folder: str | os.PathLike, name: str, fps: int = 24) -> list[Path]:
+    """``folder/name.gif`` and, when ffmpeg is installed, ``folder/name.mp4`` (otherwise a
+    warning says how to get it); returns the files written."""
+    folder = Path(folder)
+    written = [write_gif(frames, folder / f"{name}.gif", fps)]
+    if mp4_available():
+        written.append(write_mp4(frames, folder / f"{name}.mp4", fps))
+    else:
+        warnings.warn(f"{name}.mp4 skipped: ffmpeg is missing (pip install imageio-ffmpeg); {name}.gif written")
+    return written

@@ -17,14 +17,13 @@ from __future__ import annotations
 import math
 import os
 import resource
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gen4d.data.dataset import MultiViewVideo
-from gen4d.export import frame_times, mp4_available, orbit_sweep, render_frames, to_uint8, write_gif, write_mp4, write_ply_sequence
+from gen4d.export import frame_times, orbit_sweep, render_frames, to_uint8, write_ply_sequence, write_video
 from gen4d.io import atomic_path
 from gen4d.recon.model import DynamicGaussians
 from gen4d.render import RenderOptions
@@ -176,12 +175,8 @@ def write_orbit_video(
     cams = orbit_sweep(frames, elevation_deg, radius, fov_deg, size)
     bg = torch.full((3,), float(background), device=model.device)
     images = to_uint8(render_frames(lambda c: model.render(c.to(model.device), bg, options).rgb, cams))
-    folder = Path(folder)
-    gif = write_gif(images, folder / "orbit.gif", fps)
-    if not mp4_available():
-        warnings.warn("orbit.mp4 skipped: ffmpeg is missing (pip install imageio-ffmpeg); orbit.gif written")
-        return None, gif
-    return write_mp4(images, folder / "orbit.mp4", fps), gif
+    written = write_video(images, folder, "orbit", fps)
+    return (written[1] if len(written) > 1 else None), written[0]
 
 
 def write_plys(model: DynamicGaussians, folder: str | os.PathLike, num_frames: int) -> list[Path]:

@@ -698,7 +698,7 @@ def _views_from_grids(grids: torch.Tensor, reference: MultiViewVideo, config: St
 
 
 def _write_videos(model: DynamicGaussians, run_dir: Path, reference: MultiViewVideo, config: Stag4DConfig, options: RenderOptions) -> list[str]:
-    from gen4d.export import orbit_sweep, render_frames, to_uint8, write_gif, write_mp4
+    from gen4d.export import orbit_sweep, render_frames, to_uint8, write_video
 
     size = config.output.video_size
     _, _, r = spherical(reference.cameras)
@@ -711,12 +711,10 @@ def _write_videos(model: DynamicGaussians, run_dir: Path, reference: MultiViewVi
     folder = run_dir / "videos"
     for name, azimuth in (("front", 0.0), ("back", 180.0)):
         frames = to_uint8(render_frames(render, orbit(0.0, azimuth, radius, fov, size, size, times)))
-        write_mp4(frames, folder / f"{name}.mp4", config.output.fps)
-        write_gif(frames, folder / f"{name}.gif", config.output.fps)
+        write_video(frames, folder, name, config.output.fps)
         written.append(name)
     frames = to_uint8(render_frames(render, orbit_sweep(config.output.round_frames, 0.0, radius, fov, size)))
-    write_mp4(frames, folder / "round.mp4", config.output.fps)
-    write_gif(frames, folder / "round.gif", config.output.fps)
+    write_video(frames, folder, "round", config.output.fps)
     return written + ["round"]
 
 
