@@ -89,22 +89,38 @@ def test_model_at_and_render_one_batched_call(monkeypatch):
 
 
 # -- quality ----------------------------------------------------------------------------------------
-# Calibrated on this CPU (2 cores): the held-out 'eval' views (elevation 20 deg, azimuths between
-# the orbit's, frame times) of a static fit after the coarse stage reach ~17 dB; the dynamic
-# fields must clearly improve on it within the fixed budget below.
-QUALITY_STEPS = (60, 120)
-QUALITY_TARGET = {"hexplane": 18.0, "control_points": 18.0}
+# Calibrated on the 2-core CPU (deterministic for a seed): after 100 coarse + 300 fine steps of 2
+# images the held-out 'eval' views (elevation 20 deg, azimuths between the orbit's, frame times)
+# reach 22.7 dB (HexPlane) / 21.6 dB (control points); a static fit with the same 400 steps
+# saturates at ~17.2 dB there (it cannot follow the motion), and both fields keep improving with
+# longer schedules (800 steps: 26.9 / 24.9 dB).
+QUALITY_STEPS = (100, 300)
+QUALITY_TARGET = {"hexplane": 21.0, "control_points": 20.0}
+
+
+def quality_config(kind: str, coarse: int, fine: int) -> ConstructConfig:
+    return tiny_config(
+        kind, coarse=coarse, fine=fine, points=200, cameras=2, log_every=50,
+        densify=DensifyConfig(start=30, stop=10_000, every=30, reset_every=0, prune_opacity=0.01, max_gaussians=400),
+        output=replace(NO_OUTPUTS, evaluate=True),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def static_baseline(scene, tmp_path_factory):
+    """Held-out PSNR of a static fit (deformation never on) with the same step budget."""
+    total = sum(QUALITY_STEPS)
+    metrics = reconstruct(scene, quality_config("hexplane", total, 0), tmp_path_factory.mktemp("static"), progress=False, echo=None)
+    return metrics["splits"]["eval"]["psnr"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["hexplane", "control_points"])
-def test_synthetic_scene_reaches_heldout_psnr(scene, tmp_path, kind):
-    coarse, fine = QUALITY_STEPS
-    config = tiny_config(kind, coarse=coarse, fine=fine, points=200, cameras=2, log_every=30, output=replace(NO_OUTPUTS, evaluate=True),
-                         densify=DensifyConfig(start=30, stop=10_000, every=30, reset_every=0, prune_opacity=0.01, max_gaussians=400))  # fmt: skip
-    metrics = reconstruct(scene, config, tmp_path / "run", progress=False, echo=None)
+def test_synthetic_scene_reaches_heldout_psnr(scene, tmp_path, kind, static_baseline):
+    metrics = reconstruct(scene, quality_config(kind, *QUALITY_STEPS), tmp_path / "run", progress=False, echo=None)
     held_out = metrics["splits"]["eval"]["psnr"]
     assert held_out >= QUALITY_TARGET[kind], metrics["splits"]
+    assert held_out >= static_baseline + 2.5, (held_out, static_baseline)  # the motion is really modelled
     assert metrics["splits"]["front"]["psnr"] >= QUALITY_TARGET[kind]
 
 

@@ -434,19 +434,17 @@ def reconstruct(
     ``run_dir`` and return the metrics written to RUN/metrics.json.
 
     ``resume``: continue from RUN/checkpoint (the stored RUN/config.json must match ``config``
-    except for output / logging settings and the fine stage's length). ``overwrite``: delete a
-    previous run in ``run_dir`` first (without it, an existing checkpoint is an error unless
-    resuming). ``stop_after``: stop (after checkpointing) once this
+    except for output / logging settings and the fine stage's length). Without ``resume``, a
+    previous run's files in ``run_dir`` are deleted first (``overwrite`` says so explicitly; the
+    ``gen4d reconstruct`` command refuses to do it without ``--overwrite``). ``stop_after``: stop (after checkpointing) once this
     many global steps are done, without writing the final outputs (used to test resuming).
     """
     wall_start = time.perf_counter()
     run_dir = Path(run_dir)
     if overwrite and resume:
         raise ValueError("reconstruct: overwrite and resume exclude each other")
-    if overwrite:
-        clear_run(run_dir)
-    elif not resume and find_checkpoint(run_dir) is not None:
-        raise ValueError(f"{run_dir} already holds a run's checkpoint; resume it or overwrite it (--resume / --overwrite)")
+    if not resume:
+        clear_run(run_dir)  # a fresh run never mixes with an earlier run's files
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir / "log.txt", echo)
     device = resolve_device(config.device)
