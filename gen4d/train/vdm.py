@@ -13,7 +13,7 @@ processes see the same global batch, noise and timesteps as one process; with ne
 dropout masks.
 
 Run folder (``TrainConfig.out``): ``config.json`` (the resolved config), ``checkpoints/step_N/``,
-``metrics.jsonl`` (loss curve), ``tb/`` (tensorboard), ``model/`` (the exported model: EMA weights,
+``metrics.jsonl`` (loss curve: L, L_ldm, L_mr averaged over the steps since the previous record), ``tb/`` (tensorboard), ``model/`` (the exported model: EMA weights,
 loadable by ``gen4d sample-vdm``).
 """
 
@@ -308,6 +308,7 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         bar = tqdm(total=oc.steps, initial=start_step, desc="train-vdm", dynamic_ncols=True)
     started = time.monotonic()
     step, stopped_by = start_step, "steps"
+    window, window_steps = torch.zeros(3, device=device), 0
     metrics_path = run / "metrics.jsonl"
     while step < oc.steps:
         lr = oc.lr * min(1.0, (step + 1) / oc.warmup_steps) if oc.warmup_steps else oc.lr
@@ -342,9 +343,15 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         step += 1
         totals = accelerator.reduce(totals, reduction="mean")
         elapsed = time.monotonic() - started
-        if main and (step % config.log_every == 0 or step == oc.steps):
-            record = {"step": step, "loss": float(totals[0]), "ldm": float(totals[1]), "mr": float(totals[2]),
+        over = torch.tensor(float(oc.minutes > 0 and elapsed > oc.minutes * 60), device=device)
+        if float(accelerator.reduce(over, reduction="sum")) > 0:
+            stopped_by = "minutes"
+        window, window_steps = window + totals, window_steps + 1
+        if main and (step % config.log_every == 0 or step == oc.steps or stopped_by == "minutes"):
+            mean = (window / window_steps).tolist()  # averaged over the steps since the last record
+            record = {"step": step, "loss": mean[0], "ldm": mean[1], "mr": mean[2], "steps": window_steps,
                       "lr": lr, "elapsed_s": round(elapsed_before + elapsed, 3)}
+            window, window_steps = torch.zeros(3, device=device), 0
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if writer is not None:
@@ -353,9 +360,6 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{float(totals[0]):.4f}")
-        over = torch.tensor(float(oc.minutes > 0 and elapsed > oc.minutes * 60), device=device)
-        if float(accelerator.reduce(over, reduction="sum")) > 0:
-            stopped_by = "minutes"
         if step % config.checkpoint_every == 0 or step == oc.steps or stopped_by == "minutes":
             save(step, elapsed_before + elapsed)
         if stopped_by == "minutes":
