@@ -30,6 +30,17 @@ def _share_cores_between_xdist_workers() -> None:
 _share_cores_between_xdist_workers()
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a module of tiny-model tests (faster than two on small ops, and
+    leaves the other core to the other xdist worker). Use with
+    ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _shared_root() -> Path:
     env = os.environ.get("GEN4D_SHARED")
     return Path(env) if env else REPO_ROOT.parent / "shared"

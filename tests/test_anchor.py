@@ -21,13 +21,7 @@ from gen4d.diffusion.zero123pp import FULL_UNET, MultiViewConfig, Zero123Plus  #
 STEPS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny models: one thread is faster, and avoids oversubscribing the 2 shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,7 @@ from gen4d.recon.stag4d import PRESETS, RandomViews, Stag4DOutput, _render_size,
 DEFAULT_SET = __import__("gen4d.data.manifest", fromlist=["DEFAULT_DATASET"]).DEFAULT_DATASET
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_stag4d_preset_is_the_published_settings():
