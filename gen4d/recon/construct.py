@@ -215,17 +215,17 @@ PRESETS: dict[str, ConstructConfig] = {
     ),
     # CPU-sized (a few minutes on 2 cores with the reference rasteriser).
     "demo": ConstructConfig(
-        size=64,
+        size=96,
         tile_size=8,
-        init=InitConfig(num_points=1500),
-        coarse=StageConfig(iterations=150, cameras_per_step=2, static_orbit=True),
-        fine=StageConfig(iterations=250, cameras_per_step=2, static_orbit=False),
-        deform=DeformConfig(hexplane=_hexplane(16, 8, (1, 2), features=16)),
-        densify=DensifyConfig(start=60, stop=300, every=60, reset_every=0, prune_opacity=0.01, max_gaussians=4000),
+        init=InitConfig(num_points=3000),
+        coarse=StageConfig(iterations=200, cameras_per_step=2, static_orbit=True),
+        fine=StageConfig(iterations=400, cameras_per_step=2, static_orbit=False),
+        deform=DeformConfig(hexplane=_hexplane(24, 12, (1, 2), features=16)),
+        densify=DensifyConfig(start=100, stop=400, every=100, reset_every=0, prune_opacity=0.01, max_gaussians=12000),
         lr=LearningRates(means=3e-3, means_final=3e-5),
         log_every=10,
         checkpoint_every=100,
-        output=OutputConfig(video_frames=48, video_size=128),
+        output=OutputConfig(video_frames=72, video_size=192),
     ),
 }
 DEFAULT_PRESET = "default"
