@@ -250,3 +250,11 @@ def test_bad_datasets_give_clear_errors(tmp_path, capsys, case, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     assert "Traceback" not in err
+
+
+def test_rgb_only_dataset_trains_on_its_background(scene, tmp_path):
+    rgb_only = replace(scene, images=scene.composited((1.0, 1.0, 1.0)), alphas=None)
+    config = tiny_config(output=replace(NO_OUTPUTS, evaluate=True))
+    metrics = reconstruct(rgb_only, config, tmp_path / "run", progress=False, echo=None)
+    assert "no alpha" in (tmp_path / "run" / "log.txt").read_text()
+    assert np.isfinite(metrics["splits"]["eval"]["psnr"])

@@ -510,6 +510,11 @@ def reconstruct(
         f"{config.coarse.iterations} coarse + {config.fine.iterations} fine steps"
     )
 
+    train_background = config.train_background
+    if dataset.alphas is None and train_background == "random":
+        # RGB-only images carry their own background: a random one could not be matched.
+        train_background = config.eval_background
+        log(f"the images have no alpha: training on a {train_background} background instead of random ones")
     total = config.total_iterations
     heldout = heldout_splits(dataset, torch.cat([data_on_device.pool(True)]))
     bg_value = 1.0 if config.eval_background == "white" else 0.0
@@ -551,7 +556,7 @@ def reconstruct(
                 log(f"fine stage: deformation ({config.deform.kind}) on, {model.num_gaussians} Gaussians")
             pool = data_on_device.pool(stage_cfg.static_orbit)
             set_learning_rates(optimizer, config.lr, stage_step, stage_length)
-            cams, target, alpha, bg = data_on_device.batch(pool, stage_cfg.cameras_per_step, step, config.train_background)
+            cams, target, alpha, bg = data_on_device.batch(pool, stage_cfg.cameras_per_step, step, train_background)
             try:
                 losses, stats = training_step(
                     model, optimizer, cams, target, alpha, bg, config.loss, options,
