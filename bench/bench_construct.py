@@ -29,6 +29,7 @@ import json
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -117,15 +118,19 @@ def main() -> int:
         data_name = Path(data).name
         for name, config in configs(args).items():
             run_dir = out_root / data_name / name
-            timed = config
-            metrics = reconstruct(data, timed, run_dir / "timed", progress=False, echo=None, overwrite=True)
-            entry = {"data": data_name, "preset": name, "config": to_dict(config), "timed": metrics}
-            if not args.no_curves:
-                every = max(config.total_iterations // max(args.curve_points, 1), 1)
-                curve_config = from_dict(ConstructConfig, {**to_dict(config), "eval_every": every,
-                                                           "output": {**to_dict(config.output), "ply": False, "video": False, "renders": False}})  # fmt: skip
-                curve = reconstruct(data, curve_config, run_dir / "curve", progress=False, echo=None, overwrite=True)
-                entry["curve"] = curve["history"]
+            try:
+                metrics = reconstruct(data, config, run_dir / "timed", progress=False, echo=None, overwrite=True)
+                entry = {"data": data_name, "preset": name, "config": to_dict(config), "timed": metrics}
+                if not args.no_curves:
+                    every = max(config.total_iterations // max(args.curve_points, 1), 1)
+                    curve_config = from_dict(ConstructConfig, {**to_dict(config), "eval_every": every,
+                                                               "output": {**to_dict(config.output), "ply": False, "video": False, "renders": False}})  # fmt: skip
+                    curve = reconstruct(data, curve_config, run_dir / "curve", progress=False, echo=None, overwrite=True)
+                    entry["curve"] = curve["history"]
+            except Exception:  # report and go on with the other presets
+                print(f"FAILED: {data_name} / {name}:\n{traceback.format_exc()}", flush=True)
+                results["runs"].append({"data": data_name, "preset": name, "error": traceback.format_exc()})
+                continue
             results["runs"].append(entry)
             held = [s for s in metrics["heldout"]] or ["train"]
             split = held[0]
@@ -144,6 +149,8 @@ def main() -> int:
     if not args.no_curves:
         print("\nQuality vs iterations and training time (held-out PSNR; evaluation time excluded):")
         for entry in results["runs"]:
+            if "error" in entry:
+                continue
             keys = [k for k in (entry.get("curve") or [{}])[0] if k.endswith("_psnr")]
             points = ", ".join(f"{h['step']} it / {h['train_time_s']:.1f} s: " + "/".join(f"{h[k]:.2f}" for k in keys) for h in entry.get("curve", []))
             print(f"  {entry['data']} / {entry['preset']} ({'/'.join(keys)}): {points}")
