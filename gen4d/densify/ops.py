@@ -10,6 +10,7 @@ parameter values outright (e.g. the split children's positions and scales).
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import nn
 
@@ -43,14 +44,19 @@ def reindex(
     model,
     optimizers,
     index: torch.Tensor,
-    fresh: int = 0,
+    fresh: int | torch.Tensor = 0,
     overrides: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Replace every per-Gaussian tensor ``x`` of ``model`` by ``x[index]`` (``index`` (N',) long);
-    the last ``fresh`` rows get zero optimiser moments; ``overrides`` name -> (N', ...) values."""
+    rows ``fresh`` get zero optimiser moments (an int: the last ``fresh`` rows; a tensor: row
+    indices or an (N',) bool mask); ``overrides`` name -> (N', ...) values."""
     overrides = overrides or {}
     count_new = int(index.shape[0])
     old_count = model.num_gaussians
+    if isinstance(fresh, int):
+        fresh_rows = slice(count_new - fresh, count_new) if fresh else None
+    else:
+        fresh_rows = fresh if fresh.numel() else None
     for name, old in list(model.params.items()):
         value = overrides.get(name, old.data[index])
         new = nn.Parameter(value.contiguous(), requires_grad=old.requires_grad)
@@ -63,8 +69,8 @@ def reindex(
                 for key, moment in list(state.items()):
                     if isinstance(moment, torch.Tensor) and moment.ndim > 0 and moment.shape[0] == old.shape[0]:
                         moment = moment[index].contiguous()
-                        if fresh:
-                            moment[count_new - fresh :] = 0
+                        if fresh_rows is not None:
+                            moment[fresh_rows] = 0
                         state[key] = moment
                 opt.state[new] = state
         model.params[name] = new

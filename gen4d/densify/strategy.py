@@ -110,6 +110,10 @@ class DensifyStrategy:
     def _reset_stats(self, model, state: dict[str, Any]) -> None:
         state.update(self.initial_state(model))
 
+    def loss_terms(self, model) -> dict[str, torch.Tensor]:
+        """Extra loss terms the strategy asks for (none for this one; see MCMCStrategy)."""
+        return {}
+
     def active(self, step: int) -> bool:
         c = self.config
         return c.enabled and c.start - c.every < step < c.stop

@@ -33,7 +33,7 @@ import torch
 from gen4d.config import from_dict, to_dict
 from gen4d.data.dataset import MultiViewVideo, load_dataset
 from gen4d.deform import DeformConfig, HexPlaneConfig
-from gen4d.densify import DensifyConfig, DensifyStrategy
+from gen4d.densify import DensifyConfig, DensifyStrategy, MCMCConfig, MCMCStrategy, build_strategy
 from gen4d.gaussians.core import random_in_sphere
 from gen4d.io import read_json, write_json
 from gen4d.recon import losses as L
@@ -153,8 +153,12 @@ class ConstructConfig:
     """Dynamic stage (deformation on)."""
     deform: DeformConfig = field(default_factory=DeformConfig)
     """Deformation field."""
+    strategy: Literal["default", "mcmc"] = "default"
+    """Densification strategy: 'default' (3DGS clone / split / prune) or 'mcmc' (3DGS-MCMC, fixed cap)."""
     densify: DensifyConfig = field(default_factory=DensifyConfig)
-    """Densification schedule (steps counted within each stage)."""
+    """Densification schedule of the 'default' strategy (steps counted within each stage)."""
+    mcmc: MCMCConfig = field(default_factory=MCMCConfig)
+    """Settings of the 'mcmc' strategy (steps counted within each stage)."""
     lr: LearningRates = field(default_factory=LearningRates)
     """Learning rates."""
     loss: LossWeights = field(default_factory=LossWeights)
@@ -348,7 +352,7 @@ def training_step(
     background: torch.Tensor,
     weights: LossWeights,
     options: RenderOptions,
-    strategy: DensifyStrategy | None = None,
+    strategy: DensifyStrategy | MCMCStrategy | None = None,
     strategy_state: dict | None = None,
     step: int = 0,
     lpips_model=None,
@@ -361,6 +365,8 @@ def training_step(
     terms = image_losses(output, target, alpha, weights, lpips_model)
     if model.deform_enabled:
         terms.update(L.weighted_regularizers(model.regularization(cameras.times), weights))
+    if strategy is not None:
+        terms.update(strategy.loss_terms(model))
     total = sum(terms.values())
     total.backward()
     stats: dict[str, int] = {}
@@ -477,7 +483,7 @@ def reconstruct(
     torch.manual_seed(config.seed)
     data_on_device = TrainData(dataset, device, config.seed)
     extent = scene_extent(dataset)
-    strategy = DensifyStrategy(config.densify, scene_extent=extent, seed=config.seed)
+    strategy = build_strategy(config.strategy, config.densify, config.mcmc, scene_extent=extent, seed=config.seed)
     lpips_loader = LpipsLoader()
     lpips_loss_model = None
     if config.loss.lpips:
@@ -567,8 +573,8 @@ def reconstruct(
                     raise NonFiniteLossError(f"step {step}: {err}") from err
                 raise
             if stats and stats.get("total") is not None:
-                log(f"step {step} ({stage}): densified -> {stats['total']} Gaussians (+{stats['cloned']} cloned, "
-                    f"{stats['split']} split, -{stats['pruned']} pruned)")  # fmt: skip
+                details = ", ".join(f"{k} {v}" for k, v in stats.items() if k != "total")
+                log(f"step {step} ({stage}): densified -> {stats['total']} Gaussians ({details})")
             for key, value in [("loss", losses.total), ("mse", losses.mse)]:
                 sums[key] = sums.get(key, 0.0) + value
             since_log += 1
