@@ -258,3 +258,19 @@ def test_rgb_only_dataset_trains_on_its_background(scene, tmp_path):
     metrics = reconstruct(rgb_only, config, tmp_path / "run", progress=False, echo=None)
     assert "no alpha" in (tmp_path / "run" / "log.txt").read_text()
     assert np.isfinite(metrics["splits"]["eval"]["psnr"])
+
+
+def test_demo_command_runs_and_reruns(scene, tmp_path, capsys):
+    from gen4d.data.manifest import save_dataset
+
+    data = tmp_path / "data"
+    save_dataset(scene, data)
+    args = ["demo", "--out", str(tmp_path / "demo"), "--data", str(data), "--no-progress", "--size", "32",
+            "--coarse.iterations", "2", "--fine.iterations", "2", "--init.num_points", "50",
+            "--output.video_frames", "4", "--output.video_size", "16"]  # fmt: skip
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "orbit video" in out and str(tmp_path / "demo" / "metrics.json") in out
+    assert cli_main(args) == 0  # a second demo replaces the first
+    assert "replacing the previous run" in capsys.readouterr().out
+    assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["iterations"] == 4

@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset", choices=sorted(PRESETS), default=None,
         help="settings (default: 'demo' on CPU, 'default' on a CUDA GPU)",
     )  # fmt: skip
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted demo run")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue an interrupted demo run (without it, a previous demo run in --out is replaced)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     add_config_arguments(parser, ConstructConfig, PRESETS["demo"])
 
@@ -54,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         config = preset(name)
         print(f"gen4d demo: preset '{name}' on {'CUDA' if torch.cuda.is_available() else 'CPU'}")
     config = apply_overrides(config, args)
-    prepare_run_dir(out, args.resume, args.overwrite)
+    if not args.resume and (out / "config.json").exists():
+        print(f"replacing the previous run in {out} (use --resume to continue it instead)")
+    prepare_run_dir(out, args.resume, overwrite=not args.resume)
     data = args.data or default_data()
     metrics = reconstruct(data, config, out, resume=args.resume, progress=not args.no_progress)
     print(f"\ndemo finished in {metrics['wall_time_s']:.0f} s")
