@@ -92,6 +92,7 @@ def main() -> int:
     parser.add_argument("--out", default="bench_out/construct", help="folder for the runs (default: bench_out/construct)")
     parser.add_argument("--curve-points", type=int, default=8, help="held-out evaluations per curve run (default 8)")
     parser.add_argument("--no-curves", action="store_true", help="skip the quality-vs-iterations runs")
+    parser.add_argument("--curve-presets", default=None, help="comma-separated presets / variants that get a curve run (default: all)")
     parser.add_argument("--json", default=None, help="also write all results to this JSON file")
     args = parser.parse_args()
 
@@ -121,7 +122,8 @@ def main() -> int:
             try:
                 metrics = reconstruct(data, config, run_dir / "timed", progress=False, echo=None, overwrite=True)
                 entry = {"data": data_name, "preset": name, "config": to_dict(config), "timed": metrics}
-                if not args.no_curves:
+                wants_curve = args.curve_presets is None or name in args.curve_presets.split(",")
+                if not args.no_curves and wants_curve:
                     every = max(config.total_iterations // max(args.curve_points, 1), 1)
                     curve_config = from_dict(ConstructConfig, {**to_dict(config), "eval_every": every,
                                                                "output": {**to_dict(config.output), "ply": False, "video": False, "renders": False}})  # fmt: skip
@@ -149,7 +151,7 @@ def main() -> int:
     if not args.no_curves:
         print("\nQuality vs iterations and training time (held-out PSNR; evaluation time excluded):")
         for entry in results["runs"]:
-            if "error" in entry:
+            if "error" in entry or "curve" not in entry:
                 continue
             keys = [k for k in (entry.get("curve") or [{}])[0] if k.endswith("_psnr")]
             points = ", ".join(f"{h['step']} it / {h['train_time_s']:.1f} s: " + "/".join(f"{h[k]:.2f}" for k in keys) for h in entry.get("curve", []))
