@@ -274,3 +274,34 @@ def test_demo_command_runs_and_reruns(scene, tmp_path, capsys):
     assert cli_main(args) == 0  # a second demo replaces the first
     assert "replacing the previous run" in capsys.readouterr().out
     assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["iterations"] == 4
+
+
+def test_interrupt_between_checkpoints_then_resume(scene, tmp_path, monkeypatch):
+    """Ctrl-C after step 7 (checkpoints every 3 steps): --resume restarts from step 6 and ends
+    where an uninterrupted run ends."""
+    from gen4d.recon import construct
+
+    config = tiny_config(checkpoint_every=3)
+    full = tmp_path / "full"
+    reconstruct(scene, config, full, progress=False, echo=None)
+
+    real_step = construct.training_step
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(construct, "training_step", interrupted)
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(scene, config, part, progress=False, echo=None)
+    assert json.loads((part / "checkpoint" / "checkpoint.json").read_text())["step"] == 6
+    assert "interrupted at step 7; --resume continues from step 6" in (part / "log.txt").read_text()
+    monkeypatch.setattr(construct, "training_step", real_step)
+    reconstruct(scene, config, part, resume=True, progress=False, echo=None)
+    a, b = _checkpoint_tensors(full), _checkpoint_tensors(part)
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), key

@@ -609,6 +609,12 @@ def reconstruct(
                 last_good = step
             if stopping:
                 break
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        where = f"step {last_good}" if last_good else "the start (no checkpoint yet)"
+        log(f"interrupted at step {step}; --resume continues from {where}")
+        raise
     except NonFiniteLossError as err:
         if bar is not None:
             bar.close()
