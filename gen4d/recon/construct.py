@@ -442,8 +442,9 @@ def reconstruct(
     ``resume``: continue from RUN/checkpoint (the stored RUN/config.json must match ``config``
     except for output / logging settings and the fine stage's length). Without ``resume``, a
     previous run's files in ``run_dir`` are deleted first (``overwrite`` says so explicitly; the
-    ``gen4d reconstruct`` command refuses to do it without ``--overwrite``). ``stop_after``: stop (after checkpointing) once this
-    many global steps are done, without writing the final outputs (used to test resuming).
+    ``gen4d reconstruct`` command refuses to do it without ``--overwrite``). ``stop_after``: stop
+    (after checkpointing) once this many global steps are done, without writing the final outputs
+    (used to test resuming).
     """
     wall_start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -502,7 +503,9 @@ def reconstruct(
         start_step = int(state["step"])
         history = list(state.get("history", []))
         train_time = float(state.get("train_time_s", 0.0))
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         log(f"resumed from {run_dir / 'checkpoint'} at step {start_step} ({model.num_gaussians} Gaussians)")
     else:
         if resume:
@@ -536,6 +539,7 @@ def reconstruct(
                 "history": history,
                 "train_time_s": train_time,
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             },
             {"step": step, "stage": stage, "num_gaussians": model.num_gaussians},
         )
