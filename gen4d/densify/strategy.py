@@ -130,8 +130,9 @@ class DensifyStrategy:
         if grad is None:
             return
         cams = grad.shape[0]
-        scale = torch.tensor([width / 2.0 * cams, height / 2.0 * cams], device=grad.device, dtype=grad.dtype)
-        norms = (grad * scale).norm(dim=-1)  # (C, N)
+        # NDC units (x W/2, y H/2), times the camera count since the loss averages over cameras;
+        # Python scalars keep this free of host-device copies.
+        norms = torch.hypot(grad[..., 0] * (width / 2.0 * cams), grad[..., 1] * (height / 2.0 * cams))  # (C, N)
         visible = output.visible.to(norms.dtype)
         if state["grad2d"].shape[0] != norms.shape[1]:
             raise RuntimeError(
