@@ -64,6 +64,7 @@ from gen4d.recon.checkpoint import find_checkpoint, load_checkpoint, save_checkp
 from gen4d.recon.losses import LossWeights, weighted_regularizers
 from gen4d.recon.model import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
+from gen4d.recon.outputs import peak_memory
 from gen4d.render import RenderOptions, resolve_backend
 
 __all__ = [
@@ -718,15 +719,6 @@ def _write_videos(model: DynamicGaussians, run_dir: Path, reference: MultiViewVi
     return written + ["round"]
 
 
-def _peak_memory(device: torch.device) -> dict[str, float]:
-    import resource
-
-    out = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
-    if device.type == "cuda":
-        out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return out
-
-
 def run_video_to_4d(
     input_path: str | os.PathLike,
     run_dir: str | os.PathLike,
@@ -875,7 +867,7 @@ def run_video_to_4d(
         sds_conditions=summary["sds_conditions"],
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         backend=resolve_backend(options.backend, device),
-        **_peak_memory(device),
+        **peak_memory(device),
     )
     write_json(run_dir / "metrics.json", result)
     log(f"done in {result['wall_time_s']:.1f} s: {model.num_gaussians} Gaussians; outputs in {run_dir}")
