@@ -340,3 +340,24 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     (tmp_path / "m" / "unet.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="train-vdm"):
         load_video_model(tmp_path / "m")
+
+
+def test_batch_chunked_temporal_encoder_matches_unchunked():
+    """The I2VGen-XL temporal-encoder attention sliced over the batch gives the same output."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from gen4d.diffusion.vdm.model import BatchChunkedAttnProcessor, build_unet, limit_temporal_encoder_batch
+    from gen4d.diffusion.vdm.presets import unet_preset
+
+    unet = build_unet("image", unet_preset("tiny", "image")).eval()
+    attn = unet.image_latents_temporal_encoder.attn1
+    x = torch.randn(37, 6, attn.query_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = attn(x)
+        limit_temporal_encoder_batch(unet, max_rows=8)
+        assert isinstance(attn.processor, BatchChunkedAttnProcessor)
+        assert isinstance(attn.processor.inner, AttnProcessor2_0)
+        sliced = attn(x)
+        limit_temporal_encoder_batch(unet)  # idempotent: no processor nesting
+        assert isinstance(attn.processor.inner, AttnProcessor2_0)
+    assert torch.allclose(whole, sliced, atol=1e-6)

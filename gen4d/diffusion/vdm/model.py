@@ -239,6 +239,38 @@ def null_condition(
     return VideoCondition(text=text, image_embeds=image, latents=latents)
 
 
+class BatchChunkedAttnProcessor(nn.Module):
+    """Runs an attention processor on slices of the batch of at most ``max_rows`` rows.
+
+    I2VGen-XL's image-latent temporal encoder attends over ``B * h * w`` sequences of T tokens;
+    at 64 x 64 latents (pixel space) and B = 8 that is 32768 sequences x 2 heads, past the 65535
+    grid limit of CUDA's fused attention kernels ("CUDA error: invalid argument", seen on an H200).
+    Slicing the batch gives the same result within the kernels' rounding.
+    """
+
+    def __init__(self, inner, max_rows: int):
+        super().__init__()
+        self.inner = inner
+        self.max_rows = int(max_rows)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+        rows = hidden_states.shape[0]
+        if rows <= self.max_rows or encoder_hidden_states is not None or attention_mask is not None:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+        parts = [self.inner(attn, chunk, None, None, **kwargs) for chunk in hidden_states.split(self.max_rows)]
+        return torch.cat(parts, 0)
+
+
+def limit_temporal_encoder_batch(unet: nn.Module, max_rows: int = 16384) -> nn.Module:
+    """Install :class:`BatchChunkedAttnProcessor` on an I2VGen-XL UNet's image-latent temporal
+    encoder (no-op for other UNets or when already installed). Returns ``unet``."""
+    encoder = getattr(getattr(unet, "module", unet), "image_latents_temporal_encoder", None)
+    if encoder is None or isinstance(encoder.attn1.processor, BatchChunkedAttnProcessor):
+        return unet
+    encoder.attn1.set_processor(BatchChunkedAttnProcessor(encoder.attn1.processor, max_rows))
+    return unet
+
+
 def predict(
     unet: nn.Module,
     variant: str,
@@ -290,6 +322,7 @@ def predict(
     image = condition.image_embeds
     image = sample.new_zeros(batch, cross_dim) if image is None else image.to(dtype)
     check_shape("condition.image_embeds", image, (batch, cross_dim))
+    limit_temporal_encoder_batch(inner)
     fps_tensor = torch.full((batch,), int(fps), device=sample.device, dtype=torch.long)
     return unet(
         sample,
