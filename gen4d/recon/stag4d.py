@@ -61,6 +61,7 @@ from gen4d.diffusion.zero123pp import MultiViewConfig
 from gen4d.gaussians.core import random_in_sphere
 from gen4d.io import read_json, write_json
 from gen4d.recon.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from gen4d.recon.construct import resolve_device
 from gen4d.recon.losses import LossWeights, weighted_regularizers
 from gen4d.recon.model import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
@@ -392,15 +393,6 @@ def _render_size(config: Stag4DConfig, step: int) -> int:
     return int(config.views.sizes[index])
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
 def _anisotropy(model: DynamicGaussians, ratio: float) -> torch.Tensor:
     scales = torch.exp(model.params["log_scales"])
     return torch.relu(scales.max(-1).values / (scales.min(-1).values + 1e-8) - ratio).sum()
@@ -422,7 +414,7 @@ def optimise(
     ``guidance`` (a :class:`gen4d.diffusion.zero123.Zero123Guidance`, or None to skip SDS).
     Checkpoints go to ``run_dir/checkpoint``. Returns the model and a summary."""
     run_dir = Path(run_dir)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     log = log or (lambda message: None)
     options = RenderOptions(backend=config.backend)
     num_frames = len(reference)
@@ -630,12 +622,10 @@ def optimise(
 @torch.no_grad()
 def render_views(model: DynamicGaussians, cameras: Cameras, options: RenderOptions, batch: int = 8) -> torch.Tensor:
     """(C, H, W, 3) renders on white, each camera at its own time."""
+    from gen4d.export import render_frames
+
     white = torch.ones(3, device=model.device)
-    preds = []
-    for start in range(0, len(cameras), batch):
-        cams = cameras[list(range(start, min(start + batch, len(cameras))))].to(model.device)
-        preds.append(model.render(cams, white, options).rgb.clamp(0, 1).cpu())
-    return torch.cat(preds)
+    return render_frames(lambda c: model.render(c.to(model.device), white, options).rgb.clamp(0, 1), cameras, batch)
 
 
 @torch.no_grad()
@@ -740,7 +730,7 @@ def run_video_to_4d(
     wall = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
