@@ -25,12 +25,7 @@ from gen4d.train.synthetic import write_toy_clips  # noqa: E402
 FRAMES, SIZE = 4, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -40,13 +40,7 @@ from gen4d.diffusion.vdm.presets import SCHEDULE_PRESETS, unet_preset  # noqa: E
 T, SIZE = 4, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and other suites share the machine's two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class TinyTokenizer:
