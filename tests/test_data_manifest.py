@@ -210,3 +210,11 @@ def test_diffusion4d_sample_silhouettes_agree_with_documented_azimuth_direction(
     wrong_min, wrong_mean = _silhouette_coverage(silhouettes, mirrored)
     assert right_min > 0.88 and right_mean > 0.93
     assert right_min - wrong_min > 0.05 and right_mean - wrong_mean > 0.05
+
+
+def test_load_dataset_names_both_formats_for_an_unknown_folder(tmp_path):
+    from gen4d.data.dataset import load_dataset
+
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    with pytest.raises(ValueError, match="manifest.json.*Diffusion4D format"):
+        load_dataset(tmp_path)

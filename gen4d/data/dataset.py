@@ -238,4 +238,13 @@ def load_dataset(path: str | Path, size: int | None = None) -> MultiViewVideo:
         from gen4d.data.manifest import load_manifest
 
         return load_manifest(manifest, size=size)
-    return load_diffusion4d(path, size=size)
+    try:
+        return load_diffusion4d(path, size=size)
+    except ValueError as err:
+        if "no Diffusion4D images" not in str(err):
+            raise
+        raise ValueError(
+            f"{path}: not a dataset gen4d knows; expected a gen4d dataset folder (manifest.json, as written by "
+            "`gen4d render` or `gen4d sample-vdm`) or the Diffusion4D format (multi_frame<i>.png, "
+            "multi_static_frame<i>.png, front_frame<i>.png)"
+        ) from err
