@@ -19,7 +19,7 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-__all__ = ["field_docs", "to_dict", "from_dict", "add_config_arguments", "apply_overrides", "dumps"]
+__all__ = ["field_docs", "to_dict", "from_dict", "add_config_arguments", "apply_overrides", "set_fields", "dumps"]
 
 T = TypeVar("T")
 
@@ -150,17 +150,24 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
         group.add_argument(f"--{path}", dest=f"cfg:{path}", default=None, metavar="V", help=help_text, choices=choices)
 
 
+def set_fields(config: T, changes: dict[str, Any]) -> T:
+    """A copy of ``config`` with dotted fields replaced, e.g. ``{"optim.lr": 1e-4}``; values are
+    read as the fields' types (strings from the CLI included), unknown fields are an error."""
+    data = to_dict(config)
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"{type(config).__name__}: unknown config section {key!r}")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"{type(config).__name__}: unknown config field {key!r}")
+        node[leaf] = value
+    return from_dict(type(config), data)
+
+
 def apply_overrides(config: T, args: argparse.Namespace) -> T:
     """Return ``config`` with every ``--a.b`` option the user set applied."""
-    data = to_dict(config)
-    changed = False
-    for key, value in vars(args).items():
-        if not key.startswith("cfg:") or value is None:
-            continue
-        parts = key[4:].split(".")
-        node = data
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = value
-        changed = True
-    return from_dict(type(config), data) if changed else config
+    changes = {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:") and value is not None}
+    return set_fields(config, changes) if changes else config

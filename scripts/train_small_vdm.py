@@ -95,6 +95,7 @@ def split_data(data: Path, held_out: int) -> tuple[list[Path], list[Path]]:
 
 
 def phase_config(args, name: str, train: list[Path], minutes: float, **changes):
+    from gen4d.config import set_fields
     from gen4d.train.config import TRAIN_PRESETS
 
     config = copy.deepcopy(TRAIN_PRESETS["small"])
@@ -111,13 +112,7 @@ def phase_config(args, name: str, train: list[Path], minutes: float, **changes):
     config.log_every = 10
     config.checkpoint_every = 500
     config.seed = args.seed
-    for key, value in changes.items():
-        obj = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            obj = getattr(obj, p)
-        setattr(obj, leaf, value)
-    return config
+    return set_fields(config, changes)
 
 
 def run_phase(config) -> dict:

@@ -19,6 +19,7 @@ pytest.importorskip("accelerate", reason="training needs accelerate (pip install
 
 from gen4d.train.checkpoint import flatten_optimizer_state, unflatten_optimizer_state  # noqa: E402
 from gen4d.train.config import TRAIN_PRESETS  # noqa: E402
+from gen4d.config import set_fields  # noqa: E402
 from gen4d.train.data import global_batch_indices  # noqa: E402
 from gen4d.train.synthetic import write_toy_clips  # noqa: E402
 
@@ -41,13 +42,7 @@ def tiny_config(data: Path, out: Path, steps: int, **changes):
     config.data.size = SIZE
     config.out = str(out)
     config.optim.steps = steps
-    for key, value in changes.items():
-        obj = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            obj = getattr(obj, p)
-        setattr(obj, leaf, value)
-    return config
+    return set_fields(config, changes)
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from gen4d._checks import check_shape
 from gen4d.diffusion.schedule import NoiseSchedule
 from gen4d.diffusion.sds import SDSOutput, classifier_free_guidance, sds_step
-from gen4d.diffusion.zero123pp import CLIP_MEAN, CLIP_STD, SD_VAE, TINY_VAE, ImagePrep, _require_diffusers, _resolve_folder
+from gen4d.diffusion.zero123pp import CLIP_MEAN, CLIP_STD, SD_VAE, TINY_VAE, TINY_VISION, ImagePrep, _require_diffusers, _resolve_folder
 
 __all__ = ["Zero123Condition", "Zero123Guidance", "FULL_UNET", "FULL_VISION"]
 
@@ -61,10 +61,6 @@ TINY_UNET = dict(
     attention_head_dim=2,
     norm_num_groups=4,
 )
-TINY_VISION = dict(
-    hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
-    projection_dim=16,
-)  # fmt: skip
 SCHEDULER = dict(
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
     prediction_type="epsilon", set_alpha_to_one=False, steps_offset=1, clip_sample=False,
