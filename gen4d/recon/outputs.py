@@ -93,14 +93,9 @@ def render_split(
     model: DynamicGaussians, dataset: MultiViewVideo, index: torch.Tensor, options: RenderOptions, background: float = 1.0, batch: int = 8
 ) -> torch.Tensor:
     """(K, H, W, 3) renders of the images ``index`` over a constant grey-level background."""
-    device = model.device
-    bg = torch.full((3,), float(background), device=device)
-    cams = dataset.cameras[index]
-    outs = []
-    for start in range(0, len(cams), batch):
-        chunk = cams[list(range(start, min(start + batch, len(cams))))].to(device)
-        outs.append(model.render(chunk, bg, options).rgb.clamp(0, 1).cpu())
-    return torch.cat(outs)
+    bg = torch.full((3,), float(background), device=model.device)
+    render = lambda c: model.render(c.to(model.device), bg, options).rgb.clamp(0, 1)  # noqa: E731
+    return render_frames(render, dataset.cameras[index], batch)
 
 
 @torch.no_grad()

@@ -65,7 +65,7 @@ from gen4d.recon.construct import resolve_device
 from gen4d.recon.losses import LossWeights, weighted_regularizers
 from gen4d.recon.model import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
-from gen4d.recon.outputs import peak_memory
+from gen4d.recon.outputs import evaluate, peak_memory, write_renders
 from gen4d.render import RenderOptions, resolve_backend
 
 __all__ = [
@@ -78,8 +78,6 @@ __all__ = [
     "preset",
     "spherical",
     "optimise",
-    "render_views",
-    "evaluate_views",
     "run_video_to_4d",
     "load_guidance",
     "load_multiview_model",
@@ -602,7 +600,7 @@ def optimise(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_time += time.perf_counter() - segment
-            metrics = evaluate_views(model, evaluation, options)
+            metrics = evaluate_eval_split(model, evaluation, options)[0]
             history.append({"step": step, "train_time_s": round(train_time, 3), "num_gaussians": model.num_gaussians, **metrics})
             segment = time.perf_counter()
         if last_step or (config.checkpoint_every and step % config.checkpoint_every == 0):
@@ -620,27 +618,12 @@ def optimise(
 
 
 @torch.no_grad()
-def render_views(model: DynamicGaussians, cameras: Cameras, options: RenderOptions, batch: int = 8) -> torch.Tensor:
-    """(C, H, W, 3) renders on white, each camera at its own time."""
-    from gen4d.export import render_frames
-
-    white = torch.ones(3, device=model.device)
-    return render_frames(lambda c: model.render(c.to(model.device), white, options).rgb.clamp(0, 1), cameras, batch)
+def evaluate_eval_split(model: DynamicGaussians, evaluation: MultiViewVideo, options: RenderOptions):
+    """(PSNR / SSIM of every held-out view on white, the renders) via the reconstruction's evaluate()."""
+    metrics, renders = evaluate(model, evaluation, {"eval": torch.arange(len(evaluation))}, options)
+    return {k: v for k, v in metrics["eval"].items() if v is not None}, renders["eval"]
 
 
-@torch.no_grad()
-def evaluate_views(model: DynamicGaussians, evaluation: MultiViewVideo, options: RenderOptions, renders: torch.Tensor | None = None) -> dict[str, float]:
-    """PSNR / SSIM of renders at the evaluation cameras against the images on white."""
-    from gen4d.metrics import psnr, ssim
-
-    target = _on_white(evaluation)
-    pred = render_views(model, evaluation.cameras, options) if renders is None else renders
-    return {"psnr": float(psnr(pred, target)), "ssim": float(ssim(pred, target)), "images": len(evaluation)}
-
-
-# ---------------------------------------------------------------------------------------
-# The whole run
-# ---------------------------------------------------------------------------------------
 def _reference_from_frames(frames, config: Stag4DConfig) -> MultiViewVideo:
     times = frames.times()
     size = frames.size
@@ -831,11 +814,8 @@ def run_video_to_4d(
     options = RenderOptions(backend=config.backend)
     result: dict[str, Any] = {"method": "stag4d", "input": str(input_path), "multiview": multiview, "frames": len(reference)}
     if evaluation is not None:
-        renders = render_views(model, evaluation.cameras, options)
-        result["eval"] = evaluate_views(model, evaluation, options, renders)
+        result["eval"], renders = evaluate_eval_split(model, evaluation, options)
         if config.output.renders:
-            from gen4d.recon.outputs import write_renders
-
             write_renders(run_dir / "renders" / "eval", renders, [f"{i:04d}" for i in range(len(evaluation))])
         log(f"eval: PSNR {result['eval']['psnr']:.2f} SSIM {result['eval']['ssim']:.3f} on {len(evaluation)} held-out views")
     if config.output.ply:

@@ -239,7 +239,7 @@ def null_condition(
     return VideoCondition(text=text, image_embeds=image, latents=latents)
 
 
-class BatchChunkedAttnProcessor(nn.Module):
+class BatchChunkedAttnProcessor:
     """Runs an attention processor on slices of the batch of at most ``max_rows`` rows.
 
     I2VGen-XL's image-latent temporal encoder attends over ``B * h * w`` sequences of T tokens;
@@ -249,7 +249,6 @@ class BatchChunkedAttnProcessor(nn.Module):
     """
 
     def __init__(self, inner, max_rows: int):
-        super().__init__()
         self.inner = inner
         self.max_rows = int(max_rows)
 
