@@ -108,6 +108,7 @@ def phase_config(args, name: str, train: list[Path], minutes: float, **changes):
     config.optim.steps = args.max_steps
     config.optim.batch_size = args.batch_size
     config.optim.lr = args.lr
+    config.optim.warmup_steps = args.warmup
     config.optim.mixed_precision = args.mixed_precision
     config.log_every = 10
     config.checkpoint_every = 500
@@ -257,6 +258,8 @@ def evaluate(args, train: list[Path], test: list[Path]) -> dict:
 def train(args: argparse.Namespace) -> int:
     import shutil
 
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     out = Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
@@ -335,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--held-out", type=int, default=6)
     t.add_argument("--batch-size", type=int, default=16, help="global batch")
     t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--warmup", type=int, default=50, help="learning-rate warm-up steps per phase (a few-minute "
+                   "phase makes only a few hundred steps)")
     t.add_argument("--omega", type=float, default=1.0, help="weight of L_mr")
     t.add_argument("--max-steps", type=int, default=100000, help="step cap per phase (the time budget normally stops first)")
     t.add_argument("--mixed-precision", default="bf16", choices=["no", "fp16", "bf16"])
@@ -344,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--static-guidance", type=float, default=7.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--fresh", action="store_true", help="delete OUT first")
+    t.add_argument("--no-cudnn-attention", action="store_true",
+                   help="keep PyTorch's attention off the cuDNN backend (flash / efficient / math only)")
     t.set_defaults(func=train)
     args = parser.parse_args(argv)
     return args.func(args)

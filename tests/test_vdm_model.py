@@ -336,22 +336,24 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         load_video_model(tmp_path / "m")
 
 
-def test_batch_chunked_temporal_encoder_matches_unchunked():
-    """The I2VGen-XL temporal-encoder attention sliced over the batch gives the same output."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    from gen4d.diffusion.vdm.model import BatchChunkedAttnProcessor, build_unet, limit_temporal_encoder_batch
+def test_batch_chunked_attention_matches_unchunked():
+    """Every attention layer sliced over the batch (self- and cross-attention) gives the same output."""
+    from gen4d.diffusion.vdm.model import BatchChunkedAttnProcessor, build_unet, limit_attention_batch
     from gen4d.diffusion.vdm.presets import unet_preset
 
     unet = build_unet("image", unet_preset("tiny", "image")).eval()
-    attn = unet.image_latents_temporal_encoder.attn1
-    x = torch.randn(37, 6, attn.query_dim, generator=torch.Generator().manual_seed(0))
+    temporal = unet.image_latents_temporal_encoder.attn1
+    cross = next(m for name, m in unet.named_modules() if name.endswith("attn2"))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(37, 6, temporal.query_dim, generator=gen)
+    y = torch.randn(37, 5, cross.query_dim, generator=gen)
+    context = torch.randn(37, 3, cross.cross_attention_dim, generator=gen)
     with torch.no_grad():
-        whole = attn(x)
-        limit_temporal_encoder_batch(unet, max_rows=8)
-        assert isinstance(attn.processor, BatchChunkedAttnProcessor)
-        assert isinstance(attn.processor.inner, AttnProcessor2_0)
-        sliced = attn(x)
-        limit_temporal_encoder_batch(unet)  # idempotent: no processor nesting
-        assert isinstance(attn.processor.inner, AttnProcessor2_0)
-    assert torch.allclose(whole, sliced, atol=1e-6)
+        whole_x, whole_y = temporal(x), cross(y, encoder_hidden_states=context)
+        limit_attention_batch(unet, max_rows=8)
+        assert all(isinstance(p, BatchChunkedAttnProcessor) for p in unet.attn_processors.values())
+        sliced_x, sliced_y = temporal(x), cross(y, encoder_hidden_states=context)
+        limit_attention_batch(unet)  # idempotent: no processor nesting
+        assert not any(isinstance(p.inner, BatchChunkedAttnProcessor) for p in unet.attn_processors.values())
+    assert torch.allclose(whole_x, sliced_x, atol=1e-6)
+    assert torch.allclose(whole_y, sliced_y, atol=1e-6)

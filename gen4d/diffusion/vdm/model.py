@@ -242,10 +242,12 @@ def null_condition(
 class BatchChunkedAttnProcessor:
     """Runs an attention processor on slices of the batch of at most ``max_rows`` rows.
 
-    I2VGen-XL's image-latent temporal encoder attends over ``B * h * w`` sequences of T tokens;
-    at 64 x 64 latents (pixel space) and B = 8 that is 32768 sequences x 2 heads, past the 65535
-    grid limit of CUDA's fused attention kernels ("CUDA error: invalid argument", seen on an H200).
-    Slicing the batch gives the same result within the kernels' rounding.
+    Video UNets fold space into the batch for temporal attention: I2VGen-XL's ``transformer_in``
+    and image-latent temporal encoder attend over ``B * h * w`` sequences of T tokens, 65536 for
+    8-16 videos at 64 x 64 (pixel space). CUDA's fused attention kernels put the batch on a grid
+    axis limited to 65535: on an H200 (torch 2.11) 32768 rows ran and 65536 failed with "CUDA error:
+    invalid argument" (flash / efficient) or a failed cuDNN graph. Rows are independent, so slicing
+    gives the same result within the kernels' rounding.
     """
 
     def __init__(self, inner, max_rows: int):
@@ -254,19 +256,25 @@ class BatchChunkedAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
         rows = hidden_states.shape[0]
-        if rows <= self.max_rows or encoder_hidden_states is not None or attention_mask is not None:
+        if rows <= self.max_rows or attention_mask is not None:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
-        parts = [self.inner(attn, chunk, None, None, **kwargs) for chunk in hidden_states.split(self.max_rows)]
+        parts = []
+        for start in range(0, rows, self.max_rows):
+            piece = slice(start, start + self.max_rows)
+            context = None if encoder_hidden_states is None else encoder_hidden_states[piece]
+            parts.append(self.inner(attn, hidden_states[piece], context, None, **kwargs))
         return torch.cat(parts, 0)
 
 
-def limit_temporal_encoder_batch(unet: nn.Module, max_rows: int = 16384) -> nn.Module:
-    """Install :class:`BatchChunkedAttnProcessor` on an I2VGen-XL UNet's image-latent temporal
-    encoder (no-op for other UNets or when already installed). Returns ``unet``."""
-    encoder = getattr(getattr(unet, "module", unet), "image_latents_temporal_encoder", None)
-    if encoder is None or isinstance(encoder.attn1.processor, BatchChunkedAttnProcessor):
+def limit_attention_batch(unet: nn.Module, max_rows: int = 16384) -> nn.Module:
+    """Wrap every attention processor of ``unet`` in :class:`BatchChunkedAttnProcessor` (once;
+    processors already wrapped are left alone). Returns ``unet``."""
+    inner = getattr(unet, "module", unet)
+    processors = getattr(inner, "attn_processors", None)
+    if not processors or all(isinstance(p, BatchChunkedAttnProcessor) for p in processors.values()):
         return unet
-    encoder.attn1.set_processor(BatchChunkedAttnProcessor(encoder.attn1.processor, max_rows))
+    inner.set_attn_processor({name: p if isinstance(p, BatchChunkedAttnProcessor) else BatchChunkedAttnProcessor(p, max_rows)
+                              for name, p in processors.items()})
     return unet
 
 
@@ -300,6 +308,7 @@ def predict(
             raise ValueError("motion was given but this UNet has no motion embedding; use add_motion_embedding "
                              "or drop the motion (the 3D-aware base model takes none)")
         packed = None
+    limit_attention_batch(inner)
     dtype = next(inner.parameters()).dtype
     sample = sample.to(dtype)
     text = None if condition.text is None else condition.text.to(dtype)
@@ -321,7 +330,6 @@ def predict(
     image = condition.image_embeds
     image = sample.new_zeros(batch, cross_dim) if image is None else image.to(dtype)
     check_shape("condition.image_embeds", image, (batch, cross_dim))
-    limit_temporal_encoder_batch(inner)
     fps_tensor = torch.full((batch,), int(fps), device=sample.device, dtype=torch.long)
     return unet(
         sample,
