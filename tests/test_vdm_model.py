@@ -338,6 +338,8 @@ def test_bad_inputs_get_clear_errors(tmp_path):
 
 def test_batch_chunked_attention_matches_unchunked():
     """Every attention layer sliced over the batch (self- and cross-attention) gives the same output."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
     from gen4d.diffusion.vdm.model import BatchChunkedAttnProcessor, build_unet, limit_attention_batch
     from gen4d.diffusion.vdm.presets import unet_preset
 
@@ -355,5 +357,8 @@ def test_batch_chunked_attention_matches_unchunked():
         sliced_x, sliced_y = temporal(x), cross(y, encoder_hidden_states=context)
         limit_attention_batch(unet)  # idempotent: no processor nesting
         assert not any(isinstance(p.inner, BatchChunkedAttnProcessor) for p in unet.attn_processors.values())
+        unet.set_attn_processor(AttnProcessor2_0())  # replaced processors are wrapped again
+        limit_attention_batch(unet)
+        assert all(isinstance(p, BatchChunkedAttnProcessor) for p in unet.attn_processors.values())
     assert torch.allclose(whole_x, sliced_x, atol=1e-6)
     assert torch.allclose(whole_y, sliced_y, atol=1e-6)

@@ -268,13 +268,18 @@ class BatchChunkedAttnProcessor:
 
 def limit_attention_batch(unet: nn.Module, max_rows: int = 16384) -> nn.Module:
     """Wrap every attention processor of ``unet`` in :class:`BatchChunkedAttnProcessor` (once;
-    processors already wrapped are left alone). Returns ``unet``."""
+    processors already wrapped are left alone). Returns ``unet``. Cheap when already done (it is
+    called on every :func:`predict`): the wrapped layers are remembered on the UNet."""
     inner = getattr(unet, "module", unet)
+    layers = getattr(inner, "_gen4d_chunked_attention", None)
+    if layers is not None and all(isinstance(m.processor, BatchChunkedAttnProcessor) for m in layers):
+        return unet
     processors = getattr(inner, "attn_processors", None)
-    if not processors or all(isinstance(p, BatchChunkedAttnProcessor) for p in processors.values()):
+    if not processors:
         return unet
     inner.set_attn_processor({name: p if isinstance(p, BatchChunkedAttnProcessor) else BatchChunkedAttnProcessor(p, max_rows)
                               for name, p in processors.items()})
+    inner._gen4d_chunked_attention = tuple(m for m in inner.modules() if isinstance(getattr(m, "processor", None), BatchChunkedAttnProcessor))
     return unet
 
 
