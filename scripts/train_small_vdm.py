@@ -258,8 +258,6 @@ def evaluate(args, train: list[Path], test: list[Path]) -> dict:
 def train(args: argparse.Namespace) -> int:
     import shutil
 
-    if args.no_cudnn_attention:
-        torch.backends.cuda.enable_cudnn_sdp(False)
     out = Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
@@ -349,8 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--static-guidance", type=float, default=7.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--fresh", action="store_true", help="delete OUT first")
-    t.add_argument("--no-cudnn-attention", action="store_true",
-                   help="keep PyTorch's attention off the cuDNN backend (flash / efficient / math only)")
     t.set_defaults(func=train)
     args = parser.parse_args(argv)
     return args.func(args)

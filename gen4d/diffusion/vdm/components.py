@@ -37,6 +37,7 @@ from gen4d.diffusion.vdm.model import (
     build_unet,
     check_variant,
     has_motion_embedding,
+    limit_attention_batch,
 )
 from gen4d.diffusion.vdm.presets import SCHEDULE_PRESETS
 from gen4d.io import atomic_path, read_json, write_json
@@ -288,6 +289,11 @@ def _from_pretrained(cls: Any, source: str, subfolder: str, what: str, **kwargs)
         ) from err
 
 
+def _load_unet(cls: Any, source: str) -> nn.Module:
+    """A pretrained diffusers UNet (``source``/unet) with its attention sliced over the batch."""
+    return limit_attention_batch(_from_pretrained(cls, source, "unet", "UNet"))
+
+
 def _check_source(source: str) -> None:
     if not _is_local(source) and not _looks_like_hub_id(source):
         raise FileNotFoundError(
@@ -426,13 +432,13 @@ def load_video_model(
             unet = build_unet(spec.variant, spec.unet_config)
         else:
             _check_source(spec.base or "")
-            unet = _from_pretrained(cls, spec.base, "unet", "UNet")
+            unet = _load_unet(cls, spec.base)
         base_unet = None
         if (folder / BASE_UNET_FILE).is_file():
             base_unet = copy.deepcopy(unet)
             load_unet_weights(base_unet, folder / BASE_UNET_FILE)
         elif spec.base:  # the frozen pretrained 3D-aware model of eq. 3
-            base_unet = copy.deepcopy(unet) if not spec.unet_config else _from_pretrained(cls, spec.base, "unet", "UNet")
+            base_unet = copy.deepcopy(unet) if not spec.unet_config else _load_unet(cls, spec.base)
         add_motion_embedding(unet, spec.motion_freq_dim, spec.motion_scale)
         load_unet_weights(unet, Path(weights) if weights else folder / UNET_FILE)
         codec, text_encoder, image_encoder = _load_components(spec, spec.base, device, dtype, encoders)
@@ -445,7 +451,7 @@ def load_video_model(
             variant = "image" if not _is_local(source) or (folder / "image_encoder").is_dir() else "text"
         check_variant(variant)
         cls = getattr(diffusers, UNET_CLASSES[variant])
-        unet = _from_pretrained(cls, source, "unet", "UNet")
+        unet = _load_unet(cls, source)
         scheduler = _from_pretrained(diffusers.DDIMScheduler, source, "scheduler", "scheduler config")
         spec = VDMSpec(variant=variant, scheduler=dict(scheduler.config), codec="vae", base=source,
                        base_null_condition="keep_latents" if variant != "text" else "drop_all").validate()

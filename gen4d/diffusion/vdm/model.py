@@ -70,10 +70,11 @@ def check_variant(variant: str) -> str:
 
 
 def build_unet(variant: str, config: dict) -> nn.Module:
-    """A randomly initialised diffusers UNet of the variant's class from constructor arguments."""
+    """A randomly initialised diffusers UNet of the variant's class from constructor arguments, its
+    attention sliced over the batch (:func:`limit_attention_batch`)."""
     cls = getattr(_diffusers(), UNET_CLASSES[check_variant(variant)])
     config = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if not k.startswith("_")}
-    return cls(**config)
+    return limit_attention_batch(cls(**config))
 
 
 class MotionTimestepEmbedding(nn.Module):
@@ -267,19 +268,12 @@ class BatchChunkedAttnProcessor:
 
 
 def limit_attention_batch(unet: nn.Module, max_rows: int = 16384) -> nn.Module:
-    """Wrap every attention processor of ``unet`` in :class:`BatchChunkedAttnProcessor` (once;
-    processors already wrapped are left alone). Returns ``unet``. Cheap when already done (it is
-    called on every :func:`predict`): the wrapped layers are remembered on the UNet."""
+    """Wrap every attention processor of ``unet`` in :class:`BatchChunkedAttnProcessor` (processors
+    already wrapped are left alone). :func:`build_unet` and the loaders in
+    ``gen4d.diffusion.vdm.components`` do this; call it for a UNet made any other way. Returns ``unet``."""
     inner = getattr(unet, "module", unet)
-    layers = getattr(inner, "_gen4d_chunked_attention", None)
-    if layers is not None and all(isinstance(m.processor, BatchChunkedAttnProcessor) for m in layers):
-        return unet
-    processors = getattr(inner, "attn_processors", None)
-    if not processors:
-        return unet
     inner.set_attn_processor({name: p if isinstance(p, BatchChunkedAttnProcessor) else BatchChunkedAttnProcessor(p, max_rows)
-                              for name, p in processors.items()})
-    inner._gen4d_chunked_attention = tuple(m for m in inner.modules() if isinstance(getattr(m, "processor", None), BatchChunkedAttnProcessor))
+                              for name, p in inner.attn_processors.items()})
     return unet
 
 
@@ -313,7 +307,6 @@ def predict(
             raise ValueError("motion was given but this UNet has no motion embedding; use add_motion_embedding "
                              "or drop the motion (the 3D-aware base model takes none)")
         packed = None
-    limit_attention_batch(inner)
     dtype = next(inner.parameters()).dtype
     sample = sample.to(dtype)
     text = None if condition.text is None else condition.text.to(dtype)
