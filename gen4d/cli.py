@@ -11,6 +11,10 @@ import argparse
 import importlib
 import sys
 
+from gen4d.errors import UserError
+
+__all__ = ["UserError", "build_parser", "main"]
+
 # The order here is the order in `gen4d --help`.
 COMMAND_MODULES = [
     "demo",
@@ -25,10 +29,6 @@ COMMAND_MODULES = [
     "view",
     "info",
 ]
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed without a traceback."""
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(modules[args.command].run(args) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted; finished work is kept (rerun with --resume where the command has it)", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        # A run's RunInterrupted says what was saved; anything else promises nothing.
+        print(f"\ninterrupted: {err}" if str(err) else "\ninterrupted", file=sys.stderr)
         return 130
     except (UserError, FileNotFoundError, ValueError, RuntimeError, ImportError) as err:
         if args.debug:

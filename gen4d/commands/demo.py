@@ -42,25 +42,29 @@ def default_data():
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from gen4d.commands.reconstruct import prepare_run_dir
     from gen4d.config import apply_overrides, from_dict
     from gen4d.io import read_json
     from gen4d.recon.construct import ConstructConfig, preset, reconstruct
+    from gen4d.run.folder import read_marker
 
     out = Path(args.out)
+    marker = read_marker(out) if out.is_dir() else None
     stored = out / "config.json"
-    if args.resume and args.preset is None and stored.is_file():
+    if args.resume and args.preset is None and marker is not None and stored.is_file():
         config = from_dict(ConstructConfig, read_json(stored))
     else:
         name = args.preset or ("default" if torch.cuda.is_available() else "demo")
         config = preset(name)
         print(f"gen4d demo: preset '{name}' on {'CUDA' if torch.cuda.is_available() else 'CPU'}")
     config = apply_overrides(config, args)
-    if not args.resume and (out / "config.json").exists():
+    # A rerun replaces the previous demo run in --out (only what gen4d wrote there); any other
+    # folder is left to the run-folder policy, which refuses a user's non-empty folder.
+    replace = not args.resume and marker is not None and marker.get("command") == "demo"
+    if replace:
         print(f"replacing the previous run in {out} (use --resume to continue it instead)")
-    prepare_run_dir(out, args.resume, overwrite=not args.resume)
     data = args.data or default_data()
-    metrics = reconstruct(data, config, out, resume=args.resume, progress=not args.no_progress)
+    metrics = reconstruct(data, config, out, resume=args.resume, overwrite=replace, progress=not args.no_progress,
+                          command="demo")  # fmt: skip
     print(f"\ndemo finished in {metrics['wall_time_s']:.0f} s")
     if config.output.video:
         print(f"  orbit video: {out / 'videos' / 'orbit.mp4'}  (gif: {out / 'videos' / 'orbit.gif'})")

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from gen4d.cli import UserError
     from gen4d.data.dataset import load_dataset
+    from gen4d.errors import UserError
     from gen4d.eval.core import EvalCase, evaluate
     from gen4d.eval.report import load_report, markdown_report, read_generation_time, write_report
 

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--config", default=None, help="a config.json to start from (e.g. another run's)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint with RUN/config.json")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in --out (deletes only the files gen4d wrote there)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     add_config_arguments(parser, ConstructConfig, PRESETS[DEFAULT_PRESET])
 
@@ -30,31 +31,16 @@ def resolve_config(args: argparse.Namespace):
     from gen4d.config import apply_overrides, from_dict
     from gen4d.io import read_json
     from gen4d.recon.construct import DEFAULT_PRESET, ConstructConfig, preset
+    from gen4d.run import is_run
 
     stored = Path(args.out) / "config.json"
     if args.config:
         base = from_dict(ConstructConfig, read_json(args.config))
-    elif args.resume and args.preset is None and stored.is_file():
+    elif args.resume and args.preset is None and is_run(args.out) and stored.is_file():
         base = from_dict(ConstructConfig, read_json(stored))
     else:
         base = preset(args.preset or DEFAULT_PRESET)
     return apply_overrides(base, args)
-
-
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix a new run into an old one unless told to resume or overwrite it."""
-    from gen4d.cli import UserError
-    from gen4d.recon.checkpoint import find_checkpoint
-    from gen4d.recon.construct import RUN_ENTRIES, clear_run
-
-    if overwrite and resume:
-        raise UserError("--overwrite and --resume exclude each other")
-    existing = out.exists() and any((out / name).exists() for name in RUN_ENTRIES)
-    if existing and overwrite:
-        clear_run(out)
-    elif existing and not resume:
-        what = "a checkpoint" if find_checkpoint(out) is not None else "outputs"
-        raise UserError(f"{out} already holds {what} of a run; pass --resume to continue it or --overwrite to start again")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     out = Path(args.out)
-    prepare_run_dir(out, args.resume, args.overwrite)
-    metrics = reconstruct(args.data, config, out, resume=args.resume, progress=not args.no_progress)
+    metrics = reconstruct(args.data, config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"run: {out}")
     print(f"  metrics: {out / 'metrics.json'}")
     if config.output.video:

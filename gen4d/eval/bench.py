@@ -145,6 +145,7 @@ def run_bench(
     """Run (or reuse) every (dataset, preset) and return the table rows (also written to OUT)."""
     from gen4d.recon.checkpoint import find_checkpoint
     from gen4d.recon.construct import reconstruct
+    from gen4d.run import is_run
 
     if not datasets:
         raise ValueError("bench: no datasets given")
@@ -167,12 +168,11 @@ def run_bench(
             run_dir = out / f"{name}__{_slug(preset_name)}"
             metrics_path = run_dir / "metrics.json"
             if force or not metrics_path.is_file():
-                if force and metrics_path.is_file():
-                    metrics_path.unlink()
                 resume = find_checkpoint(run_dir) is not None and not force
                 if echo:
                     echo(f"bench: {name} / {preset_name} -> {run_dir}" + (" (resuming)" if resume else ""))
-                reconstruct(path, construct, run_dir, resume=resume, progress=progress, echo=None)
+                overwrite = is_run(run_dir) and not resume
+                reconstruct(path, construct, run_dir, resume=resume, overwrite=overwrite, progress=progress, echo=None)
             elif echo:
                 echo(f"bench: {name} / {preset_name}: reusing {metrics_path}")
             row = bench_row(name, preset_name, run_dir, read_json(metrics_path))

@@ -12,11 +12,13 @@ and the field's regularisers. Densification (:mod:`gen4d.densify`) runs inside e
 
 Reusable pieces (STAG4D builds on them): :func:`initial_model`, :class:`TrainData`,
 :func:`training_step`, :class:`StepLosses`, :func:`gen4d.recon.optim.build_optimizer`,
-:func:`gen4d.recon.checkpoint.save_checkpoint`, :mod:`gen4d.recon.outputs`.
+:func:`gen4d.recon.checkpoint.save_checkpoint`, :mod:`gen4d.recon.outputs`. The loop itself
+(checkpoints, logging, NaN policy, Ctrl-C) is :class:`gen4d.run.Engine`; :class:`ConstructTask`
+supplies the model, batches, losses and step.
 
 GPU notes: images, masks and cameras live on the device from the start; per-step values stay
-on the device and are read (one host sync) only every ``log_every`` steps, which is also where
-a non-finite loss is detected.
+on the device and are read (one host sync, by the engine) only every ``log_every`` steps, which is
+also where a non-finite loss is detected.
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from gen4d.config import from_dict, to_dict
+from gen4d.config import to_dict
 from gen4d.data.dataset import MultiViewVideo, load_dataset
 from gen4d.deform import DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig, DensifyStrategy, MCMCConfig, MCMCStrategy, build_strategy
+from gen4d.errors import NonFiniteLossError
 from gen4d.gaussians.core import random_in_sphere
-from gen4d.io import read_json, write_json
+from gen4d.io import write_json
 from gen4d.recon import losses as L
-from gen4d.recon.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from gen4d.recon.losses import LossWeights
 from gen4d.recon.model import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
@@ -53,6 +55,9 @@ from gen4d.recon.outputs import (
     write_renders,
 )
 from gen4d.render import RenderOptions, resolve_backend
+from gen4d.run import Engine, LoopSettings, check_resume_config, open_run, read_training_state
+from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
+from gen4d.run.logs import LOGGER, run_logging
 
 __all__ = [
     "InitConfig",
@@ -68,6 +73,7 @@ __all__ = [
     "training_step",
     "scene_extent",
     "resolve_device",
+    "ConstructTask",
     "reconstruct",
 ]
 
@@ -167,6 +173,8 @@ class ConstructConfig:
     """Update the progress bar, log and check for NaN every this many steps."""
     checkpoint_every: int = 1000
     """Write RUN/checkpoint every this many steps (also at each stage end; 0 = only then)."""
+    checkpoint_seconds: float = 120.0
+    """Also write RUN/checkpoint when this many seconds of training passed since the last one (negative = never)."""
     eval_every: int = 0
     """Measure held-out PSNR every this many steps (quality vs iterations; 0 = only at the end)."""
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -233,10 +241,6 @@ PRESETS: dict[str, ConstructConfig] = {
     ),
 }
 DEFAULT_PRESET = "default"
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,22 +386,6 @@ def training_step(
 # ---------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------
-class RunLog:
-    """Appends timestamped lines to RUN/log.txt and echoes them (through tqdm when a bar is open)."""
-
-    def __init__(self, path: Path, echo: Callable[[str], None] | None = print):
-        self.path = path
-        self.echo = echo
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def __call__(self, message: str) -> None:
-        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
-        with open(self.path, "a") as handle:
-            handle.write(line + "\n")
-        if self.echo is not None:
-            self.echo(message)
-
-
 def _stage_of(config: ConstructConfig, step: int) -> tuple[str, int, int]:
     """(stage name, step within the stage, stage length) of a global step."""
     if step < config.coarse.iterations:
@@ -405,25 +393,97 @@ def _stage_of(config: ConstructConfig, step: int) -> tuple[str, int, int]:
     return "fine", step - config.coarse.iterations, config.fine.iterations
 
 
-RUN_ENTRIES = ("checkpoint", ".checkpoint.old", ".checkpoint.tmp", "ply", "renders", "videos", "metrics.json", "log.txt", "config.json")
-"""What a run writes into its directory (removed by :func:`clear_run`)."""
+RUN_KIND = "reconstruct"
+RUN_ENTRIES = (*CHECKPOINT_ENTRIES, "ply", "renders", "videos", "metrics.json", "log.txt", "config.json")
+"""What a run writes into its folder (``--overwrite`` deletes only these)."""
+MAY_CHANGE_ON_RESUME = (
+    "output", "log_every", "checkpoint_every", "checkpoint_seconds", "eval_every", "device", "backend", "tile_size",
+    "fine.iterations",
+)  # fmt: skip
+"""Config fields a resumed run may change (everything else must equal the stored config.json)."""
 
 
-def clear_run(run_dir: str | os.PathLike) -> None:
-    """Delete a previous run's files from ``run_dir`` (other files are left alone)."""
-    import shutil
+class ConstructTask:
+    """4D construction as a :class:`gen4d.run.Task`: model, batches, losses and the step."""
 
-    run_dir = Path(run_dir)
-    for name in RUN_ENTRIES:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    title = "4D construction"
 
+    def __init__(self, config, dataset, data, model, strategy, options, train_background, lpips_model, heldout, bg_value):
+        self.config = config
+        self.dataset = dataset
+        self.data = data
+        self.model = model
+        self.strategy = strategy
+        self.options = options
+        self.train_background = train_background
+        self.lpips_model = lpips_model
+        self.heldout = heldout
+        self.bg_value = bg_value
+        self.optimizer = build_optimizer(model, config.lr)
+        self.strategy_state = strategy.initial_state(model)
+        self.history: list[dict[str, Any]] = []
 
-def _is_nonfinite_error(err: Exception) -> bool:
-    return "non-finite" in str(err)
+    # -- the step ------------------------------------------------------------------------------------------
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        config, model = self.config, self.model
+        stage, stage_step, stage_length = _stage_of(config, step)
+        stage_cfg = config.coarse if stage == "coarse" else config.fine
+        if stage == "fine" and not model.deform_enabled:
+            model.enable_deformation(prepare=True)
+            self.strategy_state = self.strategy.initial_state(model)
+            LOGGER.info(f"fine stage: deformation ({config.deform.kind}) on, {model.num_gaussians} Gaussians")
+        pool = self.data.pool(stage_cfg.static_orbit)
+        set_learning_rates(self.optimizer, config.lr, stage_step, stage_length)
+        cams, target, alpha, bg = self.data.batch(pool, stage_cfg.cameras_per_step, step, self.train_background)
+        losses, stats = training_step(
+            model, self.optimizer, cams, target, alpha, bg, config.loss, self.options,
+            self.strategy if stage_cfg.densify else None, self.strategy_state, stage_step, self.lpips_model,
+        )  # fmt: skip
+        if stats and stats.get("total") is not None:
+            details = ", ".join(f"{k} {v}" for k, v in stats.items() if k != "total")
+            LOGGER.info(f"step {step} ({stage}): densified -> {stats['total']} Gaussians ({details})")
+        return {"loss": losses.total, "mse": losses.mse}
+
+    def describe(self, step: int, means: dict[str, float]) -> dict[str, Any]:
+        psnr = -10 * math.log10(max(means.get("mse", 1.0), 1e-12))
+        stage = _stage_of(self.config, step - 1)[0]
+        return {"stage": stage, "loss": f"{means.get('loss', float('nan')):.5f}", "train_psnr": f"{psnr:.3f}",
+                "gaussians": self.model.num_gaussians}  # fmt: skip
+
+    def must_checkpoint(self, step: int) -> bool:
+        return step == self.config.coarse.iterations  # the end of the coarse stage
+
+    def evaluate_due(self, step: int) -> bool:
+        every = self.config.eval_every
+        return bool(every and (step % every == 0 or step == self.config.total_iterations) and self.heldout)
+
+    def evaluate(self, step: int, train_time: float) -> None:
+        subsets = {k: v[:32] for k, v in self.heldout.items()}
+        metrics, _ = evaluate(self.model, self.dataset, subsets, self.options, self.bg_value)
+        self.history.append({"step": step, "train_time_s": round(train_time, 3), "num_gaussians": self.model.num_gaussians,
+                             **{f"{k}_psnr": round(v["psnr"], 3) for k, v in metrics.items()}})  # fmt: skip
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def parameters(self):
+        return self.model.parameters()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "densify": self.strategy.state_dict(self.strategy_state),
+            "history": self.history,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy_state = self.strategy.load_state(state["densify"], self.model.device)
+        self.history = list(state.get("history", []))
+
+    def write_checkpoint(self, folder: Path) -> None:
+        self.model.save(folder)
+
+    def checkpoint_info(self, step: int) -> dict[str, Any]:
+        return {"stage": _stage_of(self.config, step - 1)[0], "num_gaussians": self.model.num_gaussians}
 
 
 def reconstruct(
@@ -435,25 +495,27 @@ def reconstruct(
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
     stop_after: int | None = None,
+    command: str = "reconstruct",
 ) -> dict[str, Any]:
     """Run 4D construction on ``data`` (a dataset or a path :func:`load_dataset` reads) into
     ``run_dir`` and return the metrics written to RUN/metrics.json.
 
-    ``resume``: continue from RUN/checkpoint (the stored RUN/config.json must match ``config``
-    except for output / logging settings and the fine stage's length). Without ``resume``, a
-    previous run's files in ``run_dir`` are deleted first (``overwrite`` says so explicitly; the
-    ``gen4d reconstruct`` command refuses to do it without ``--overwrite``). ``stop_after``: stop
-    (after checkpointing) once this many global steps are done, without writing the final outputs
-    (used to test resuming).
+    The run folder follows :func:`gen4d.run.open_run`: a new or empty folder is made a run; an
+    earlier run there is continued with ``resume`` (from RUN/checkpoint; the stored RUN/config.json
+    must match ``config`` except for :data:`MAY_CHANGE_ON_RESUME`) or replaced with ``overwrite``;
+    any other non-empty folder is refused (:class:`UserError`). ``stop_after``: stop (after
+    checkpointing) once this many global steps are done, without writing the final outputs (used
+    to test resuming).
     """
     wall_start = time.perf_counter()
-    run_dir = Path(run_dir)
-    if overwrite and resume:
-        raise ValueError("reconstruct: overwrite and resume exclude each other")
-    if not resume:
-        clear_run(run_dir)  # a fresh run never mixes with an earlier run's files
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir / "log.txt", echo)
+    run = open_run(run_dir, RUN_KIND, RUN_ENTRIES, resume=resume, overwrite=overwrite, command=command)
+    run_dir = run.path
+    with run_logging(run_dir / "log.txt", echo):
+        return _reconstruct(data, config, run_dir, resume, progress, stop_after, wall_start)
+
+
+def _reconstruct(data, config: ConstructConfig, run_dir: Path, resume: bool, progress: bool, stop_after, wall_start) -> dict[str, Any]:
+    log = LOGGER.info
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -464,22 +526,10 @@ def reconstruct(
     check_dataset(dataset)
     options = RenderOptions(backend=config.backend, tile_size=config.tile_size)
 
-    config_path = run_dir / "config.json"
-    if resume and find_checkpoint(run_dir) is not None:
-        stored = from_dict(ConstructConfig, read_json(config_path)) if config_path.is_file() else config
-        def core(c: ConstructConfig) -> dict:
-            d = to_dict(c)
-            for key in ("output", "log_every", "checkpoint_every", "eval_every", "device", "backend", "tile_size"):
-                d.pop(key)
-            d["fine"].pop("iterations")
-            return d
-        if core(stored) != core(config):
-            raise ValueError(
-                f"{run_dir}: --resume with a config that differs from the stored {config_path} "
-                "(only iterations of the fine stage, outputs and logging may change); rerun without --resume "
-                "into a new --out folder, or drop the changed options"
-            )
-    write_json(config_path, to_dict(config))
+    checkpoint = read_training_state(run_dir, device) if resume else None
+    if checkpoint is not None:
+        check_resume_config(run_dir, to_dict(config), MAY_CHANGE_ON_RESUME)
+    write_json(run_dir / "config.json", to_dict(config))
 
     torch.manual_seed(config.seed)
     data_on_device = TrainData(dataset, device, config.seed)
@@ -492,154 +542,53 @@ def reconstruct(
         if lpips_loss_model is None:
             log(f"LPIPS loss disabled: its weights are not available ({lpips_loader.error})")
 
-    start_step, history, train_time = 0, [], 0.0
-    if resume and find_checkpoint(run_dir) is not None:
-        model, state, info = load_checkpoint(run_dir, device=device)
-        if state is None:
-            raise ValueError(f"{run_dir}: the checkpoint has no training state to resume from")
-        optimizer = build_optimizer(model, config.lr)
-        optimizer.load_state_dict(state["optimizer"])
-        strategy_state = strategy.load_state(state["densify"], device)
-        start_step = int(state["step"])
-        history = list(state.get("history", []))
-        train_time = float(state.get("train_time_s", 0.0))
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        log(f"resumed from {run_dir / 'checkpoint'} at step {start_step} ({model.num_gaussians} Gaussians)")
+    if checkpoint is not None:
+        model = DynamicGaussians.load(checkpoint[0], device=device)
     else:
         if resume:
             log(f"--resume: no checkpoint in {run_dir}; starting from scratch")
         model = initial_model(config, device)
-        optimizer = build_optimizer(model, config.lr)
-        strategy_state = strategy.initial_state(model)
+    train_background = config.train_background
+    if dataset.alphas is None and train_background == "random":
+        # RGB-only images carry their own background: a random one could not be matched.
+        train_background = config.eval_background
+    heldout = heldout_splits(dataset, torch.cat([data_on_device.pool(True)]))
+    bg_value = 1.0 if config.eval_background == "white" else 0.0
+    task = ConstructTask(
+        config, dataset, data_on_device, model, strategy, options, train_background, lpips_loss_model, heldout, bg_value
+    )
+    settings = LoopSettings(
+        total_steps=config.total_iterations,
+        log_every=config.log_every,
+        checkpoint_every=config.checkpoint_every,
+        checkpoint_seconds=config.checkpoint_seconds,
+        stop_after=stop_after,
+    )
+    engine = Engine(run_dir, settings, device, progress=progress)
+    start_step, train_time = 0, 0.0
+    if checkpoint is not None:
+        start_step, train_time = engine.restore(task, checkpoint[1])
+        log(f"resumed from {checkpoint[0]} at step {start_step} ({model.num_gaussians} Gaussians)")
     log(
         f"4D construction of {dataset.name}: {len(dataset)} images {dataset.width}x{dataset.height}, "
         f"{dataset.num_frames} frames, splits {sorted(dataset.splits)}; device {device}, "
         f"{config.coarse.iterations} coarse + {config.fine.iterations} fine steps"
     )
-
-    train_background = config.train_background
-    if dataset.alphas is None and train_background == "random":
-        # RGB-only images carry their own background: a random one could not be matched.
-        train_background = config.eval_background
+    if train_background != config.train_background:
         log(f"the images have no alpha: training on a {train_background} background instead of random ones")
-    total = config.total_iterations
-    heldout = heldout_splits(dataset, torch.cat([data_on_device.pool(True)]))
-    bg_value = 1.0 if config.eval_background == "white" else 0.0
 
-    def save(step: int, stage: str) -> None:
-        save_checkpoint(
-            run_dir,
-            model,
-            {
-                "optimizer": optimizer.state_dict(),
-                "densify": strategy.state_dict(strategy_state),
-                "step": step,
-                "history": history,
-                "train_time_s": train_time,
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            },
-            {"step": step, "stage": stage, "num_gaussians": model.num_gaussians},
-        )
+    result = engine.run(task, start_step, train_time)
+    if result.stopped_early:
+        log(f"stopped after step {result.step} (checkpoint written)")
+        return {"stopped_at": result.step}
+    return _write_outputs(config, task, run_dir, result.train_time, wall_start, lpips_loader, device)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=start_step, desc="4D construction", dynamic_ncols=True)
-        log.echo = (lambda m: bar.write(m)) if echo is not None else None
-
-    step = start_step
-    sums: dict[str, torch.Tensor] = {}
-    since_log = 0
-    last_good = start_step if start_step else None
-    segment_start = time.perf_counter()
-    try:
-        while step < total:
-            stage, stage_step, stage_length = _stage_of(config, step)
-            stage_cfg = config.coarse if stage == "coarse" else config.fine
-            if stage == "fine" and not model.deform_enabled:
-                model.enable_deformation(prepare=True)
-                strategy_state = strategy.initial_state(model)
-                log(f"fine stage: deformation ({config.deform.kind}) on, {model.num_gaussians} Gaussians")
-            pool = data_on_device.pool(stage_cfg.static_orbit)
-            set_learning_rates(optimizer, config.lr, stage_step, stage_length)
-            cams, target, alpha, bg = data_on_device.batch(pool, stage_cfg.cameras_per_step, step, train_background)
-            try:
-                losses, stats = training_step(
-                    model, optimizer, cams, target, alpha, bg, config.loss, options,
-                    strategy if stage_cfg.densify else None, strategy_state, stage_step, lpips_loss_model,
-                )  # fmt: skip
-            except ValueError as err:
-                if _is_nonfinite_error(err):
-                    raise NonFiniteLossError(f"step {step}: {err}") from err
-                raise
-            if stats and stats.get("total") is not None:
-                details = ", ".join(f"{k} {v}" for k, v in stats.items() if k != "total")
-                log(f"step {step} ({stage}): densified -> {stats['total']} Gaussians ({details})")
-            for key, value in [("loss", losses.total), ("mse", losses.mse)]:
-                sums[key] = sums.get(key, 0.0) + value
-            since_log += 1
-            step += 1
-            at_stage_end = step == config.coarse.iterations or step == total
-            do_ckpt = at_stage_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
-            do_eval = config.eval_every and (step % config.eval_every == 0 or step == total) and heldout
-            stopping = stop_after is not None and step >= stop_after
-            if step % config.log_every == 0 or do_ckpt or do_eval or stopping or step == total:
-                loss_mean = float(sums["loss"]) / since_log  # one host sync
-                if not math.isfinite(loss_mean):
-                    raise NonFiniteLossError(f"the loss became {loss_mean} between steps {step - since_log} and {step}")
-                psnr = -10 * math.log10(max(float(sums["mse"]) / since_log, 1e-12))
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss_mean:.4f}", psnr=f"{psnr:.2f}", n=model.num_gaussians, stage=stage)
-                    bar.update(step - bar.n)
-                with open(run_dir / "log.txt", "a") as handle:
-                    handle.write(f"step {step} {stage} loss {loss_mean:.5f} train_psnr {psnr:.3f} gaussians {model.num_gaussians}\n")
-                sums, since_log = {}, 0
-            if do_eval:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                train_time += time.perf_counter() - segment_start
-                metrics, _ = evaluate(model, dataset, {k: v[:32] for k, v in heldout.items()}, options, bg_value)
-                history.append({"step": step, "train_time_s": round(train_time, 3), "num_gaussians": model.num_gaussians,
-                                **{f"{k}_psnr": round(v["psnr"], 3) for k, v in metrics.items()}})  # fmt: skip
-                segment_start = time.perf_counter()
-            if do_ckpt or stopping:
-                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                    raise NonFiniteLossError(f"parameters became non-finite before step {step}")
-                save(step, _stage_of(config, step - 1)[0])
-                last_good = step
-            if stopping:
-                break
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        where = f"step {last_good}" if last_good else "the start (no checkpoint yet)"
-        log(f"interrupted at step {step}; --resume continues from {where}")
-        raise
-    except NonFiniteLossError as err:
-        if bar is not None:
-            bar.close()
-        kept = f"the last good checkpoint (step {last_good}) is kept in {run_dir / 'checkpoint'}" if last_good else "no checkpoint was written yet"
-        message = (
-            f"4D construction stopped: non-finite loss ({err}); {kept}. "
-            "Lower the learning rates (--lr.*) or check the data, then rerun (with --resume to continue from the checkpoint)."
-        )
-        log(message)
-        raise NonFiniteLossError(message) from err
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    train_time += time.perf_counter() - segment_start
-    if bar is not None:
-        bar.close()
-        log.echo = echo
-    if stop_after is not None and step < total:
-        log(f"stopped after step {step} (checkpoint written)")
-        return {"stopped_at": step}
-
-    # -- outputs --------------------------------------------------------------------------------
+def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, train_time: float, wall_start: float,
+                   lpips_loader: LpipsLoader, device: torch.device) -> dict[str, Any]:  # fmt: skip
+    """metrics.json, held-out renders, PLY frames and the orbit video of a finished run."""
+    log = LOGGER.info
+    model, dataset, heldout, options, bg_value = task.model, task.dataset, task.heldout, task.options, task.bg_value
     model.eval()
     lpips_model = lpips_loader.get(device) if config.output.lpips else None
     if config.output.lpips and lpips_model is None:
@@ -666,14 +615,14 @@ def reconstruct(
         "splits": metrics,
         "heldout": sorted(heldout),
         "lpips_note": None if lpips_model is not None else f"LPIPS not available: {lpips_loader.error}",
-        "iterations": total,
+        "iterations": config.total_iterations,
         "num_gaussians": model.num_gaussians,
         "train_time_s": round(train_time, 3),
         "wall_time_s": round(time.perf_counter() - wall_start, 3),
         "wall_time_note": "this process's end-to-end time (data load, training, outputs); a resumed run counts only its own part",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "backend": resolve_backend(options.backend, device),
-        "history": history,
+        "history": task.history,
         **peak_memory(device),
     }
     write_json(run_dir / "metrics.json", result)
