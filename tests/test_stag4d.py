@@ -148,3 +148,16 @@ def test_run_errors(tmp_path):
         run_video_to_4d(frames, tmp_path / "b", config, multiview="zero123++", progress=False, echo=None)
     with pytest.raises(ValueError, match="RandomViews"):
         dc.replace(config, views=RandomViews(sizes=(16, 32), size_steps=()))
+
+
+def test_video_into_a_user_folder_is_refused(tmp_path, capsys):
+    from gen4d.cli import main as cli_main
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "config.json").write_text('{"mine": true}')
+    code = cli_main(["video", str(DEFAULT_SET), "--out", str(user), "--multiview", "none", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(user) in err and "another --out" in err, err
+    assert sorted(p.name for p in user.iterdir()) == ["config.json"]
+    assert (user / "config.json").read_text() == '{"mine": true}'

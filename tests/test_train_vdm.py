@@ -142,6 +142,9 @@ def test_data_and_config_errors_name_what_to_provide(clips, tmp_path):
         tiny_config(clips, tmp_path / "d", 1, **{"model.codec": "vae"}).validate()
     with pytest.raises(FileNotFoundError, match="no such training data"):
         train_vdm(tiny_config(tmp_path / "missing", tmp_path / "e", 1), progress=False)
+    # The failed start left no checkpoint: the corrected retry (other settings) is not blocked by it.
+    train_vdm(tiny_config(clips, tmp_path / "e", 1, **{"optim.lr": 0.5}), progress=False)
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["optim"]["lr"] == 0.5
     # A run folder is resumed only with the same settings.
     train_vdm(tiny_config(clips, tmp_path / "f", 1), progress=False)
     with pytest.raises(ValueError, match="different config.*optim.lr"):
@@ -183,3 +186,16 @@ def test_cli_train_then_sample_writes_a_dataset(clips, tmp_path):
     # Missing inputs are user errors with a message, not tracebacks.
     assert main(["sample-vdm", str(run / "model"), "--out", str(tmp_path / "x"), "--steps", "1", "--no-progress"]) == 2
     assert main(["sample-vdm", str(tmp_path / "nothing"), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_user_folder_is_refused_and_untouched(clips, tmp_path):
+    from gen4d.errors import UserError
+    from gen4d.train.vdm import train_vdm
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "config.json").write_text('{"mine": true}')
+    with pytest.raises(UserError, match="not a gen4d run folder"):
+        train_vdm(tiny_config(clips, user, 1), progress=False)
+    assert sorted(p.name for p in user.iterdir()) == ["config.json"]
+    assert (user / "config.json").read_text() == '{"mine": true}'

@@ -67,6 +67,8 @@ from gen4d.recon.model import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
 from gen4d.recon.outputs import evaluate, peak_memory, write_renders
 from gen4d.render import RenderOptions, resolve_backend
+from gen4d.run import check_resume_config, open_run
+from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
 
 __all__ = [
     "RandomViews",
@@ -692,6 +694,14 @@ def _write_videos(model: DynamicGaussians, run_dir: Path, reference: MultiViewVi
     return written + ["round"]
 
 
+RUN_KIND = "video"
+RUN_ENTRIES = (*CHECKPOINT_ENTRIES, "frames", "multiview", "ply", "renders", "videos", "metrics.json", "log.txt",
+               "config.json")  # fmt: skip
+"""What a STAG4D run writes into its folder (``--overwrite`` deletes only these)."""
+MAY_CHANGE_ON_RESUME = ("output", "log_every", "checkpoint_every", "eval_every", "device", "backend", "steps")
+"""Config fields a resumed STAG4D run may change."""
+
+
 def run_video_to_4d(
     input_path: str | os.PathLike,
     run_dir: str | os.PathLike,
@@ -700,19 +710,21 @@ def run_video_to_4d(
     resume: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
+    overwrite: bool = False,
     multiview_loader: Callable[[], Any] | None = None,
     guidance_loader: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """The whole STAG4D run (module docstring). ``multiview``: 'zero123pp' (generate),
     'oracle:DIR' (ground-truth ``zero123pp`` renders of dataset DIR; INPUT must be that dataset)
-    or 'none'. ``*_loader`` override model loading (tests). Returns what metrics.json holds."""
+    or 'none'. ``*_loader`` override model loading (tests). Returns what metrics.json holds.
+    ``run_dir`` follows :func:`gen4d.run.open_run` (``resume`` continues an earlier video run there,
+    ``overwrite`` replaces it; any other non-empty folder is refused)."""
     from gen4d.data.dataset import load_dataset
     from gen4d.data.video_input import load_video_input, save_frames
     from gen4d.diffusion.zero123pp import composite, generate_multiview_cached
 
     wall = time.perf_counter()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = open_run(run_dir, RUN_KIND, RUN_ENTRIES, resume=resume, overwrite=overwrite, command="video").path
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -725,13 +737,9 @@ def run_video_to_4d(
 
     config_path = run_dir / "config.json"
     if resume and config_path.is_file():
-        stored = to_dict(from_dict(Stag4DConfig, read_json(config_path)))
-        now = to_dict(config)
-        for d in (stored, now):
-            for key in ("output", "log_every", "checkpoint_every", "eval_every", "device", "backend", "steps"):
-                d.pop(key)
-        if stored != now:
-            raise ValueError(f"{run_dir}: --resume with settings that differ from {config_path}; use a new --out folder")
+        stored = to_dict(from_dict(Stag4DConfig, read_json(config_path)))  # fills fields added since
+        write_json(config_path, stored)
+        check_resume_config(run_dir, to_dict(config), MAY_CHANGE_ON_RESUME)
     write_json(config_path, to_dict(config))
     timings: dict[str, float] = {}
     input_path = Path(input_path)

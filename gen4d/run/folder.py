@@ -86,9 +86,12 @@ def open_run(
     resume: bool = False,
     overwrite: bool = False,
     command: str | None = None,
+    check_only: bool = False,
 ) -> RunFolder:
     """Apply the run-folder policy to ``path`` for a run of ``kind`` that writes ``entries`` (names
-    directly inside the folder) and return the opened folder; raises UserError when refused."""
+    directly inside the folder) and return the opened folder; raises UserError when refused.
+    ``check_only``: raise what would be refused but write and delete nothing (for the other
+    processes of a multi-process run, before the main process opens the folder)."""
     from gen4d import __version__
 
     path = Path(path)
@@ -105,6 +108,10 @@ def open_run(
     if marker is not None and marker.get("kind") != kind:
         raise UserError(f"{path} holds a gen4d {marker.get('kind')} run, not a {kind} run; pass another --out")
     existed = marker is not None
+    if check_only:
+        if marker is not None and not (resume or overwrite) and any((path / n).exists() for n in entries):
+            raise UserError(f"{path} already holds a gen4d {kind} run; pass --resume, --overwrite or another --out")
+        return RunFolder(path, kind, entries, existed)
     if marker is not None:
         written = tuple(dict.fromkeys([*marker.get("entries", []), *entries]))
         present = [name for name in written if (path / name).exists()]

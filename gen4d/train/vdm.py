@@ -41,6 +41,7 @@ from gen4d.diffusion.vdm.model import (
 )
 from gen4d.diffusion.vdm.motion import motion_reconstruction_loss
 from gen4d.io import read_json, write_json
+from gen4d.run import open_run
 from gen4d.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gen4d.train.config import TrainConfig
 from gen4d.train.data import ClipSet, find_datasets, global_batch_indices, load_clips, read_captions, sample_seed
@@ -48,6 +49,9 @@ from gen4d.train.ema import EMA
 
 __all__ = ["vdm_loss", "batch_condition", "train_vdm", "RESUMABLE_CHANGES"]
 
+RUN_KIND = "train-vdm"
+RUN_ENTRIES = ("config.json", "checkpoints", "metrics.jsonl", "tb", "model", "log.txt")
+"""What a training run writes into its folder."""
 RESUMABLE_CHANGES = {"optim.steps", "optim.minutes", "log_every", "checkpoint_every", "keep_checkpoints", "out"}
 """Config keys that may differ when a run is resumed (everything else must match config.json)."""
 
@@ -223,14 +227,21 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     run = Path(config.out)
     resolved = to_dict(config)
     stored_path = run / "config.json"
-    if stored_path.is_file():
+    # The run-folder policy: an earlier train-vdm run in --out is continued; other non-empty
+    # folders are refused. Every process checks (nothing is written before the barrier), then the
+    # main process opens the folder.
+    open_run(run, RUN_KIND, RUN_ENTRIES, resume=True, check_only=True)
+    if stored_path.is_file() and latest_checkpoint(run) is not None:
+        # Only a run with a checkpoint binds the config: a failed start leaves nothing to resume.
         differing = [k for k in _flat_diff(read_json(stored_path), resolved) if k not in RESUMABLE_CHANGES]
         if differing:
             raise ValueError(f"{run} holds a run with a different config ({', '.join(differing)}); "
                              "use another --out, or the same settings to resume it")
     accelerator.wait_for_everyone()
     if main:
+        open_run(run, RUN_KIND, RUN_ENTRIES, resume=True, command="train-vdm")
         write_json(stored_path, resolved)
+    accelerator.wait_for_everyone()
 
     unet, spec, schedule, codec, image_encoder, text_encoder, base_state = _build_model(config, device)
     folders = find_datasets(config.data.paths)
