@@ -149,6 +149,8 @@ def test_consistent4d_protocol(gt_model, c4d_gt, loaders):
     assert m["psnr"] > 40 and m["ssim"] > 0.99 and m["lpips_alex"] < 1e-3 and m["clip"] > 0.999
     assert abs(m["fvd"]) < 1e-3 * max(1.0, reports["other"]["metrics"]["fvd"])
     assert m["generation_time_s"] == 120.0
+    assert m["iou"] == 1.0  # the ground truth's alpha is this model's render
+    assert same["cases"][0]["metrics"]["iou"] == 1.0
     assert same["skipped"] == {}
     # Time is honoured: the same Gaussians without their motion score worse, another scene worse still.
     for key, better in (("psnr", max), ("ssim", max), ("lpips_alex", min)):
@@ -158,7 +160,7 @@ def test_consistent4d_protocol(gt_model, c4d_gt, loaders):
     assert reports["other"]["metrics"]["fvd"] > 0
     assert "generation_time" in reports["other"]["skipped"]
     text = markdown_report(same, [reports["static"], reports["other"]])
-    assert "| Method | LPIPS (alex) ↓ | CLIP ↑ | FVD ↓ | PSNR ↑ | SSIM ↑ | Generation time ↓ |" in text
+    assert "| Method | LPIPS (alex) ↓ | CLIP ↑ | FVD ↓ | PSNR ↑ | SSIM ↑ | Silhouette IoU ↑ | Generation time ↓ |" in text
     assert "| static |" in text and "2 min" in text
 
 
@@ -174,7 +176,7 @@ def test_diffusion4d_protocol(gt_model, d4d_gt, loaders):
     assert "front image at t=0.000" in report["notes"]["clip_reference"]
     assert report["cases"][0]["metrics"]["clip_f"] < 1.0 + 1e-6
     text = markdown_report(report)
-    assert "| Method | CLIP-F ↑ | CLIP-O ↑ | Generation time ↓ | SSIM ↑ | PSNR ↑ | LPIPS (alex) ↓ | FVD ↓ |" in text
+    assert "| Method | CLIP-F ↑ | CLIP-O ↑ | Generation time ↓ | SSIM ↑ | PSNR ↑ | LPIPS (alex) ↓ | FVD ↓ | Silhouette IoU ↑ |" in text
 
 
 def test_missing_weights_are_reported_as_skipped(gt_model, c4d_gt, tmp_path, monkeypatch):
@@ -183,7 +185,7 @@ def test_missing_weights_are_reported_as_skipped(gt_model, c4d_gt, tmp_path, mon
     gt = c4d_gt
     config = EvalConfig(backend="torch", device="cpu", clip_model=str(tmp_path / "no_clip"))
     report = evaluate([EvalCase("same", gt_model, gt)], config, progress=False)
-    assert set(report["metrics"]) == {"psnr", "ssim"}
+    assert set(report["metrics"]) == {"psnr", "ssim", "iou"}
     skipped = report["skipped"]
     assert set(skipped) == {"lpips_vgg", "clip", "fvd", "generation_time"}
     assert "vgg16-397923af.pth" in skipped["lpips_vgg"] and "GEN4D_WEIGHTS_DIR" in skipped["lpips_vgg"]

@@ -29,11 +29,11 @@ def test_bench_table_and_reuse(dataset_dir, tmp_path, monkeypatch):
     row = rows[0]
     assert row["dataset"] == "toy_scene" and row["preset"] == "demo" and row["split"] == "eval"
     assert row["iterations"] == 4 and row["device"] == "cpu" and row["backend"] == "torch"
-    assert 0 < row["psnr"] < 100 and 0 < row["ssim"] <= 1
+    assert 0 < row["psnr"] < 100 and 0 < row["ssim"] <= 1 and 0 <= row["iou"] <= 1
     assert row["wall_time_s"] > 0 and row["peak_rss_mib"] > 0
     assert not (out / "toy_scene__demo" / "videos").exists()  # outputs off
     text = (out / "bench.md").read_text()
-    assert "| toy_scene | demo | eval |" in text and "Peak RSS MiB" in text
+    assert "| toy_scene | demo | eval |" in text and "Peak RSS MiB" in text and "Silhouette IoU" in text
     assert (out / "bench.json").is_file()
     metrics_file = out / "toy_scene__demo" / "metrics.json"
     stamp = metrics_file.stat().st_mtime_ns

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gen4d.export import frame_times, orbit_sweep, render_frames, to_uint8, write_gif, write_mp4, write_ply_sequence
+from gen4d.export import frame_times, orbit_sweep, to_uint8, write_gif, write_mp4, write_ply_sequence
 from gen4d.gaussians import load_ply, random_in_sphere
 
 
@@ -62,12 +62,23 @@ def test_video_writers(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
-def test_render_frames_chunks():
-    seen = []
+def test_render_cameras_chunks_and_returns_alpha():
+    from types import SimpleNamespace
 
-    def fn(cams):
-        seen.append(len(cams))
-        return cams.times[:, None, None, None].expand(len(cams), 4, 4, 3)
+    from gen4d.eval.split import render_cameras
 
-    out = render_frames(fn, orbit_sweep(num_frames=5, size=4), batch=2)
-    assert seen == [2, 2, 1] and out.shape == (5, 4, 4, 3)
+    class Model:
+        device = torch.device("cpu")
+
+        def __init__(self):
+            self.seen: list[int] = []
+
+        def render(self, cams, background, options):
+            self.seen.append(len(cams))
+            rgb = cams.times[:, None, None, None].expand(len(cams), 4, 4, 3) * 2.0  # clamped to [0, 1]
+            return SimpleNamespace(rgb=rgb, alpha=torch.full((len(cams), 4, 4, 1), 0.25))
+
+    model = Model()
+    out = render_cameras(model, orbit_sweep(num_frames=5, size=4), 1.0, None, batch=2)
+    assert model.seen == [2, 2, 1] and out.rgb.shape == (5, 4, 4, 3) and out.alpha.shape == (5, 4, 4, 1)
+    assert out.rgb.max() == 1.0 and torch.allclose(out.rgb[1], torch.full((4, 4, 3), 0.5))

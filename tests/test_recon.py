@@ -177,7 +177,7 @@ def test_cli_run_layout_and_resume(scene, tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["splits"]) == {"eval", "front", "train"}
     for values in metrics["splits"].values():
-        assert np.isfinite(values["psnr"]) and 0 < values["ssim"] <= 1
+        assert np.isfinite(values["psnr"]) and 0 < values["ssim"] <= 1 and 0 <= values["iou"] <= 1
     assert metrics["wall_time_s"] > 0 and metrics["peak_rss_mib"] > 0 and metrics["iterations"] == 5
     if metrics["splits"]["eval"]["lpips"] is None:  # no LPIPS weights on this machine: said so
         assert "LPIPS" in metrics["lpips_note"] and "LPIPS" in (run / "log.txt").read_text()

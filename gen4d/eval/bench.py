@@ -80,6 +80,7 @@ def bench_row(dataset: str, preset_name: str, run_dir: Path, metrics: dict[str, 
         "psnr": quality.get("psnr"),
         "ssim": quality.get("ssim"),
         "lpips": quality.get("lpips"),
+        "iou": quality.get("iou"),
         "lpips_note": metrics.get("lpips_note"),
         "train_time_s": metrics.get("train_time_s"),
         "wall_time_s": metrics.get("wall_time_s"),
@@ -101,14 +102,14 @@ def bench_markdown(rows: Sequence[dict[str, Any]]) -> str:
     from gen4d.eval.report import format_duration
 
     header = (
-        "| Dataset | Preset | Split | PSNR ↑ | SSIM ↑ | LPIPS (vgg) ↓ | Train time | Wall time | Peak GPU MiB | "
+        "| Dataset | Preset | Split | PSNR ↑ | SSIM ↑ | LPIPS (vgg) ↓ | Silhouette IoU ↑ | Train time | Wall time | Peak GPU MiB | "
         "Peak RSS MiB | Gaussians | Device | Backend |"
     )
-    lines = ["# gen4d 4D-construction benchmark", "", header, "|" + "---|" * 13]
+    lines = ["# gen4d 4D-construction benchmark", "", header, "|" + "---|" * 14]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['preset']} | {r['split'] or '-'} | {_fmt(r['psnr'], '.2f')} | {_fmt(r['ssim'], '.3f')} | "
-            f"{_fmt(r['lpips'], '.3f')} | {format_duration(r['train_time_s'])} | {format_duration(r['wall_time_s'])} | "
+            f"{_fmt(r['lpips'], '.3f')} | {_fmt(r.get('iou'), '.3f')} | {format_duration(r['train_time_s'])} | {format_duration(r['wall_time_s'])} | "
             f"{_fmt(r['peak_gpu_mib'], '.0f')} | {_fmt(r['peak_rss_mib'], '.0f')} | {r['num_gaussians'] or '-'} | "
             f"{r['device'] or '-'} | {r['backend'] or '-'} |"
         )

@@ -29,6 +29,7 @@ import torch
 
 from gen4d.cameras import Cameras, orbit
 from gen4d.data.dataset import MultiViewVideo
+from gen4d.eval.split import render_cameras, silhouette_counts
 
 __all__ = [
     "EvalConfig",
@@ -36,12 +37,11 @@ __all__ = [
     "ALL_METRICS",
     "resolve_protocol",
     "group_views",
-    "render_images",
     "collect_case",
     "evaluate",
 ]
 
-ALL_METRICS = ("psnr", "ssim", "lpips", "clip", "fvd")
+ALL_METRICS = ("psnr", "ssim", "lpips", "clip", "fvd", "iou")
 Protocol = Literal["auto", "consistent4d", "diffusion4d"]
 
 
@@ -52,7 +52,8 @@ class EvalConfig:
     protocol: Protocol = "auto"
     """'consistent4d' (held-out eval views), 'diffusion4d' (orbit + front) or 'auto' (eval split if present)."""
     metrics: tuple[str, ...] = ALL_METRICS
-    """Metrics to compute, from psnr, ssim, lpips, clip, fvd (clip = CLIP for consistent4d, CLIP-F/O for diffusion4d)."""
+    """Metrics to compute, from psnr, ssim, lpips, clip, fvd, iou (clip = CLIP for consistent4d, CLIP-F/O for
+    diffusion4d; iou = silhouette IoU of alpha > 0.5, when the ground truth has alpha)."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Background of renders and ground truth (both protocols use white)."""
     size: int = 0
@@ -105,6 +106,8 @@ class _Collected:
 
     pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     """split -> (renders (M, H, W, 3), ground truth (M, H, W, 3))."""
+    alphas: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    """split -> (rendered alpha (M, H, W, 1), ground-truth alpha), for splits where both exist."""
     clips: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     """(render clip (T, H, W, 3), ground-truth clip (T, H, W, 3)) per view."""
     front: torch.Tensor | None = None
@@ -165,29 +168,6 @@ def group_views(cameras: Cameras, atol: float = 1e-4) -> list[torch.Tensor]:
     return out
 
 
-@torch.no_grad()
-def render_images(model: Any, cameras: Cameras, background: Sequence[float], options: Any, batch: int = 8) -> torch.Tensor:
-    """(C, H, W, 3) renders in [0, 1] on the CPU, ``batch`` cameras per call."""
-    device = _model_device(model)
-    bg = torch.tensor(list(background), dtype=torch.float32, device=device)
-    out = []
-    for start in range(0, len(cameras), batch):
-        chunk = cameras[list(range(start, min(start + batch, len(cameras))))].to(device)
-        rgb = model.render(chunk, bg, options).rgb
-        out.append(rgb.detach().float().clamp(0, 1).cpu())
-    return torch.cat(out)
-
-
-def _model_device(model: Any) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration, TypeError):
-        return torch.device("cpu")
-
-
 def _ground_truth(gt: MultiViewVideo, index: torch.Tensor, background: Sequence[float]) -> torch.Tensor:
     return gt.subset(index).composited(background).float().clamp(0, 1)
 
@@ -210,16 +190,19 @@ def collect_case(case: EvalCase, protocol: str, config: EvalConfig, options: Any
         gt = gt.resized(config.size)
     collected = _Collected()
     bg = config.background
-    render = lambda cams: render_images(case.model, cams, bg, options, config.render_batch)  # noqa: E731
+    render = lambda cams: render_cameras(case.model, cams, bg, options, config.render_batch)  # noqa: E731
     if protocol == "consistent4d":
         splits = [config.eval_split]
     else:
         splits = ["orbit"] + (["front"] if gt.has_split("front") else [])
     for split in splits:
         index = gt.splits[split]
-        renders = render(gt.cameras[index])
+        out = render(gt.cameras[index])
+        renders = out.rgb
         target = _ground_truth(gt, index, bg)
         collected.pairs[split] = (renders, target)
+        if out.alpha is not None and gt.alphas is not None:
+            collected.alphas[split] = (out.alpha, gt.alphas[index])
         # Clips: per view for held-out views; the whole split for an orbit / front video.
         if protocol == "consistent4d":
             for view in group_views(gt.cameras[index]):
@@ -243,7 +226,7 @@ def collect_case(case: EvalCase, protocol: str, config: EvalConfig, options: Any
             collected.notes["clip_f"] = "no 'front' split: CLIP-F uses orbit view 0 only"
             collected.front = collected.pairs["orbit"][0][:1]
         if config.orbit_views > 0:
-            collected.orbit = render(_orbit_cameras(gt, config.orbit_views))
+            collected.orbit = render(_orbit_cameras(gt, config.orbit_views)).rgb
     return collected
 
 
@@ -339,6 +322,7 @@ def evaluate(
     wanted = set(config.metrics)
 
     per_image: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": [], "lpips": [], "clip": [], "clip_f": [], "clip_o": []}
+    silhouettes = [0, 0]  # intersection and union pixel counts over every case
     clips_real: list[torch.Tensor] = []
     clips_fake: list[torch.Tensor] = []
     per_case: list[dict[str, Any]] = []
@@ -348,6 +332,7 @@ def evaluate(
         collected = collect_case(case, protocol, config, options)
         notes.update(collected.notes)
         case_values: dict[str, list[torch.Tensor]] = {k: [] for k in per_image}
+        case_iou = [0, 0]
         for split, (pred, target) in collected.pairs.items():
             if pred.shape != target.shape:
                 raise ValueError(
@@ -359,6 +344,10 @@ def evaluate(
                 case_values["psnr"].append(psnr(pred, target, reduction="none"))
             if "ssim" in wanted:
                 case_values["ssim"].append(_batched(lambda a, b: ssim(a, b, reduction="none"), pred, target, 64, "cpu"))
+            if "iou" in wanted and split in collected.alphas:
+                inter, union = silhouette_counts(*collected.alphas[split])
+                case_iou[0] += inter
+                case_iou[1] += union
             if "lpips" in wanted and (net := nets.get("lpips")) is not None:
                 case_values["lpips"].append(_batched(net, pred, target, config.metric_batch, device))
             if "clip" in wanted and protocol == "consistent4d" and (scorer := nets.get("clip")) is not None:
@@ -374,6 +363,10 @@ def evaluate(
             clips_real.append(real)
         for key, values in case_values.items():
             per_image[key].extend(values)
+        silhouettes = [silhouettes[0] + case_iou[0], silhouettes[1] + case_iou[1]]
+        case_metrics = {k: _mean(v) for k, v in case_values.items() if v}
+        if "iou" in wanted and collected.alphas:
+            case_metrics["iou"] = case_iou[0] / case_iou[1] if case_iou[1] else 1.0
         per_case.append(
             {
                 "name": case.name,
@@ -381,7 +374,7 @@ def evaluate(
                 "images": int(sum(p.shape[0] for p, _ in collected.pairs.values())),
                 "clips": len(collected.clips),
                 "generation_time_s": case.generation_time_s,
-                "metrics": {k: _mean(v) for k, v in case_values.items() if v},
+                "metrics": case_metrics,
             }
         )
 
@@ -391,6 +384,11 @@ def evaluate(
         if value is not None:
             metrics[key] = value
     skipped = {name: reason for name, reason in nets.skipped.items()}
+    if "iou" in wanted:
+        if all("iou" in c["metrics"] for c in per_case):
+            metrics["iou"] = silhouettes[0] / silhouettes[1] if silhouettes[1] else 1.0
+        else:
+            skipped["iou"] = "no alpha in the ground truth or the renders (silhouette IoU needs both)"
     if "fvd" in wanted:
         frames = {c.shape[0] for c in clips_real}
         if len(clips_real) < 2:

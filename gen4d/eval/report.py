@@ -28,6 +28,7 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
         ("psnr", "PSNR ↑", 2),
         ("lpips", "LPIPS ↓", 3),
         ("fvd", "FVD ↓", 1),
+        ("iou", "Silhouette IoU ↑", 3),
     ],
     "consistent4d": [
         ("lpips", "LPIPS ↓", 3),
@@ -35,6 +36,7 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
         ("fvd", "FVD ↓", 1),
         ("psnr", "PSNR ↑", 2),
         ("ssim", "SSIM ↑", 3),
+        ("iou", "Silhouette IoU ↑", 3),
         ("generation_time_s", "Generation time ↓", -1),
     ],
 }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -13,7 +12,7 @@ import torch
 from gen4d.cameras import Cameras, orbit
 from gen4d.io import atomic_path
 
-__all__ = ["orbit_sweep", "to_uint8", "mp4_available", "write_mp4", "write_gif", "write_video", "render_frames"]
+__all__ = ["orbit_sweep", "to_uint8", "mp4_available", "write_mp4", "write_gif", "write_video"]
 
 
 def orbit_sweep(
@@ -39,13 +38,6 @@ def orbit_sweep(
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(F, H, W, 3) floats in [0, 1] -> uint8 numpy."""
     return (images.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-
-
-@torch.no_grad()
-def render_frames(render_fn: Callable[[Cameras], torch.Tensor], cameras: Cameras, batch: int = 8) -> torch.Tensor:
-    """(F, H, W, 3) frames from ``render_fn(cameras (B)) -> (B, H, W, 3)`` in chunks of ``batch``."""
-    out = [render_fn(cameras[list(range(s, min(s + batch, len(cameras))))]).cpu() for s in range(0, len(cameras), batch)]
-    return torch.cat(out)
 
 
 def mp4_available() -> bool:

@@ -46,7 +46,7 @@ from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
 from gen4d.recon.outputs import (
     LpipsLoader,
     camera_layout,
-    evaluate,
+    evaluate_splits,
     heldout_splits,
     image_names,
     peak_memory,
@@ -459,7 +459,7 @@ class ConstructTask:
 
     def evaluate(self, step: int, train_time: float) -> None:
         subsets = {k: v[:32] for k, v in self.heldout.items()}
-        metrics, _ = evaluate(self.model, self.dataset, subsets, self.options, self.bg_value)
+        metrics, _ = evaluate_splits(self.model, self.dataset, subsets, self.options, self.bg_value)
         self.history.append({"step": step, "train_time_s": round(train_time, 3), "num_gaussians": self.model.num_gaussians,
                              **{f"{k}_psnr": round(v["psnr"], 3) for k, v in metrics.items()}})  # fmt: skip
 
@@ -595,7 +595,7 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
         log(f"LPIPS not reported: its weights are not available ({lpips_loader.error})")
     splits = dict(heldout)
     splits["train"] = dataset.splits["orbit"]
-    metrics, renders = evaluate(model, dataset, splits, options, bg_value, lpips_model) if config.output.evaluate else ({}, {})
+    metrics, renders = evaluate_splits(model, dataset, splits, options, bg_value, lpips_model) if config.output.evaluate else ({}, {})
     if config.output.renders and config.output.evaluate:
         for name in heldout:
             write_renders(run_dir / "renders" / name, renders[name], image_names(dataset, heldout[name]))

@@ -3,12 +3,13 @@
 Run directory layout (the contract other parts of gen4d read):
 
 * ``RUN/config.json`` - the resolved config;
+* ``RUN/.gen4d-run.json`` - the run marker (:mod:`gen4d.run.folder`);
 * ``RUN/checkpoint/`` - model (safetensors + json) and training state (:mod:`gen4d.recon.checkpoint`);
 * ``RUN/ply/frame_XXXX.ply`` - the Gaussians at each frame time, standard 3DGS layout;
 * ``RUN/videos/orbit.mp4``, ``orbit.gif`` - a camera circling once while time runs 0 -> 1;
 * ``RUN/renders/<split>/*.png`` - renders at the dataset's held-out cameras (white background);
-* ``RUN/metrics.json`` - PSNR / SSIM / LPIPS (if its weights are available) per split, wall
-  time, peak memory;
+* ``RUN/metrics.json`` - PSNR / SSIM / LPIPS (if its weights are available) / silhouette IoU
+  per split (:func:`gen4d.eval.split.evaluate_splits`), wall time, peak memory;
 * ``RUN/log.txt``.
 """
 
@@ -18,20 +19,19 @@ import math
 import os
 import resource
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from gen4d.data.dataset import MultiViewVideo
-from gen4d.export import frame_times, orbit_sweep, render_frames, to_uint8, write_ply_sequence, write_video
+from gen4d.eval.split import evaluate_splits, render_cameras
+from gen4d.export import frame_times, orbit_sweep, to_uint8, write_ply_sequence, write_video
 from gen4d.io import atomic_path
 from gen4d.recon.model import DynamicGaussians
 from gen4d.render import RenderOptions
 
 __all__ = [
     "heldout_splits",
-    "evaluate",
-    "render_split",
+    "evaluate_splits",
     "write_renders",
     "write_orbit_video",
     "write_plys",
@@ -88,48 +88,6 @@ class LpipsLoader:
         return self.model
 
 
-@torch.no_grad()
-def render_split(
-    model: DynamicGaussians, dataset: MultiViewVideo, index: torch.Tensor, options: RenderOptions, background: float = 1.0, batch: int = 8
-) -> torch.Tensor:
-    """(K, H, W, 3) renders of the images ``index`` over a constant grey-level background."""
-    bg = torch.full((3,), float(background), device=model.device)
-    render = lambda c: model.render(c.to(model.device), bg, options).rgb.clamp(0, 1)  # noqa: E731
-    return render_frames(render, dataset.cameras[index], batch)
-
-
-@torch.no_grad()
-def evaluate(
-    model: DynamicGaussians,
-    dataset: MultiViewVideo,
-    splits: dict[str, torch.Tensor],
-    options: RenderOptions,
-    background: float = 1.0,
-    lpips_model=None,
-) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
-    """PSNR / SSIM / LPIPS (None without weights) per split against images composited over
-    ``background``; returns (metrics, renders per split)."""
-    from gen4d.metrics import psnr, ssim
-
-    metrics, renders = {}, {}
-    for name, index in splits.items():
-        pred = render_split(model, dataset, index, options, background)
-        target = dataset.composited((background,) * 3)[index].to(pred)
-        entry: dict[str, Any] = {
-            "images": int(index.numel()),
-            "psnr": float(psnr(pred, target)),
-            "ssim": float(ssim(pred, target)),
-            "lpips": None,
-        }
-        if lpips_model is not None and min(pred.shape[1:3]) >= 32:
-            device = next(lpips_model.parameters()).device
-            values = [lpips_model(pred[i : i + 8].to(device), target[i : i + 8].to(device)) for i in range(0, len(pred), 8)]
-            entry["lpips"] = float(torch.cat(values).mean())
-        metrics[name] = entry
-        renders[name] = pred
-    return metrics, renders
-
-
 def write_renders(folder: str | os.PathLike, renders: torch.Tensor, names: list[str]) -> list[Path]:
     """PNG per render (atomically); ``names`` without extension."""
     from PIL import Image
@@ -168,8 +126,7 @@ def write_orbit_video(
     """``orbit.mp4`` and ``orbit.gif``: one circle around the object while time runs 0 -> 1.
     Without ffmpeg the mp4 is skipped with a warning (None) and the gif is still written."""
     cams = orbit_sweep(frames, elevation_deg, radius, fov_deg, size)
-    bg = torch.full((3,), float(background), device=model.device)
-    images = to_uint8(render_frames(lambda c: model.render(c.to(model.device), bg, options).rgb, cams))
+    images = to_uint8(render_cameras(model, cams, background, options).rgb)
     written = write_video(images, folder, "orbit", fps)
     return (written[1] if len(written) > 1 else None), written[0]
 

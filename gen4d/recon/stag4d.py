@@ -65,7 +65,7 @@ from gen4d.recon.construct import resolve_device
 from gen4d.recon.losses import LossWeights, weighted_regularizers
 from gen4d.recon.model import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
-from gen4d.recon.outputs import evaluate, peak_memory, write_renders
+from gen4d.recon.outputs import evaluate_splits, peak_memory, write_renders
 from gen4d.render import RenderOptions, resolve_backend
 from gen4d.run import check_resume_config, open_run
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
@@ -602,7 +602,7 @@ def optimise(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_time += time.perf_counter() - segment
-            metrics = evaluate_eval_split(model, evaluation, options)[0]
+            metrics = _evaluate(model, evaluation, options)[0]
             history.append({"step": step, "train_time_s": round(train_time, 3), "num_gaussians": model.num_gaussians, **metrics})
             segment = time.perf_counter()
         if last_step or (config.checkpoint_every and step % config.checkpoint_every == 0):
@@ -619,10 +619,9 @@ def optimise(
     return model, summary
 
 
-@torch.no_grad()
-def evaluate_eval_split(model: DynamicGaussians, evaluation: MultiViewVideo, options: RenderOptions):
-    """(PSNR / SSIM of every held-out view on white, the renders) via the reconstruction's evaluate()."""
-    metrics, renders = evaluate(model, evaluation, {"eval": torch.arange(len(evaluation))}, options)
+def _evaluate(model: DynamicGaussians, evaluation: MultiViewVideo, options: RenderOptions):
+    """(metrics of every held-out view on white without the absent ones, the renders)."""
+    metrics, renders = evaluate_splits(model, evaluation, {"eval": torch.arange(len(evaluation))}, options)
     return {k: v for k, v in metrics["eval"].items() if v is not None}, renders["eval"]
 
 
@@ -674,22 +673,22 @@ def _views_from_grids(grids: torch.Tensor, reference: MultiViewVideo, config: St
 
 
 def _write_videos(model: DynamicGaussians, run_dir: Path, reference: MultiViewVideo, config: Stag4DConfig, options: RenderOptions) -> list[str]:
-    from gen4d.export import orbit_sweep, render_frames, to_uint8, write_video
+    from gen4d.eval.split import render_cameras
+    from gen4d.export import orbit_sweep, to_uint8, write_video
 
     size = config.output.video_size
     _, _, r = spherical(reference.cameras)
     radius, fov = float(r.mean()), float(reference.cameras.fov_y_deg[0])
     count = max(len(reference), 2) * config.output.loops
     times = (torch.arange(count) % len(reference)).float() / max(len(reference) - 1, 1)
-    white = torch.ones(3, device=model.device)
-    render = lambda c: model.render(c.to(model.device), white, options).rgb  # noqa: E731
+    render = lambda c: render_cameras(model, c, 1.0, options).rgb  # noqa: E731
     written = []
     folder = run_dir / "videos"
     for name, azimuth in (("front", 0.0), ("back", 180.0)):
-        frames = to_uint8(render_frames(render, orbit(0.0, azimuth, radius, fov, size, size, times)))
+        frames = to_uint8(render(orbit(0.0, azimuth, radius, fov, size, size, times)))
         write_video(frames, folder, name, config.output.fps)
         written.append(name)
-    frames = to_uint8(render_frames(render, orbit_sweep(config.output.round_frames, 0.0, radius, fov, size)))
+    frames = to_uint8(render(orbit_sweep(config.output.round_frames, 0.0, radius, fov, size)))
     write_video(frames, folder, "round", config.output.fps)
     return written + ["round"]
 
@@ -822,7 +821,7 @@ def run_video_to_4d(
     options = RenderOptions(backend=config.backend)
     result: dict[str, Any] = {"method": "stag4d", "input": str(input_path), "multiview": multiview, "frames": len(reference)}
     if evaluation is not None:
-        result["eval"], renders = evaluate_eval_split(model, evaluation, options)
+        result["eval"], renders = _evaluate(model, evaluation, options)
         if config.output.renders:
             write_renders(run_dir / "renders" / "eval", renders, [f"{i:04d}" for i in range(len(evaluation))])
         log(f"eval: PSNR {result['eval']['psnr']:.2f} SSIM {result['eval']['ssim']:.3f} on {len(evaluation)} held-out views")
