@@ -161,3 +161,51 @@ def test_video_into_a_user_folder_is_refused(tmp_path, capsys):
     assert code == 2 and str(user) in err and "another --out" in err, err
     assert sorted(p.name for p in user.iterdir()) == ["config.json"]
     assert (user / "config.json").read_text() == '{"mine": true}'
+
+
+def test_resume_after_an_interrupt_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Ctrl-C after step 5 (checkpoints every 2 steps), --resume from step 4: the final model is
+    the uninterrupted run's, with SDS (tiny random Zero-1-to-3), anchored views, densification and
+    the deformation switched on in between."""
+    pytest.importorskip("diffusers", reason="the Zero-1-to-3 model needs diffusers (gen4d[diffusion])")
+    from safetensors.torch import load_file
+
+    from gen4d.errors import RunInterrupted
+    from gen4d.recon.stag4d import Stag4DTask
+    from gen4d.data.video_input import VideoInputConfig
+
+    fast = preset("fast")
+    config = _tiny(
+        fast, steps=8, static_steps=3, ramp_steps=4, views_per_step=2, anchored_per_step=2, num_points=300,
+        input=VideoInputConfig(size=24), views=RandomViews(sizes=(16,), size_steps=()), log_every=1,
+        densify=dc.replace(fast.densify, start=2, stop=7, every=2, max_gaussians=1200),
+        sds=dc.replace(fast.sds, model="random:tiny"), checkpoint_every=2, output=Stag4DOutput(videos=False, ply=False),
+    )  # fmt: skip
+
+    def run(folder, resume=False):
+        torch.manual_seed(123)  # the tiny random guidance model is built from the global RNG
+        oracle = f"oracle:{DEFAULT_SET}"
+        return run_video_to_4d(DEFAULT_SET, folder, config, oracle, resume=resume, progress=False, echo=None)
+
+    run(tmp_path / "full")
+    real_step = Stag4DTask.step
+    calls = {"n": 0}
+
+    def interrupted(self, step):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real_step(self, step)
+
+    monkeypatch.setattr(Stag4DTask, "step", interrupted)
+    with pytest.raises(RunInterrupted, match="--resume continues from step 4"):
+        run(tmp_path / "part")
+    monkeypatch.setattr(Stag4DTask, "step", real_step)
+    result = run(tmp_path / "part", resume=True)
+    assert "resumed at step 4" in (tmp_path / "part" / "log.txt").read_text()
+    assert result["sds_conditions"]["input"] > 0
+    full = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
+    part = load_file(str(tmp_path / "part" / "checkpoint" / "model.safetensors"))
+    assert full.keys() == part.keys()
+    for key in full:
+        assert torch.equal(full[key], part[key]), key

@@ -1,0 +1,246 @@
+"""STAG4D configs and presets (``stag4d``: the published settings; ``fast``: ours)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gen4d.data.video_input import VideoInputConfig
+from gen4d.deform import DeformConfig, HexPlaneConfig
+from gen4d.densify import DensifyConfig
+from gen4d.diffusion.sds import TimestepAnneal
+from gen4d.diffusion.zero123pp import MultiViewConfig
+from gen4d.recon.optim import LearningRates
+
+__all__ = ["PRESETS", "RandomViews", "SDSConfig", "Stag4DConfig", "Stag4DLoss", "Stag4DOutput", "preset"]
+
+
+@dataclass(frozen=True)
+class RandomViews:
+    """Random SDS views around the object."""
+
+    elevation_deg: tuple[float, float] = (-30.0, 30.0)
+    """Elevation range [low, high) in degrees (relative to the reference view's elevation 0)."""
+    azimuth_deg: tuple[float, float] = (-180.0, 180.0)
+    """Azimuth range [low, high) in degrees (0 = the reference view)."""
+    sizes: tuple[int, ...] = (128, 256, 512)
+    """Render sizes used as training progresses."""
+    size_steps: tuple[float, ...] = (0.3, 0.6)
+    """Fractions of ramp_steps at which the next size starts (len(sizes) - 1 values)."""
+    black_background_prob: float = 0.5
+    """Probability of a black (instead of white) background for a random view."""
+
+
+@dataclass(frozen=True)
+class SDSConfig:
+    """Zero-1-to-3 score distillation."""
+
+    weight: float = 1.0
+    """lambda_zero123 (0 disables SDS and the Zero-1-to-3 model)."""
+    model: str = "ashawkey/zero123-xl-diffusers"
+    """Zero-1-to-3 weights: local folder, hub id, or 'random:full' / 'random:tiny' (random weights, benchmarks / tests)."""
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    """Model dtype on CUDA (CPU runs float32)."""
+    guidance_scale: float = 5.0
+    """Classifier-free guidance scale."""
+    anneal: TimestepAnneal = field(default_factory=TimestepAnneal)
+    """Timestep range annealing (fractions of the 1000 training steps)."""
+    input_azimuth_deg: float = 30.0
+    """Views with |azimuth| below this are conditioned on the input frame."""
+    input_prob: float = 0.6
+    """Otherwise the input frame conditions with this probability, else the nearest anchored view."""
+
+
+@dataclass(frozen=True)
+class Stag4DLoss:
+    """Loss weights."""
+
+    ref_rgb: float = 20000.0
+    """MSE of the reference view's colour (on white), times the ramp r."""
+    ref_alpha: float = 5000.0
+    """MSE of the reference view's alpha, times the ramp r."""
+    multiview_rgb: float = 0.0
+    """MSE of the anchored views' colour (on white), times r (0 = off, as the public code)."""
+    multiview_alpha: float = 0.0
+    """MSE of the anchored views' alpha, times r."""
+    plane_tv: float = 0.05
+    """HexPlane spatial-plane TV."""
+    time_smoothness: float = 5.0
+    """HexPlane second difference along time."""
+    time_l1: float = 0.05
+    """HexPlane L1 of (1 - time planes)."""
+    anisotropy: float = 1.0
+    """Weight of sum_i relu(max_scale_i / min_scale_i - anisotropy_ratio) (PhysGaussian; on scales)."""
+    anisotropy_ratio: float = 7.5
+    """Allowed ratio of a Gaussian's largest to smallest scale."""
+
+
+@dataclass(frozen=True)
+class Stag4DOutput:
+    """What a run writes at the end."""
+
+    video_size: int = 512
+    """Side of the front / back / round videos."""
+    round_frames: int = 120
+    """Frames of the round (orbit) video."""
+    loops: int = 2
+    """Times the front / back videos play the clip."""
+    fps: int = 24
+    """Video frame rate."""
+    ply: bool = True
+    """Write the per-frame PLY sequence."""
+    videos: bool = True
+    """Write the videos."""
+    renders: bool = True
+    """Write renders of the held-out eval views (when the input dataset has them)."""
+
+
+@dataclass(frozen=True)
+class Stag4DConfig:
+    """STAG4D video-to-4D (defaults: the published settings, preset 'stag4d')."""
+
+    seed: int = 0
+    """Seed of initialisation and of every per-step random choice."""
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ..."""
+    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    """Rasteriser."""
+    steps: int = 8000
+    """Optimisation steps."""
+    static_steps: int = 700
+    """First steps with the deformation bypassed (trained on the middle frame only)."""
+    views_per_step: int = 4
+    """Random SDS views per step (one render call, one batched SDS)."""
+    anchored_per_step: int = 0
+    """Anchored views rendered per step for the photometric loss (0 = all six of the frame)."""
+    ramp_steps: int = 2000
+    """Steps over which the reference-loss ramp r and the render sizes progress."""
+    ref_fov_deg: float = 49.1
+    """Field of view of the reference camera for video input (Zero-1-to-3's render setting)."""
+    ref_radius: float = 2.0
+    """Distance of the reference camera for video input."""
+    num_points: int = 10000
+    """Initial Gaussians (uniform in a ball)."""
+    init_radius: float = 0.5
+    """Radius of that ball."""
+    init_opacity: float = 0.1
+    """Initial opacity."""
+    deform: DeformConfig = field(default_factory=DeformConfig)
+    """Deformation field (HexPlane 32 features, [64, 64, 64, 25], multires 1/2/4/8, bounds 1.6)."""
+    densify: DensifyConfig = field(
+        default_factory=lambda: DensifyConfig(
+            start=1200,
+            stop=6000,
+            every=100,
+            threshold_mode="percentile",
+            percentile=2.5,
+            percent_dense=0.1,
+            prune_opacity=0.01,
+            prune_max_scale=0.1,
+            prune_min_scale=0.001,
+            reset_every=0,
+        )  # fmt: skip
+    )
+    """Adaptive densification (scene extent 1)."""
+    lr: LearningRates = field(
+        default_factory=lambda: LearningRates(
+            means=2e-3,
+            means_final=2e-5,
+            sh=5e-3,
+            opacity=2e-2,
+            scales=1e-2,
+            quats=2e-3,
+            field_mlp=1.6e-3,
+            field_mlp_final=1.6e-4,
+            field_grid=1.6e-2,
+            field_grid_final=1.6e-3,
+            decay_steps=2000,
+            adam_eps=1e-15,
+        )  # fmt: skip
+    )
+    """Learning rates (log-linear decay over decay_steps)."""
+    loss: Stag4DLoss = field(default_factory=Stag4DLoss)
+    """Loss weights."""
+    views: RandomViews = field(default_factory=RandomViews)
+    """Random views."""
+    sds: SDSConfig = field(default_factory=SDSConfig)
+    """Zero-1-to-3 SDS."""
+    multiview: MultiViewConfig = field(default_factory=MultiViewConfig)
+    """Zero123++ with the temporal anchor."""
+    view_matting: Literal["color", "rembg"] = "color"
+    """Alpha of generated views: 'color' keys out the constant background, 'rembg' uses rembg."""
+    input: VideoInputConfig = field(default_factory=VideoInputConfig)
+    """Input reading / preprocessing (its size is the reference view's resolution)."""
+    output: Stag4DOutput = field(default_factory=Stag4DOutput)
+    """Outputs."""
+    log_every: int = 50
+    """Log (and check for non-finite losses) every this many steps."""
+    checkpoint_every: int = 1000
+    """Write RUN/checkpoint every this many steps (and at the end; 0 = only at the end)."""
+    checkpoint_seconds: float = 120.0
+    """Also write RUN/checkpoint when this many seconds of training passed since the last one (negative = never)."""
+    eval_every: int = 0
+    """Held-out PSNR every this many steps when eval views exist (0 = only at the end)."""
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.views_per_step < 0 or self.static_steps < 0:
+            raise ValueError("Stag4DConfig: steps must be > 0, views_per_step and static_steps >= 0")
+        if len(self.views.sizes) != len(self.views.size_steps) + 1:
+            raise ValueError("RandomViews: expected one more size than size_steps")
+        if self.log_every <= 0:
+            raise ValueError("Stag4DConfig.log_every must be > 0")
+
+
+PRESETS: dict[str, Stag4DConfig] = {
+    # The published settings (FACTS.md section 1).
+    "stag4d": Stag4DConfig(),
+    # Ours: about 4x fewer steps and smaller renders, Zero123++ at 30 steps with 8-frame anchor
+    # batches, and the anchored views also as photometric supervision.
+    "fast": Stag4DConfig(
+        steps=2000,
+        static_steps=300,
+        ramp_steps=800,
+        deform=DeformConfig(hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4))),
+        densify=DensifyConfig(
+            start=400,
+            stop=1600,
+            every=100,
+            threshold_mode="percentile",
+            percentile=2.5,
+            percent_dense=0.1,
+            prune_opacity=0.01,
+            prune_max_scale=0.1,
+            prune_min_scale=0.001,
+            reset_every=0,
+            max_gaussians=100_000,
+        ),  # fmt: skip
+        lr=LearningRates(
+            means=2e-3,
+            means_final=2e-5,
+            sh=5e-3,
+            opacity=2e-2,
+            scales=1e-2,
+            quats=2e-3,
+            field_mlp=1.6e-3,
+            field_mlp_final=1.6e-4,
+            field_grid=1.6e-2,
+            field_grid_final=1.6e-3,
+            decay_steps=1000,
+            adam_eps=1e-15,
+        ),  # fmt: skip
+        loss=Stag4DLoss(multiview_rgb=2000.0, multiview_alpha=500.0),
+        views=RandomViews(sizes=(128, 256), size_steps=(0.5,)),
+        sds=SDSConfig(anneal=TimestepAnneal(steps=1000)),
+        multiview=MultiViewConfig(steps=30, frames_per_batch=8),
+        input=VideoInputConfig(size=256),
+        output=Stag4DOutput(video_size=256, round_frames=96),
+        log_every=50,
+        checkpoint_every=0,
+    ),
+}
+
+
+def preset(name: str) -> Stag4DConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown STAG4D preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
