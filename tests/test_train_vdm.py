@@ -17,7 +17,7 @@ import torch
 pytest.importorskip("diffusers", reason="training needs diffusers (pip install 'gen4d[diffusion]')")
 pytest.importorskip("accelerate", reason="training needs accelerate (pip install 'gen4d[diffusion]')")
 
-from gen4d.train.checkpoint import flatten_optimizer_state, unflatten_optimizer_state  # noqa: E402
+from gen4d.run.checkpoint import flatten_optimizer_state, unflatten_optimizer_state  # noqa: E402
 from gen4d.train.config import TRAIN_PRESETS  # noqa: E402
 from gen4d.config import set_fields  # noqa: E402
 from gen4d.train.data import global_batch_indices  # noqa: E402
@@ -59,9 +59,12 @@ def test_resume_after_3_steps_equals_6_uninterrupted_steps(clips, tmp_path):
     assert first["step"] == 3
     second = train_vdm(tiny_config(clips, tmp_path / "split", 6, checkpoint_every=3), progress=False)
     assert second["step"] == 6
-    for name in ("model", "ema", "optimizer"):
-        a = read_tensors(tmp_path / "full" / "checkpoints" / "step_0000006" / f"{name}.safetensors")
-        b = read_tensors(tmp_path / "split" / "checkpoints" / "step_0000006" / f"{name}.safetensors")
+    for run in ("full", "split"):  # the latest checkpoint, and the one before it (keep_checkpoints=2)
+        assert json.loads((tmp_path / run / "checkpoint" / "checkpoint.json").read_text())["step"] == 6
+        assert (tmp_path / run / "checkpoints" / "step_0000003" / "model.safetensors").is_file()
+    for name in ("model", "ema", "training_state"):  # training_state: the optimiser's moments, RNG states
+        a = read_tensors(tmp_path / "full" / "checkpoint" / f"{name}.safetensors")
+        b = read_tensors(tmp_path / "split" / "checkpoint" / f"{name}.safetensors")
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{name}:{key}")
@@ -72,7 +75,7 @@ def test_resume_after_3_steps_equals_6_uninterrupted_steps(clips, tmp_path):
     spec = json.loads((tmp_path / "full" / "model" / "model.json").read_text())
     assert spec["motion_stats"]["count"] == 4 and spec["motion_stats"]["min"] == 0.0
     exported = read_tensors(tmp_path / "full" / "model" / "unet.safetensors")
-    ema = read_tensors(tmp_path / "full" / "checkpoints" / "step_0000006" / "ema.safetensors")
+    ema = read_tensors(tmp_path / "full" / "checkpoint" / "ema.safetensors")
     torch.testing.assert_close(exported["conv_out.weight"], ema["conv_out.weight"])
 
 
@@ -115,8 +118,8 @@ def test_two_gloo_processes_give_the_loss_of_one_process(clips, tmp_path):
     for one, two in zip(results[1], results[2]):
         for key in ("loss", "ldm", "mr"):
             assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-7), key
-    a = read_tensors(tmp_path / "p1" / "checkpoints" / "step_0000002" / "model.safetensors")
-    b = read_tensors(tmp_path / "p2" / "checkpoints" / "step_0000002" / "model.safetensors")
+    a = read_tensors(tmp_path / "p1" / "checkpoint" / "model.safetensors")
+    b = read_tensors(tmp_path / "p2" / "checkpoint" / "model.safetensors")
     for key in a:  # same update up to float summation order
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-3, msg=key)
 

@@ -30,7 +30,7 @@ def resolve_config(args: argparse.Namespace):
     from gen4d.config import apply_overrides, from_dict
     from gen4d.io import read_json
     from gen4d.run import is_run
-    from gen4d.train.checkpoint import latest_checkpoint
+    from gen4d.run.checkpoint import find_checkpoint
     from gen4d.train.config import TRAIN_PRESETS, TrainConfig
 
     out = getattr(args, "cfg:out", None)
@@ -39,7 +39,7 @@ def resolve_config(args: argparse.Namespace):
     stored = Path(out) / "config.json"
     if args.config:
         config = from_dict(TrainConfig, read_json(args.config))
-    elif is_run(out) and stored.is_file() and latest_checkpoint(out) is not None:  # resume the run's settings
+    elif is_run(out) and stored.is_file() and find_checkpoint(out, "training_state.json") is not None:  # resume the run's settings
         config = from_dict(TrainConfig, read_json(stored))
     else:
         config = copy.deepcopy(TRAIN_PRESETS[args.preset])

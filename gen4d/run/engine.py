@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -64,6 +65,13 @@ class Task(Protocol):
 
     def checkpoint_info(self, step: int) -> dict[str, Any]: ...
 
+    def record(self, step: int, means: dict[str, float], steps: int, train_time: float) -> None:
+        """Called at every logging step with the mean values over the ``steps`` since the last one."""
+
+    def should_stop(self, step: int) -> bool:
+        """Checked at logging steps: stop (after a checkpoint) now, e.g. at a time budget. In a
+        multi-process run every process must give the same answer (decide it collectively)."""
+
 
 @dataclass(frozen=True)
 class LoopSettings:
@@ -97,13 +105,28 @@ def read_training_state(run_dir: str | Path, device: torch.device | str = "cpu")
 
 
 class Engine:
-    """Runs a :class:`Task` from ``start_step`` to ``settings.total_steps`` in ``run_dir``."""
+    """Runs a :class:`Task` from ``start_step`` to ``settings.total_steps`` in ``run_dir``.
 
-    def __init__(self, run_dir: str | Path, settings: LoopSettings, device: torch.device, progress: bool = True):
+    Several processes (data parallel): each runs the engine; ``barrier`` synchronises them around a
+    checkpoint, which only the main process (``is_main``) writes. Their checkpoint and logging steps
+    must agree, so wall-time checkpoints (decided per process) must be off there.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        settings: LoopSettings,
+        device: torch.device,
+        progress: bool = True,
+        is_main: bool = True,
+        barrier: Callable[[], None] | None = None,
+    ):
         self.run_dir = Path(run_dir)
         self.settings = settings
         self.device = device
-        self.progress = progress
+        self.progress = progress and is_main
+        self.is_main = is_main
+        self.barrier = barrier or (lambda: None)
 
     # -- state ------------------------------------------------------------------------------------------
     def restore(self, task: Task, state: dict[str, Any]) -> tuple[int, float]:
@@ -124,7 +147,10 @@ class Engine:
             task.write_checkpoint(folder)
             save_tree(folder, STATE, state)
 
-        write_checkpoint(self.run_dir, write, {"step": step, **task.checkpoint_info(step)}, keep=self.settings.keep)
+        self.barrier()
+        if self.is_main:
+            write_checkpoint(self.run_dir, write, {"step": step, **task.checkpoint_info(step)}, keep=self.settings.keep)
+        self.barrier()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -177,7 +203,10 @@ class Engine:
                         bar.set_postfix(**{k: v for k, v in fields.items() if k != "step"})
                         bar.update(step - bar.n)
                     LOGGER.info("step %d %s", step, " ".join(f"{k} {v}" for k, v in fields.items()), extra=FILE_ONLY)
+                    task.record(step, means, since_log, train_time + time.perf_counter() - segment_start)
                     sums, since_log = {}, 0
+                    if not stopping and step < s.total_steps and task.should_stop(step):
+                        stopping = do_ckpt = True
                 if do_eval:
                     self._sync()
                     train_time += time.perf_counter() - segment_start

@@ -1,5 +1,5 @@
 """Training of gen4d's models: the Diffusion4D video model (:mod:`gen4d.train.vdm`) with its
-data pipeline (:mod:`.data`), EMA (:mod:`.ema`) and safetensors checkpoints (:mod:`.checkpoint`).
+data pipeline (:mod:`.data`) and EMA (:mod:`.ema`); the loop and checkpoints are the run engine's (:mod:`gen4d.run`).
 Importing this package is cheap; accelerate / diffusers load when training starts."""
 
 from gen4d.train.config import TRAIN_PRESETS, DataConfig, ModelConfig, OptimConfig, TrainConfig

@@ -12,7 +12,13 @@ processes see the same global batch, noise and timesteps as one process; with ne
 (``model.dropout=0``) they compute the same loss and update, with it on they differ only in the
 dropout masks.
 
-Run folder (``TrainConfig.out``): ``config.json`` (the resolved config), ``checkpoints/step_N/``,
+The loop itself (checkpoints, logging, NaN policy, the run folder) is :class:`gen4d.run.Engine`'s;
+:class:`VDMTask` supplies the step. The time budget (``optim.minutes``) is checked at logging steps.
+
+Run folder (``TrainConfig.out``): ``.gen4d-run.json`` (the run marker), ``config.json`` (the resolved
+config), ``checkpoint/`` (the latest: ``model.safetensors``, ``ema.safetensors``,
+``training_state.safetensors`` + ``.json`` with the optimiser, AMP scaler and RNG states; older ones
+in ``checkpoints/step_N/``), ``log.txt``,
 ``metrics.jsonl`` (loss curve: L, L_ldm, L_mr averaged over the steps since the previous record), ``tb/`` (tensorboard), ``model/`` (the exported model: EMA weights,
 loadable by ``gen4d sample-vdm``).
 """
@@ -41,8 +47,10 @@ from gen4d.diffusion.vdm.model import (
 )
 from gen4d.diffusion.vdm.motion import motion_reconstruction_loss
 from gen4d.io import read_json, write_json
-from gen4d.run import open_run
-from gen4d.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from gen4d.run import Engine, LoopSettings, open_run, read_training_state
+from gen4d.run.checkpoint import CHECKPOINT_ENTRIES, find_checkpoint
+from gen4d.run.engine import STATE
+from gen4d.run.logs import LOGGER, run_logging
 from gen4d.train.config import TrainConfig
 from gen4d.train.data import ClipSet, find_datasets, global_batch_indices, load_clips, read_captions, sample_seed
 from gen4d.train.ema import EMA
@@ -50,8 +58,10 @@ from gen4d.train.ema import EMA
 __all__ = ["vdm_loss", "batch_condition", "train_vdm", "RESUMABLE_CHANGES"]
 
 RUN_KIND = "train-vdm"
-RUN_ENTRIES = ("config.json", "checkpoints", "metrics.jsonl", "tb", "model", "log.txt")
+RUN_ENTRIES = (*CHECKPOINT_ENTRIES, "config.json", "metrics.jsonl", "tb", "model", "log.txt")
 """What a training run writes into its folder."""
+WALL_CHECKPOINT_S = 120.0
+"""Single-process runs also checkpoint after this many seconds of training (Ctrl-C keeps the work)."""
 RESUMABLE_CHANGES = {"optim.steps", "optim.minutes", "log_every", "checkpoint_every", "keep_checkpoints", "out"}
 """Config keys that may differ when a run is resumed (everything else must match config.json)."""
 
@@ -196,9 +206,141 @@ def _build_model(config: TrainConfig, device: torch.device):
         if getattr(unet, "_supports_gradient_checkpointing", False):
             unet.enable_gradient_checkpointing()
         else:
-            print(f"note: {type(unet).__name__} does not support gradient checkpointing; training without it")
+            LOGGER.info(f"note: {type(unet).__name__} does not support gradient checkpointing; training without it")
     unet.to(device).train()
     return unet, spec, schedule, codec, image_encoder, text_encoder, base_state
+
+
+class VDMTask:
+    """Video-model training as a :class:`gen4d.run.Task`: one optimiser step over the global batch
+    (gradient accumulation, DDP through accelerate), EMA, the loss curve in RUN/metrics.jsonl."""
+
+    title = "train-vdm"
+
+    def __init__(self, config: TrainConfig, accelerator, unet, optimizer, params, ema, clips: ClipSet, spec, schedule,
+                 null_text, run: Path):  # fmt: skip
+        self.config, self.accelerator, self.unet, self.optimizer, self.params = config, accelerator, unet, optimizer, params
+        self.ema, self.clips, self.spec, self.schedule, self.null_text = ema, clips, spec, schedule, null_text
+        self.inner = accelerator.unwrap_model(unet)
+        self.device, self.main = accelerator.device, accelerator.is_main_process
+        self.processes, self.rank = accelerator.num_processes, accelerator.process_index
+        oc = config.optim
+        self.local_batch = oc.batch_size // (self.processes * oc.grad_accum)
+        self.shape = tuple(clips.latents.shape[1:])
+        self.keep_latents = spec.null_condition == "keep_latents"
+        self.metrics_path = run / "metrics.jsonl"
+        self.lr = oc.lr
+        self.started: float | None = None
+        self.stopped_by = "steps"
+        self.writer = None
+        if self.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run / "tb"))
+            except ImportError:
+                LOGGER.info("note: tensorboard is not installed; logging to metrics.jsonl only")
+
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        config, oc, accelerator, device = self.config, self.config.optim, self.accelerator, self.device
+        if self.started is None:
+            self.started = time.monotonic()
+        self.lr = oc.lr * min(1.0, (step + 1) / oc.warmup_steps) if oc.warmup_steps else oc.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        clip_ids = global_batch_indices(len(self.clips), step, oc.batch_size, config.seed)
+        totals = torch.zeros(3, device=device)
+        for micro in range(oc.grad_accum):
+            first = (micro * self.processes + self.rank) * self.local_batch
+            positions = range(first, first + self.local_batch)
+            index = clip_ids[first : first + self.local_batch]
+            t, noise, drop = _per_sample_randomness(step, positions, config.seed, self.shape,
+                                                    self.schedule.num_train_timesteps, config.uncond_prob, device)
+            z0, zbar, condition = batch_condition(self.clips, index, self.spec.variant, config.task, drop, self.null_text,
+                                                  self.keep_latents, device)
+            # Dropout draws from the global generators: seed them per (step, micro-batch, process) so a
+            # resumed run draws the same masks as an uninterrupted one.
+            torch.manual_seed(sample_seed(config.seed, step, micro, self.rank, 0xD509))
+            sync = contextlib.nullcontext() if micro == oc.grad_accum - 1 else accelerator.no_sync(self.unet)
+            with sync:
+                with accelerator.autocast():
+                    loss, parts = vdm_loss(self.unet, self.spec.variant, self.schedule, z0, zbar, condition, t, noise,
+                                           config.mr_weight if config.task == "4d" else 0.0, self.spec.fps)
+                accelerator.backward(loss / oc.grad_accum)
+            totals += torch.stack([loss.detach(), parts["ldm"], parts["mr"]]) / oc.grad_accum
+        if oc.grad_clip > 0:
+            accelerator.clip_grad_norm_(self.params, oc.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.inner)
+        totals = accelerator.reduce(totals, reduction="mean")
+        return {"loss": totals[0], "ldm": totals[1], "mr": totals[2]}
+
+    def describe(self, step: int, means: dict[str, float]) -> dict[str, Any]:
+        return {k: f"{v:.4f}" for k, v in means.items()}
+
+    def record(self, step: int, means: dict[str, float], steps: int, train_time: float) -> None:
+        if not self.main:
+            return
+        record = {"step": step, "loss": means["loss"], "ldm": means["ldm"], "mr": means["mr"], "steps": steps,
+                  "lr": self.lr, "elapsed_s": round(train_time, 3)}  # fmt: skip
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key in ("loss", "ldm", "mr", "lr"):
+                self.writer.add_scalar(f"train/{key}", record[key], step)
+
+    def should_stop(self, step: int) -> bool:
+        """The time budget (optim.minutes), decided by all processes together at logging steps."""
+        minutes = self.config.optim.minutes
+        if minutes <= 0 or self.started is None:
+            return False
+        over = torch.tensor(float(time.monotonic() - self.started > minutes * 60), device=self.device)
+        if float(self.accelerator.reduce(over, reduction="sum")) > 0:
+            self.stopped_by = "minutes"
+        return self.stopped_by == "minutes"
+
+    def must_checkpoint(self, step: int) -> bool:
+        return False
+
+    def evaluate_due(self, step: int) -> bool:
+        return False
+
+    def evaluate(self, step: int, train_time: float) -> None:
+        pass
+
+    def parameters(self):
+        return self.params
+
+    def state(self) -> dict[str, Any]:
+        scaler = self.accelerator.scaler
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "ema_updates": self.ema.num_updates if self.ema else 0,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        # The weights, optimiser and EMA are loaded before accelerator.prepare (train_vdm); the
+        # AMP grad scaler exists only after it.
+        if self.accelerator.scaler is not None and state.get("scaler"):
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+
+    def write_checkpoint(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.inner.state_dict().items()},
+                  str(folder / "model.safetensors"))  # fmt: skip
+        if self.ema is not None:
+            save_file(self.ema.state_dict(), str(folder / "ema.safetensors"))
+
+    def checkpoint_info(self, step: int) -> dict[str, Any]:
+        return {"method": "train-vdm"}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _quantiles(values: torch.Tensor) -> dict[str, float]:
@@ -218,12 +360,11 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
 
     oc = config.optim
     accelerator = Accelerator(mixed_precision=oc.mixed_precision, cpu=not torch.cuda.is_available())
-    device, main = accelerator.device, accelerator.is_main_process
-    processes, rank = accelerator.num_processes, accelerator.process_index
+    main = accelerator.is_main_process
+    processes = accelerator.num_processes
     if oc.batch_size % (processes * oc.grad_accum):
         raise ValueError(f"optim.batch_size={oc.batch_size} is not divisible by processes ({processes}) x "
                          f"grad_accum ({oc.grad_accum}); choose a global batch that is")
-    local_batch = oc.batch_size // (processes * oc.grad_accum)
     run = Path(config.out)
     resolved = to_dict(config)
     stored_path = run / "config.json"
@@ -231,7 +372,7 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     # folders are refused. Every process checks (nothing is written before the barrier), then the
     # main process opens the folder.
     open_run(run, RUN_KIND, RUN_ENTRIES, resume=True, check_only=True)
-    if stored_path.is_file() and latest_checkpoint(run) is not None:
+    if stored_path.is_file() and find_checkpoint(run, f"{STATE}.json") is not None:
         # Only a run with a checkpoint binds the config: a failed start leaves nothing to resume.
         differing = [k for k in _flat_diff(read_json(stored_path), resolved) if k not in RESUMABLE_CHANGES]
         if differing:
@@ -242,6 +383,14 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         open_run(run, RUN_KIND, RUN_ENTRIES, resume=True, command="train-vdm")
         write_json(stored_path, resolved)
     accelerator.wait_for_everyone()
+    with run_logging(run / "log.txt", print) if main else contextlib.nullcontext():
+        return _train(config, accelerator, run, progress)
+
+
+def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[str, Any]:
+    oc = config.optim
+    device, main = accelerator.device, accelerator.is_main_process
+    processes = accelerator.num_processes
 
     unet, spec, schedule, codec, image_encoder, text_encoder, base_state = _build_model(config, device)
     folders = find_datasets(config.data.paths)
@@ -272,113 +421,38 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=oc.lr, weight_decay=oc.weight_decay)
     ema = EMA(unet, oc.ema_decay) if oc.ema_decay > 0 else None
-    start_step, elapsed_before = 0, 0.0
-    checkpoint = latest_checkpoint(run)
+    checkpoint = read_training_state(run, "cpu")
     if checkpoint is not None:
-        saved = load_checkpoint(checkpoint)
-        unet.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        from safetensors.torch import load_file
+
+        folder, saved = checkpoint
+        unet.load_state_dict(load_file(str(folder / "model.safetensors")))
+        optimizer.load_state_dict(saved["task"]["optimizer"])
         if ema is not None:
-            if saved["ema"] is None:
-                raise ValueError(f"{checkpoint}: no EMA weights but this config uses ema_decay={oc.ema_decay}")
-            ema.load_state_dict(saved["ema"], saved["state"].get("ema_updates", 0))
-        start_step = int(saved["state"]["step"])
-        elapsed_before = float(saved["state"].get("elapsed_s", 0.0))
-        if main:
-            print(f"resuming {run} from step {start_step} ({checkpoint.name})")
+            if not (folder / "ema.safetensors").is_file():
+                raise ValueError(f"{folder}: no EMA weights but this config uses ema_decay={oc.ema_decay}")
+            ema.load_state_dict(load_file(str(folder / "ema.safetensors")), saved["task"].get("ema_updates", 0))
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    if checkpoint is not None and accelerator.scaler is not None and saved["state"].get("scaler"):
-        accelerator.scaler.load_state_dict(saved["state"]["scaler"])
-
-    writer = None
-    if main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(run / "tb"))
-        except ImportError:
-            print("note: tensorboard is not installed; logging to metrics.jsonl only")
-    shape = tuple(clips.latents.shape[1:])
-    num_timesteps = schedule.num_train_timesteps
-    keep_latents = spec.null_condition == "keep_latents"
-    inner = accelerator.unwrap_model(unet)
-
-    def save(step: int, elapsed: float) -> None:
-        accelerator.wait_for_everyone()
-        if main:
-            state = {"elapsed_s": elapsed, "ema_updates": ema.num_updates if ema else 0,
-                     "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None}
-            save_checkpoint(run, step, inner.state_dict(), ema.state_dict() if ema else None,
-                            optimizer.state_dict(), state, keep=config.keep_checkpoints)
-        accelerator.wait_for_everyone()
-
-    bar = None
-    if progress and main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=oc.steps, initial=start_step, desc="train-vdm", dynamic_ncols=True)
-    started = time.monotonic()
-    step, stopped_by = start_step, "steps"
-    window, window_steps = torch.zeros(3, device=device), 0
-    metrics_path = run / "metrics.jsonl"
-    while step < oc.steps:
-        lr = oc.lr * min(1.0, (step + 1) / oc.warmup_steps) if oc.warmup_steps else oc.lr
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        clip_ids = global_batch_indices(len(clips), step, oc.batch_size, config.seed)
-        totals = torch.zeros(3, device=device)
-        for micro in range(oc.grad_accum):
-            first = (micro * processes + rank) * local_batch
-            positions = range(first, first + local_batch)
-            index = clip_ids[first : first + local_batch]
-            t, noise, drop = _per_sample_randomness(step, positions, config.seed, shape, num_timesteps,
-                                                    config.uncond_prob, device)
-            z0, zbar, condition = batch_condition(clips, index, spec.variant, config.task, drop, null_text,
-                                                  keep_latents, device)
-            # Dropout draws from the global generators: seed them per (step, micro-batch, process) so a
-            # resumed run draws the same masks as an uninterrupted one.
-            torch.manual_seed(sample_seed(config.seed, step, micro, rank, 0xD509))
-            sync = contextlib.nullcontext() if micro == oc.grad_accum - 1 else accelerator.no_sync(unet)
-            with sync:
-                with accelerator.autocast():
-                    loss, parts = vdm_loss(unet, spec.variant, schedule, z0, zbar, condition, t, noise,
-                                           config.mr_weight if config.task == "4d" else 0.0, spec.fps)
-                accelerator.backward(loss / oc.grad_accum)
-            totals += torch.stack([loss.detach(), parts["ldm"], parts["mr"]]) / oc.grad_accum
-        if oc.grad_clip > 0:
-            accelerator.clip_grad_norm_(params, oc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(inner)
-        step += 1
-        totals = accelerator.reduce(totals, reduction="mean")
-        elapsed = time.monotonic() - started
-        over = torch.tensor(float(oc.minutes > 0 and elapsed > oc.minutes * 60), device=device)
-        if float(accelerator.reduce(over, reduction="sum")) > 0:
-            stopped_by = "minutes"
-        window, window_steps = window + totals, window_steps + 1
-        if main and (step % config.log_every == 0 or step == oc.steps or stopped_by == "minutes"):
-            mean = (window / window_steps).tolist()  # averaged over the steps since the last record
-            record = {"step": step, "loss": mean[0], "ldm": mean[1], "mr": mean[2], "steps": window_steps,
-                      "lr": lr, "elapsed_s": round(elapsed_before + elapsed, 3)}
-            window, window_steps = torch.zeros(3, device=device), 0
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if writer is not None:
-                for key in ("loss", "ldm", "mr", "lr"):
-                    writer.add_scalar(f"train/{key}", record[key], step)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(totals[0]):.4f}")
-        if step % config.checkpoint_every == 0 or step == oc.steps or stopped_by == "minutes":
-            save(step, elapsed_before + elapsed)
-        if stopped_by == "minutes":
-            break
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
+    task = VDMTask(config, accelerator, unet, optimizer, params, ema, clips, spec, schedule, null_text, run)
+    settings = LoopSettings(
+        total_steps=oc.steps,
+        log_every=config.log_every,
+        checkpoint_every=config.checkpoint_every,
+        # wall-time checkpoints are decided per process: only for single-process runs
+        checkpoint_seconds=WALL_CHECKPOINT_S if processes == 1 else -1.0,
+        keep=config.keep_checkpoints,
+    )
+    engine = Engine(run, settings, device, progress=progress, is_main=main, barrier=accelerator.wait_for_everyone)
+    start_step, elapsed_before = 0, 0.0
+    if checkpoint is not None:
+        start_step, elapsed_before = engine.restore(task, saved)
+        LOGGER.info(f"resuming {run} from step {start_step} ({folder.name})")
+    try:
+        result = engine.run(task, start_step, elapsed_before)
+    finally:
+        task.close()
+    step, stopped_by = result.step, task.stopped_by
+    inner = task.inner
 
     model_dir = run / "model"
     if main:
@@ -400,5 +474,5 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     # No accelerator.end_training(): it tears down the process group, and a caller may train again
     # in the same processes (scripts/train_small_vdm.py runs three phases).
-    return {"step": step, "run": str(run), "model": str(model_dir), "metrics": str(metrics_path),
+    return {"step": step, "run": str(run), "model": str(model_dir), "metrics": str(task.metrics_path),
             "stopped_by": stopped_by, "clips": len(clips), "motion_stats": spec.motion_stats, "main": main}
