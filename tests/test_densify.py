@@ -9,7 +9,7 @@ import torch
 from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig, DensifyStrategy, duplicate, remove, reset_opacity, split
 from gen4d.gaussians import from_points
-from gen4d.recon.model import GAUSSIAN_FIELDS, DynamicGaussians
+from gen4d.gaussians.dynamic import GAUSSIAN_FIELDS, DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer
 from gen4d.render import RenderOutput
 

@@ -8,7 +8,7 @@ import torch
 from gen4d.deform import ControlPointConfig, DeformConfig
 from gen4d.densify import MCMCConfig, MCMCStrategy, build_strategy, relocation
 from gen4d.gaussians import from_points
-from gen4d.recon.model import DynamicGaussians
+from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer
 
 CP = DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=4, width=8, depth=1))

@@ -17,7 +17,8 @@ from gen4d.deform import DeformConfig, HexPlaneConfig
 from gen4d.eval import EvalCase, EvalConfig, evaluate, group_views, markdown_report, read_generation_time, write_report
 from gen4d.eval.report import format_duration, load_report
 from gen4d.gaussians import random_in_sphere
-from gen4d.recon import DynamicGaussians, save_checkpoint
+from gen4d.gaussians.dynamic import DynamicGaussians
+from gen4d.recon import save_checkpoint
 from gen4d.render import RenderOptions
 
 SIZE = 32

@@ -17,7 +17,8 @@ from gen4d.data.synthetic import synthetic_dataset
 from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig
 from gen4d.gaussians import load_ply, random_in_sphere
-from gen4d.recon import DynamicGaussians, load_run
+from gen4d.gaussians.dynamic import DynamicGaussians
+from gen4d.recon import load_run
 from gen4d.recon.construct import (
     ConstructConfig,
     InitConfig,
@@ -59,7 +60,7 @@ def tiny_config(kind="hexplane", coarse=4, fine=5, points=60, cameras=1, **chang
 # -- the model contract -------------------------------------------------------------------------
 def test_model_at_and_render_one_batched_call(monkeypatch):
     from gen4d.cameras import orbit
-    from gen4d.recon import model as model_module
+    from gen4d.gaussians import dynamic as model_module
 
     model = DynamicGaussians(random_in_sphere(50, seed=2), DeformConfig(hexplane=SMALL_HEX))
     with torch.no_grad():  # a non-identity field so times matter

@@ -9,7 +9,8 @@ import torch
 from gen4d.config import from_dict, to_dict
 from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
 from gen4d.gaussians import random_in_sphere
-from gen4d.recon import DynamicGaussians, find_checkpoint, load_checkpoint, save_checkpoint
+from gen4d.gaussians.dynamic import DynamicGaussians
+from gen4d.recon import find_checkpoint, load_checkpoint, save_checkpoint
 from gen4d.recon.construct import PRESETS, ConstructConfig, StageConfig
 from gen4d.recon.losses import LossWeights, alpha_loss, depth_smoothness, dssim, l1, weighted_regularizers
 from gen4d.recon.optim import LearningRates, build_optimizer, learning_rates_at, log_linear, set_learning_rates
@@ -101,6 +102,7 @@ def test_heldout_excludes_trained_view_time_pairs():
 
 def test_presets_round_trip_and_validate():
     assert {"default", "paper", "demo"} <= set(PRESETS)
+    assert ConstructConfig() == PRESETS["default"]  # the dataclass defaults are the default preset
     for config in PRESETS.values():
         assert from_dict(ConstructConfig, to_dict(config)) == config
     paper = PRESETS["paper"]

@@ -1,4 +1,4 @@
-"""Topology changes of a :class:`~gen4d.recon.model.DynamicGaussians` that keep everything in
+"""Topology changes of a :class:`~gen4d.gaussians.dynamic.DynamicGaussians` that keep everything in
 lockstep: the canonical parameters, their optimiser state (Adam moments) and the deformation
 field's per-Gaussian state.
 

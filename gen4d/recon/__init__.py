@@ -1,9 +1,9 @@
-"""4D construction: the DynamicGaussians model, its optimisation (coarse-to-fine), run outputs.
+"""4D construction: the optimisation of a :class:`gen4d.gaussians.dynamic.DynamicGaussians`
+(coarse-to-fine), run checkpoints and outputs.
 
 ``gen4d.recon.stag4d`` (video -> 4D) builds on the same pieces.
 """
 
 from gen4d.recon.checkpoint import find_checkpoint, load_checkpoint, load_run, save_checkpoint
-from gen4d.recon.model import DynamicGaussians
 
-__all__ = ["DynamicGaussians", "load_run", "load_checkpoint", "save_checkpoint", "find_checkpoint"]
+__all__ = ["find_checkpoint", "load_checkpoint", "load_run", "save_checkpoint"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from gen4d.recon.model import DynamicGaussians
+from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.run.checkpoint import CHECKPOINT_DIR, load_tree, save_tree, write_checkpoint
 from gen4d.run.checkpoint import find_checkpoint as _find
 from gen4d.run.engine import STATE

@@ -38,10 +38,10 @@ from gen4d.deform import DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig, DensifyStrategy, MCMCConfig, MCMCStrategy, build_strategy
 from gen4d.errors import NonFiniteLossError
 from gen4d.gaussians.core import random_in_sphere
+from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import write_json
 from gen4d.recon import losses as L
 from gen4d.recon.losses import LossWeights
-from gen4d.recon.model import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
 from gen4d.recon.outputs import (
     LpipsLoader,
@@ -58,6 +58,7 @@ from gen4d.render import RenderOptions, resolve_backend
 from gen4d.run import Engine, LoopSettings, check_resume_config, open_run, read_training_state
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
 from gen4d.run.logs import LOGGER, run_logging
+from gen4d.run.rng import generator
 
 __all__ = [
     "InitConfig",
@@ -133,9 +134,13 @@ class OutputConfig:
     """Compute the per-split image metrics of metrics.json (renders every held-out and training image)."""
 
 
+def _hexplane(resolution: int, time_res: int, multires: tuple[int, ...], features: int = 32, bounds: float = 1.0) -> HexPlaneConfig:
+    return HexPlaneConfig(features=features, resolution=(resolution,) * 3 + (time_res,), multires=multires, bounds=bounds)
+
+
 @dataclass(frozen=True)
 class ConstructConfig:
-    """4D construction (coarse static stage, fine dynamic stage)."""
+    """4D construction (coarse static stage, fine dynamic stage); the defaults are the ``default`` preset."""
 
     seed: int = 0
     """Random seed (initialisation, camera sampling, backgrounds, splits)."""
@@ -155,13 +160,17 @@ class ConstructConfig:
     """Initial Gaussians."""
     coarse: StageConfig = field(default_factory=lambda: StageConfig(iterations=1000, cameras_per_step=4, static_orbit=True))
     """Static stage (deformation bypassed)."""
-    fine: StageConfig = field(default_factory=lambda: StageConfig(iterations=1500, cameras_per_step=4, static_orbit=False))
+    fine: StageConfig = field(default_factory=lambda: StageConfig(iterations=2000, cameras_per_step=4, static_orbit=False))
     """Dynamic stage (deformation on)."""
-    deform: DeformConfig = field(default_factory=DeformConfig)
+    deform: DeformConfig = field(default_factory=lambda: DeformConfig(hexplane=_hexplane(32, 12, (1, 2))))
     """Deformation field."""
     strategy: Literal["default", "mcmc"] = "default"
     """Densification strategy: 'default' (3DGS clone / split / prune) or 'mcmc' (3DGS-MCMC, fixed cap)."""
-    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    densify: DensifyConfig = field(
+        default_factory=lambda: DensifyConfig(
+            start=200, stop=1500, every=100, reset_every=0, prune_opacity=0.01, max_gaussians=150_000
+        )
+    )
     """Densification schedule of the 'default' strategy (steps counted within each stage)."""
     mcmc: MCMCConfig = field(default_factory=MCMCConfig)
     """Settings of the 'mcmc' strategy (steps counted within each stage)."""
@@ -169,9 +178,9 @@ class ConstructConfig:
     """Learning rates."""
     loss: LossWeights = field(default_factory=LossWeights)
     """Loss weights."""
-    log_every: int = 50
+    log_every: int = 100
     """Update the progress bar, log and check for NaN every this many steps."""
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 0
     """Write RUN/checkpoint every this many steps (also at each stage end; 0 = only then)."""
     checkpoint_seconds: float = 120.0
     """Also write RUN/checkpoint when this many seconds of training passed since the last one (negative = never)."""
@@ -195,22 +204,9 @@ class ConstructConfig:
         return self.coarse.iterations + self.fine.iterations
 
 
-def _hexplane(resolution: int, time_res: int, multires: tuple[int, ...], features: int = 32, bounds: float = 1.0) -> HexPlaneConfig:
-    return HexPlaneConfig(features=features, resolution=(resolution,) * 3 + (time_res,), multires=multires, bounds=bounds)
-
-
 PRESETS: dict[str, ConstructConfig] = {
     # The fast GPU preset (target: within 0.3 dB of "paper" in < 60 s end-to-end on one H100).
-    "default": ConstructConfig(
-        init=InitConfig(num_points=10000),
-        coarse=StageConfig(iterations=1000, cameras_per_step=4, static_orbit=True),
-        fine=StageConfig(iterations=2000, cameras_per_step=4, static_orbit=False),
-        deform=DeformConfig(hexplane=_hexplane(32, 12, (1, 2))),
-        densify=DensifyConfig(start=200, stop=1500, every=100, reset_every=0, prune_opacity=0.01, max_gaussians=150_000),
-        lr=LearningRates(),
-        log_every=100,
-        checkpoint_every=0,
-    ),
+    "default": ConstructConfig(),
     # Diffusion4D's 4D construction schedule (4DGS: 5k coarse + 2k fine, one image per step),
     # 4DGS-style HexPlane ([64, 64, 64, T/2], multires [1, 2]) and learning rates.
     "paper": ConstructConfig(
@@ -305,7 +301,7 @@ class TrainData:
         return index
 
     def batch(self, pool: torch.Tensor, count: int, step: int, background: str):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        gen = generator(self.seed, step)
         pick = pool[torch.randperm(pool.numel(), generator=gen)[: min(count, pool.numel())]]
         k = pick.numel()
         if background == "random":

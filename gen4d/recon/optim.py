@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gen4d.recon.model import DynamicGaussians
+from gen4d.gaussians.dynamic import DynamicGaussians
 
 __all__ = ["LearningRates", "log_linear", "build_optimizer", "set_learning_rates", "learning_rates_at"]
 

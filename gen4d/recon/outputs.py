@@ -25,8 +25,8 @@ import torch
 from gen4d.data.dataset import MultiViewVideo
 from gen4d.eval.split import evaluate_splits, render_cameras
 from gen4d.export import frame_times, orbit_sweep, to_uint8, write_ply_sequence, write_video
+from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import atomic_path
-from gen4d.recon.model import DynamicGaussians
 from gen4d.render import RenderOptions
 
 __all__ = [

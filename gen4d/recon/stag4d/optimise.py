@@ -22,21 +22,17 @@ from gen4d.densify import DensifyStrategy
 from gen4d.diffusion.sds import sample_timesteps, timestep_range
 from gen4d.eval.split import evaluate_splits
 from gen4d.gaussians.core import random_in_sphere
+from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.recon.losses import LossWeights, weighted_regularizers
-from gen4d.recon.model import DynamicGaussians
 from gen4d.recon.optim import build_optimizer, set_learning_rates
 from gen4d.recon.stag4d.conditions import Conditions, choose_conditions, encode_conditions, on_white, spherical
 from gen4d.recon.stag4d.config import Stag4DConfig
 from gen4d.render import RenderOptions
 from gen4d.run import Engine, LoopSettings, read_training_state
 from gen4d.run.logs import LOGGER
+from gen4d.run.rng import generator
 
 __all__ = ["Stag4DTask", "evaluate_views", "optimise", "render_size"]
-
-
-def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
-    """The generator of every random choice of ``step``."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + salt)
 
 
 def uses_sds(config: Stag4DConfig, guidance) -> bool:
@@ -127,7 +123,7 @@ class Stag4DTask:
             self.strategy_state = strategy.initial_state(model)
             LOGGER.info(f"step {step}: deformation on ({model.num_gaussians} Gaussians)")
         set_learning_rates(self.optimizer, config.lr, step, config.steps)
-        gen = step_generator(config.seed, step)
+        gen = generator(config.seed, step)
         ramp = min((step + 1) / max(config.ramp_steps, 1), 1.0)
         terms: dict[str, torch.Tensor] = {}
         outputs = []

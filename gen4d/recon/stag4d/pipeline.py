@@ -15,9 +15,9 @@ from gen4d.cameras import orbit
 from gen4d.config import from_dict, to_dict
 from gen4d.data.dataset import MultiViewVideo
 from gen4d.diffusion.zero123pp import MultiViewConfig
+from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import read_json, write_json
 from gen4d.recon.construct import resolve_device
-from gen4d.recon.model import DynamicGaussians
 from gen4d.recon.outputs import peak_memory, write_renders
 from gen4d.recon.stag4d.conditions import load_guidance, spherical, torch_dtype
 from gen4d.recon.stag4d.config import Stag4DConfig
