@@ -250,3 +250,93 @@ def test_interrupt_before_any_checkpoint_says_nothing_was_saved(scene, data, tmp
     err = capsys.readouterr().err
     assert code == 130 and "nothing was saved" in err and "finished work is kept" not in err, err
     assert not (run / "checkpoint").exists()
+
+
+# -- the engine's hot path ----------------------------------------------------------------------------
+_READBACKS = {"item", "tolist", "__float__", "__int__", "__bool__", "numpy"}
+
+
+class _CountingTensor(torch.Tensor):
+    """Counts the calls that read a tensor back to the host (a device sync on a GPU)."""
+
+    readbacks = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in _READBACKS:
+            _CountingTensor.readbacks += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class _ToyTask:
+    """Fits one number to 3 with SGD; its losses are counting tensors."""
+
+    title = "toy"
+
+    def __init__(self):
+        self.x = torch.nn.Parameter(torch.zeros(()))
+        self.optimizer = torch.optim.SGD([self.x], lr=0.1)
+
+    def step(self, step):
+        loss = (self.x - 3.0).square()
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return {"loss": loss.detach().as_subclass(_CountingTensor)}
+
+    def describe(self, step, means):
+        return {"loss": f"{means['loss']:.4f}"}
+
+    def record(self, step, means, steps, train_time):
+        pass
+
+    def should_stop(self, step):
+        return False
+
+    def must_checkpoint(self, step):
+        return False
+
+    def evaluate_due(self, step):
+        return False
+
+    def evaluate(self, step, train_time):
+        pass
+
+    def parameters(self):
+        return [self.x]
+
+    def state(self):
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def write_checkpoint(self, folder):
+        pass
+
+    def checkpoint_info(self, step):
+        return {}
+
+
+def test_engine_reads_losses_back_only_at_logging_steps(tmp_path):
+    from gen4d.run import Engine, LoopSettings
+
+    _CountingTensor.readbacks = 0
+    settings = LoopSettings(total_steps=20, log_every=5, checkpoint_every=0, checkpoint_seconds=-1)
+    result = Engine(tmp_path, settings, torch.device("cpu"), progress=False).run(_ToyTask())
+    assert result.step == 20 and not result.stopped_early
+    assert _CountingTensor.readbacks == 4  # one read-back per logging step (5, 10, 15, 20), none per step
+    assert json.loads((tmp_path / "checkpoint" / "checkpoint.json").read_text())["step"] == 20
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root can write anywhere")  # fmt: skip
+def test_unwritable_out_is_a_user_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(UserError, match="not writable"):
+            open_run(locked / "run", "reconstruct", ["config.json"])
+    finally:
+        locked.chmod(0o700)
