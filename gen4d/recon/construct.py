@@ -37,6 +37,7 @@ from gen4d.data.dataset import MultiViewVideo, load_dataset
 from gen4d.deform import DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig, DensifyStrategy, MCMCConfig, MCMCStrategy, build_strategy
 from gen4d.errors import NonFiniteLossError
+from gen4d.eval.split import evaluate_splits
 from gen4d.gaussians.core import random_in_sphere
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import write_json
@@ -46,10 +47,8 @@ from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
 from gen4d.recon.outputs import (
     LpipsLoader,
     camera_layout,
-    evaluate_splits,
     heldout_splits,
     image_names,
-    peak_memory,
     write_orbit_video,
     write_plys,
     write_renders,
@@ -59,6 +58,7 @@ from gen4d.run import Engine, LoopSettings, check_resume_config, open_run, read_
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
 from gen4d.run.logs import LOGGER, run_logging
 from gen4d.run.rng import generator
+from gen4d.run.timing import peak_memory, reset_peak_memory
 
 __all__ = [
     "InitConfig",
@@ -519,8 +519,7 @@ def reconstruct(
 def _reconstruct(data, config: ConstructConfig, run_dir: Path, resume: bool, progress: bool, stop_after, wall_start) -> dict[str, Any]:
     log = LOGGER.info
     device = resolve_device(config.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     if isinstance(data, MultiViewVideo):
         dataset = data.resized(config.size) if config.size else data
     else:

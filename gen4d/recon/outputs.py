@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 from pathlib import Path
 
 import torch
 
 from gen4d.data.dataset import MultiViewVideo
-from gen4d.eval.split import evaluate_splits, render_cameras
+from gen4d.eval.split import render_cameras
 from gen4d.export import frame_times, orbit_sweep, to_uint8, write_ply_sequence, write_video
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import atomic_path
@@ -31,11 +30,9 @@ from gen4d.render import RenderOptions
 
 __all__ = [
     "heldout_splits",
-    "evaluate_splits",
     "write_renders",
     "write_orbit_video",
     "write_plys",
-    "peak_memory",
     "LpipsLoader",
 ]
 
@@ -134,15 +131,6 @@ def write_orbit_video(
 def write_plys(model: DynamicGaussians, folder: str | os.PathLike, num_frames: int) -> list[Path]:
     """``frame_XXXX.ply`` at the dataset's frame times (i / (F - 1))."""
     return write_ply_sequence(model.at, frame_times(num_frames), folder)
-
-
-def peak_memory(device: torch.device) -> dict[str, float]:
-    """Peak memory in MiB: CUDA allocator peak on a GPU; the process's peak RSS always."""
-    out = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
-    if device.type == "cuda":
-        out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-        out["peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
-    return out
 
 
 def camera_layout(dataset: MultiViewVideo, index: torch.Tensor) -> tuple[float, float]:

@@ -50,6 +50,7 @@ from gen4d.io import read_json, write_json
 from gen4d.run import Engine, LoopSettings, open_run, read_training_state
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES, find_checkpoint
 from gen4d.run.engine import STATE
+from gen4d.run.folder import config_differences
 from gen4d.run.logs import LOGGER, run_logging
 from gen4d.train.config import TrainConfig
 from gen4d.train.data import ClipSet, find_datasets, global_batch_indices, load_clips, read_captions, sample_seed
@@ -149,17 +150,6 @@ def _per_sample_randomness(step: int, positions: range, seed: int, shape: tuple[
         drops.append(torch.rand(1, generator=gen, device=device) < uncond_prob)
         noises.append(torch.randn(shape, generator=gen, device=device))
     return torch.cat(ts), torch.stack(noises), torch.cat(drops)
-
-
-def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _flat_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            keys.append(f"{prefix}{key}")
-    return keys
 
 
 def _build_model(config: TrainConfig, device: torch.device):
@@ -374,7 +364,7 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     open_run(run, RUN_KIND, RUN_ENTRIES, resume=True, check_only=True)
     if stored_path.is_file() and find_checkpoint(run, f"{STATE}.json") is not None:
         # Only a run with a checkpoint binds the config: a failed start leaves nothing to resume.
-        differing = [k for k in _flat_diff(read_json(stored_path), resolved) if k not in RESUMABLE_CHANGES]
+        differing = config_differences(read_json(stored_path), resolved, RESUMABLE_CHANGES)
         if differing:
             raise ValueError(f"{run} holds a run with a different config ({', '.join(differing)}); "
                              "use another --out, or the same settings to resume it")

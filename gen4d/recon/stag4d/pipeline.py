@@ -18,7 +18,7 @@ from gen4d.diffusion.zero123pp import MultiViewConfig
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import read_json, write_json
 from gen4d.recon.construct import resolve_device
-from gen4d.recon.outputs import peak_memory, write_renders
+from gen4d.recon.outputs import write_renders
 from gen4d.recon.stag4d.conditions import load_guidance, spherical, torch_dtype
 from gen4d.recon.stag4d.config import Stag4DConfig
 from gen4d.recon.stag4d.optimise import evaluate_views, optimise
@@ -26,6 +26,7 @@ from gen4d.render import RenderOptions, resolve_backend
 from gen4d.run import check_resume_config, open_run
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
 from gen4d.run.logs import LOGGER, run_logging
+from gen4d.run.timing import peak_memory, reset_peak_memory
 
 __all__ = ["MAY_CHANGE_ON_RESUME", "RUN_ENTRIES", "RUN_KIND", "load_multiview_model", "run_video_to_4d"]
 
@@ -154,8 +155,7 @@ def _run(input_path, run_dir: Path, config: Stag4DConfig, multiview: str, resume
 
     log = LOGGER.info
     device = resolve_device(config.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
 
     config_path = run_dir / "config.json"
     if resume and config_path.is_file():
