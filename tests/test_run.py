@@ -272,6 +272,8 @@ class _ToyTask:
     """Fits one number to 3 with SGD; its losses are counting tensors."""
 
     title = "toy"
+    nan_hint = "Lower the learning rate"
+    resume_how = "--resume"
 
     def __init__(self):
         self.x = torch.nn.Parameter(torch.zeros(()))

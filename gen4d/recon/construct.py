@@ -403,6 +403,8 @@ class ConstructTask:
     """4D construction as a :class:`gen4d.run.Task`: model, batches, losses and the step."""
 
     title = "4D construction"
+    nan_hint = "Lower the learning rates (--lr.*) or check the data"
+    resume_how = "--resume"
 
     def __init__(self, config, dataset, data, model, strategy, options, train_background, lpips_model, heldout, bg_value):
         self.config = config

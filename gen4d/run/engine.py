@@ -35,6 +35,10 @@ class Task(Protocol):
 
     title: str
     """Shown in the progress bar and in messages, e.g. '4D construction'."""
+    nan_hint: str
+    """What to do after a non-finite loss, e.g. 'Lower the learning rates (--lr.*) or check the data'."""
+    resume_how: str
+    """How the user continues a run, e.g. '--resume'."""
 
     def step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimisation step (0-based global index): device scalars, at least ``loss``; never
@@ -225,10 +229,11 @@ class Engine:
         except KeyboardInterrupt:
             if bar is not None:
                 bar.close()
+            how = getattr(task, "resume_how", "--resume")
             if last_good:
-                message = f"interrupted at step {step}; --resume continues from step {last_good}"
+                message = f"interrupted at step {step}; {how} continues from step {last_good}"
             else:
-                message = f"interrupted at step {step}; nothing was saved yet (no checkpoint), --resume starts again"
+                message = f"interrupted at step {step}; nothing was saved yet (no checkpoint), {how} starts again"
             LOGGER.info(message)
             raise RunInterrupted(message) from None
         except NonFiniteLossError as err:
@@ -240,10 +245,9 @@ class Engine:
                 if last_good
                 else "no checkpoint was written yet"
             )
-            message = (
-                f"{task.title} stopped: non-finite loss ({err}); {kept}. Lower the learning rates (--lr.*) or check "
-                "the data, then rerun (with --resume to continue from the checkpoint)."
-            )
+            hint = getattr(task, "nan_hint", "Lower the learning rates (--lr.*) or check the data")
+            how = getattr(task, "resume_how", "--resume")
+            message = f"{task.title} stopped: non-finite loss ({err}); {kept}. {hint}, then rerun ({how} continues from the checkpoint)."
             LOGGER.info(message)
             raise NonFiniteLossError(message) from err
         if bar is not None:

@@ -206,6 +206,8 @@ class VDMTask:
     (gradient accumulation, DDP through accelerate), EMA, the loss curve in RUN/metrics.jsonl."""
 
     title = "train-vdm"
+    nan_hint = "Lower --optim.lr (or raise --optim.warmup_steps), or check the data"
+    resume_how = "rerunning the same command"
 
     def __init__(self, config: TrainConfig, accelerator, unet, optimizer, params, ema, clips: ClipSet, spec, schedule,
                  null_text, run: Path):  # fmt: skip

@@ -61,6 +61,8 @@ class Stag4DTask:
     """STAG4D's model, batches, losses and step for the run engine."""
 
     title = "STAG4D"
+    nan_hint = "Lower the learning rates (--lr.*) or the loss weights (--loss.*), or check the input"
+    resume_how = "--resume"
 
     def __init__(
         self,
