@@ -77,9 +77,16 @@ def test_planted_pickle_is_never_executed(scene, data, tmp_path, capsys):
     report = tmp_path / "report"
     assert cli_main(["eval", str(run), "--gt", str(data), "--out", str(report), "--device", "cpu"]) in (0, 2)
     assert not pwned.exists(), "a pickle in the run folder was executed"
-    reconstruct(scene, tiny(), run, resume=True, progress=False, echo=None)
+    with_ply = tiny(output=replace(NO_OUTPUTS, ply=True))
+    reconstruct(scene, with_ply, run, resume=True, progress=False, echo=None)
     assert not pwned.exists(), "a pickle in the run folder was executed"
     plant()
+    # gen4d view's loading: the PLY frames only
+    from gen4d.gaussians import load_ply
+    from gen4d.viewer import find_ply_sequence
+
+    frames = [load_ply(f) for f in find_ply_sequence(run)]
+    assert len(frames) == scene.num_frames and not pwned.exists()
     # the same payload under a gen4d file name is refused (safetensors), not executed
     (run / "checkpoint" / "training_state.safetensors").write_bytes(pickle.dumps(_Payload(pwned)))
     with pytest.raises(Exception):  # noqa: B017 - safetensors' own error for a file that is not one
