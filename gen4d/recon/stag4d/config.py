@@ -139,7 +139,7 @@ class Stag4DConfig:
             prune_max_scale=0.1,
             prune_min_scale=0.001,
             reset_every=0,
-        )  # fmt: skip
+        )
     )
     """Adaptive densification (scene extent 1)."""
     lr: LearningRates = field(
@@ -156,7 +156,7 @@ class Stag4DConfig:
             field_grid_final=1.6e-3,
             decay_steps=2000,
             adam_eps=1e-15,
-        )  # fmt: skip
+        )
     )
     """Learning rates (log-linear decay over decay_steps)."""
     loss: Stag4DLoss = field(default_factory=Stag4DLoss)
@@ -213,7 +213,7 @@ PRESETS: dict[str, Stag4DConfig] = {
             prune_min_scale=0.001,
             reset_every=0,
             max_gaussians=100_000,
-        ),  # fmt: skip
+        ),
         lr=LearningRates(
             means=2e-3,
             means_final=2e-5,
@@ -227,7 +227,7 @@ PRESETS: dict[str, Stag4DConfig] = {
             field_grid_final=1.6e-3,
             decay_steps=1000,
             adam_eps=1e-15,
-        ),  # fmt: skip
+        ),
         loss=Stag4DLoss(multiview_rgb=2000.0, multiview_alpha=500.0),
         views=RandomViews(sizes=(128, 256), size_steps=(0.5,)),
         sds=SDSConfig(anneal=TimestepAnneal(steps=1000)),
