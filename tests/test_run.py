@@ -178,6 +178,8 @@ def test_demo_replaces_only_its_own_run(data, tmp_path, capsys):
     (out / "keep.txt").write_text("mine")
     assert cli_main(args) == 0 and "replacing the previous run" in capsys.readouterr().out
     assert (out / "keep.txt").read_text() == "mine"
+    assert cli_main(args + ["--resume"]) == 0  # --resume continues the demo's own run (here: already complete)
+    assert "resumed from" in (out / "log.txt").read_text() and (out / "keep.txt").read_text() == "mine"
     # a run of `gen4d reconstruct` is not the demo's to replace
     run = tmp_path / "run"
     assert cli_main(["reconstruct", str(data), "--out", str(run), "--no-progress", "--preset", "demo",
