@@ -10,8 +10,8 @@ camera at its own time), with L1 + D-SSIM (+ LPIPS when its weights are on disk)
 composited over the step's background, an alpha loss for RGBA data, optional depth smoothness
 and the field's regularisers. Densification (:mod:`gen4d.densify`) runs inside each stage.
 
-Reusable pieces (STAG4D builds on them): :func:`initial_model`, :class:`TrainData`,
-:func:`training_step`, :class:`StepLosses`, :func:`gen4d.recon.optim.build_optimizer`,
+Reusable pieces (STAG4D builds on them): :mod:`gen4d.recon.step` (:func:`initial_model`,
+:class:`TrainData`, :func:`training_step`), :func:`gen4d.recon.optim.build_optimizer`,
 :func:`gen4d.recon.checkpoint.save_checkpoint`, :mod:`gen4d.recon.outputs`. The loop itself
 (checkpoints, logging, NaN policy, Ctrl-C) is :class:`gen4d.run.Engine`; :class:`ConstructTask`
 supplies the model, batches, losses and step.
@@ -35,13 +35,11 @@ import torch
 from gen4d.config import to_dict
 from gen4d.data.dataset import MultiViewVideo, load_dataset
 from gen4d.deform import DeformConfig, HexPlaneConfig
-from gen4d.densify import DensifyConfig, DensifyStrategy, MCMCConfig, MCMCStrategy, build_strategy
+from gen4d.densify import DensifyConfig, MCMCConfig, build_strategy
 from gen4d.errors import NonFiniteLossError
 from gen4d.eval.split import evaluate_splits
-from gen4d.gaussians.core import random_in_sphere
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import write_json
-from gen4d.recon import losses as L
 from gen4d.recon.losses import LossWeights
 from gen4d.recon.optim import LearningRates, build_optimizer, set_learning_rates
 from gen4d.recon.outputs import (
@@ -53,11 +51,12 @@ from gen4d.recon.outputs import (
     write_plys,
     write_renders,
 )
+from gen4d.recon.step import TrainData, check_dataset, initial_model, scene_extent, training_step
 from gen4d.render import RenderOptions, resolve_backend
 from gen4d.run import Engine, LoopSettings, check_resume_config, open_run, read_training_state
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
+from gen4d.run.device import resolve_device
 from gen4d.run.logs import LOGGER, run_logging
-from gen4d.run.rng import generator
 from gen4d.run.timing import peak_memory, reset_peak_memory
 
 __all__ = [
@@ -68,14 +67,10 @@ __all__ = [
     "PRESETS",
     "DEFAULT_PRESET",
     "NonFiniteLossError",
-    "TrainData",
-    "StepLosses",
-    "initial_model",
-    "training_step",
-    "scene_extent",
-    "resolve_device",
     "ConstructTask",
     "reconstruct",
+    "preset",
+    "with_iterations",
 ]
 
 
@@ -237,146 +232,6 @@ PRESETS: dict[str, ConstructConfig] = {
     ),
 }
 DEFAULT_PRESET = "default"
-
-
-# ---------------------------------------------------------------------------------------
-# Reusable pieces
-# ---------------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
-def scene_extent(dataset: MultiViewVideo) -> float:
-    """3DGS's scene extent: 1.1 x the largest camera distance from the cameras' mean centre."""
-    centres = dataset.cameras.centers
-    return 1.1 * float((centres - centres.mean(0)).norm(dim=-1).max().clamp_min(1e-3))
-
-
-def initial_model(config: ConstructConfig, device: torch.device) -> DynamicGaussians:
-    """Random canonical Gaussians in a ball + a fresh (identity) field; deformation off."""
-    init = config.init
-    gaussians = random_in_sphere(init.num_points, init.radius, init.opacity, init.sh_degree, seed=config.seed)
-    return DynamicGaussians(gaussians, config.deform, deform_enabled=False).to(device)
-
-
-def check_dataset(dataset: MultiViewVideo) -> None:
-    """Errors that name the problem for datasets construction cannot use."""
-    if not dataset.has_split("orbit"):
-        raise ValueError(
-            f"{dataset.name}: no 'orbit' split (the multi-view video V to reconstruct); it has {sorted(dataset.splits)}"
-        )
-    times = dataset.cameras.times[dataset.splits["orbit"]]
-    distinct = int(torch.unique(times).numel())
-    if distinct < 2:
-        raise ValueError(
-            f"{dataset.name}: the orbit split has {distinct} distinct time(s); 4D construction needs images at "
-            "2 or more times (check the dataset's per-image times)"
-        )
-    if min(dataset.height, dataset.width) < 11:
-        raise ValueError(f"{dataset.name}: images are {dataset.width}x{dataset.height}; expected at least 11x11 (SSIM window)")
-
-
-class TrainData:
-    """Training images, masks and cameras on the device, sampled per step reproducibly
-    (step ``s`` draws from a generator seeded by (seed, s), so a resumed run sees the same batches)."""
-
-    def __init__(self, dataset: MultiViewVideo, device: torch.device, seed: int = 0):
-        self.dataset = dataset
-        self.device = device
-        self.seed = seed
-        self.images = dataset.images.to(device)
-        self.alphas = None if dataset.alphas is None else dataset.alphas.to(device)
-        self.cameras = dataset.cameras.to(device)
-        self.width, self.height = dataset.width, dataset.height
-
-    def pool(self, static_orbit: bool) -> torch.Tensor:
-        index = self.dataset.splits["orbit"]
-        if static_orbit and self.dataset.has_split("static_orbit"):
-            index = torch.cat([index, self.dataset.splits["static_orbit"]])
-        return index
-
-    def batch(self, pool: torch.Tensor, count: int, step: int, background: str):
-        gen = generator(self.seed, step)
-        pick = pool[torch.randperm(pool.numel(), generator=gen)[: min(count, pool.numel())]]
-        k = pick.numel()
-        if background == "random":
-            bg = torch.rand(k, 3, generator=gen)
-        else:
-            bg = torch.full((k, 3), 1.0 if background == "white" else 0.0)
-        bg = bg.to(self.device)
-        pick_dev = pick.to(self.device)
-        rgb = self.images[pick_dev]
-        alpha = None if self.alphas is None else self.alphas[pick_dev]
-        target = rgb if alpha is None else rgb * alpha + bg[:, None, None, :] * (1 - alpha)
-        return self.cameras[pick_dev], target, alpha, bg
-
-
-@dataclass
-class StepLosses:
-    """Loss terms of one step (device tensors; read them only at logging steps)."""
-
-    total: torch.Tensor
-    terms: dict[str, torch.Tensor]
-    mse: torch.Tensor
-
-
-def image_losses(
-    output, target: torch.Tensor, alpha: torch.Tensor | None, weights: LossWeights, lpips_model=None
-) -> dict[str, torch.Tensor]:
-    """Weighted photometric / mask / depth terms of a render against its targets."""
-    terms: dict[str, torch.Tensor] = {}
-    if weights.l1:
-        terms["l1"] = weights.l1 * L.l1(output.rgb, target)
-    if weights.dssim:
-        terms["dssim"] = weights.dssim * L.dssim(output.rgb, target)
-    if weights.lpips and lpips_model is not None:
-        terms["lpips"] = weights.lpips * lpips_model(output.rgb, target).mean()
-    if alpha is not None and weights.alpha:
-        terms["alpha"] = weights.alpha * L.alpha_loss(output.alpha, alpha)
-    if weights.depth_smoothness:
-        terms["depth_smoothness"] = weights.depth_smoothness * L.depth_smoothness(output.depth, target, alpha)
-    return terms
-
-
-def training_step(
-    model: DynamicGaussians,
-    optimizer: torch.optim.Optimizer,
-    cameras,
-    target: torch.Tensor,
-    alpha: torch.Tensor | None,
-    background: torch.Tensor,
-    weights: LossWeights,
-    options: RenderOptions,
-    strategy: DensifyStrategy | MCMCStrategy | None = None,
-    strategy_state: dict | None = None,
-    step: int = 0,
-    lpips_model=None,
-) -> tuple[StepLosses, dict[str, int]]:
-    """One optimisation step: render all ``cameras`` in one call, losses, backward, densification
-    hooks, Adam step. Returns the losses and the densification stats (empty if nothing changed)."""
-    output = model.render(cameras, background, options)
-    if strategy is not None:
-        strategy.step_pre_backward(output, step)
-    terms = image_losses(output, target, alpha, weights, lpips_model)
-    if model.deform_enabled:
-        terms.update(L.weighted_regularizers(model.regularization(cameras.times), weights))
-    if strategy is not None:
-        terms.update(strategy.loss_terms(model))
-    total = sum(terms.values())
-    total.backward()
-    stats: dict[str, int] = {}
-    if strategy is not None and strategy_state is not None:
-        stats = strategy.step_post_backward(model, optimizer, strategy_state, step, output, cameras.width, cameras.height)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        mse = (output.rgb.detach() - target).square().mean()
-    return StepLosses(total.detach(), {k: v.detach() for k, v in terms.items()}, mse), stats
 
 
 # ---------------------------------------------------------------------------------------

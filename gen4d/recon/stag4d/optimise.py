@@ -285,7 +285,7 @@ def optimise(
     ``guidance`` (a :class:`gen4d.diffusion.zero123.Zero123Guidance`, or None to skip SDS).
     Checkpoints go to ``run_dir/checkpoint``; messages to the ``gen4d`` logger. Returns the model
     and a summary."""
-    from gen4d.recon.construct import resolve_device
+    from gen4d.run.device import resolve_device
 
     run_dir = Path(run_dir)
     device = device or resolve_device(config.device)

@@ -17,7 +17,6 @@ from gen4d.data.dataset import MultiViewVideo
 from gen4d.diffusion.zero123pp import MultiViewConfig
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import read_json, write_json
-from gen4d.recon.construct import resolve_device
 from gen4d.recon.outputs import write_renders
 from gen4d.recon.stag4d.conditions import load_guidance, spherical, torch_dtype
 from gen4d.recon.stag4d.config import Stag4DConfig
@@ -25,6 +24,7 @@ from gen4d.recon.stag4d.optimise import evaluate_views, optimise
 from gen4d.render import RenderOptions, resolve_backend
 from gen4d.run import check_resume_config, open_run
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
+from gen4d.run.device import resolve_device
 from gen4d.run.logs import LOGGER, run_logging
 from gen4d.run.timing import peak_memory, reset_peak_memory
 
