@@ -36,6 +36,10 @@ class LossWeights:
     """HexPlane |1 - time planes| (4DGS: 1e-4; STAG4D: 0.05)."""
     arap: float = 1e-2
     """Control-point ARAP regulariser (SC-GS field)."""
+    rigidity: float = 0.0
+    """Local rigidity of neighbouring Gaussians' motion (needs deform.rigidity.samples > 0)."""
+    isometry: float = 0.0
+    """Distances between neighbouring Gaussians kept over time (needs deform.rigidity.samples > 0)."""
 
 
 def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
