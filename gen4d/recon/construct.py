@@ -32,7 +32,7 @@ import torch
 
 from gen4d.config import from_dict, to_dict
 from gen4d.data.dataset import MultiViewVideo, load_dataset
-from gen4d.deform import DeformConfig, HexPlaneConfig
+from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig, DensifyStrategy, MCMCConfig, MCMCStrategy, build_strategy
 from gen4d.gaussians.core import random_in_sphere
 from gen4d.io import read_json, write_json
@@ -99,6 +99,10 @@ class StageConfig:
     """Training images rendered per step (one rasteriser call)."""
     static_orbit: bool = True
     """Also train on the static orbit V-bar (time 0) when the dataset has it."""
+    orbit: bool = True
+    """Train on the orbit video V (False: the static orbit alone, when the dataset has one)."""
+    canonical_lr: float = 1.0
+    """Factor on the canonical Gaussians' learning rates in this stage (0 freezes them)."""
     densify: bool = True
     """Run densification in this stage (schedule in ConstructConfig.densify, in stage steps)."""
 
@@ -213,7 +217,23 @@ PRESETS: dict[str, ConstructConfig] = {
         densify=DensifyConfig(start=500, stop=15000, every=100, reset_every=3000, grad_threshold=2e-4),
         lr=LearningRates(means=1.6e-4 * 2.2, means_final=1.6e-6 * 2.2, field_mlp=1.6e-4 * 2.2, field_mlp_final=1.6e-6 * 2.2,
                          field_grid=1.6e-3 * 2.2, field_grid_final=1.6e-5 * 2.2, decay_steps=0),
-        loss=LossWeights(l1=1.0, dssim=0.0, lpips=0.0, alpha=0.0),
+        # Diffusion4D section 3.4: L1 + LPIPS + depth smoothness (the paper gives no weights;
+        # LPIPS runs only where its VGG weights are on disk, and the run log says so otherwise).
+        loss=LossWeights(l1=1.0, dssim=0.0, lpips=0.1, alpha=0.0, depth_smoothness=0.01),
+        log_every=100,
+        checkpoint_every=0,
+    ),
+    # The SC-GS schedule of the Diffusion4D paper (16k static + 4k dynamic steps): sparse control
+    # points (512, K = 3) with ARAP, otherwise as "paper".
+    "scgs": ConstructConfig(
+        init=InitConfig(num_points=10000),
+        coarse=StageConfig(iterations=16000, cameras_per_step=1, static_orbit=True),
+        fine=StageConfig(iterations=4000, cameras_per_step=1, static_orbit=False),
+        deform=DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=512, neighbours=3)),
+        densify=DensifyConfig(start=500, stop=15000, every=100, reset_every=3000, grad_threshold=2e-4),
+        lr=LearningRates(means=1.6e-4 * 2.2, means_final=1.6e-6 * 2.2, field_mlp=1.6e-4 * 2.2, field_mlp_final=1.6e-6 * 2.2,
+                         decay_steps=0),
+        loss=LossWeights(l1=1.0, dssim=0.0, lpips=0.1, alpha=0.0, depth_smoothness=0.01, arap=1e-2),
         log_every=100,
         checkpoint_every=0,
     ),
@@ -294,10 +314,11 @@ class TrainData:
         self.cameras = dataset.cameras.to(device)
         self.width, self.height = dataset.width, dataset.height
 
-    def pool(self, static_orbit: bool) -> torch.Tensor:
+    def pool(self, static_orbit: bool, orbit: bool = True) -> torch.Tensor:
         index = self.dataset.splits["orbit"]
         if static_orbit and self.dataset.has_split("static_orbit"):
-            index = torch.cat([index, self.dataset.splits["static_orbit"]])
+            static = self.dataset.splits["static_orbit"]
+            index = torch.cat([index, static]) if orbit else static
         return index
 
     def batch(self, pool: torch.Tensor, count: int, step: int, background: str):
@@ -564,8 +585,8 @@ def reconstruct(
                 model.enable_deformation(prepare=True)
                 strategy_state = strategy.initial_state(model)
                 log(f"fine stage: deformation ({config.deform.kind}) on, {model.num_gaussians} Gaussians")
-            pool = data_on_device.pool(stage_cfg.static_orbit)
-            set_learning_rates(optimizer, config.lr, stage_step, stage_length)
+            pool = data_on_device.pool(stage_cfg.static_orbit, stage_cfg.orbit)
+            set_learning_rates(optimizer, config.lr, stage_step, stage_length, stage_cfg.canonical_lr)
             cams, target, alpha, bg = data_on_device.batch(pool, stage_cfg.cameras_per_step, step, train_background)
             try:
                 losses, stats = training_step(

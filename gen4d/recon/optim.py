@@ -90,8 +90,13 @@ def build_optimizer(model: DynamicGaussians, lr: LearningRates, fused: bool | No
     return torch.optim.Adam(groups, lr=rates["means"], eps=lr.adam_eps, fused=bool(fused))
 
 
-def set_learning_rates(optimizer: torch.optim.Optimizer, lr: LearningRates, step: int, stage_length: int) -> None:
-    """Set every named group's rate for ``step`` of the current stage."""
+def set_learning_rates(
+    optimizer: torch.optim.Optimizer, lr: LearningRates, step: int, stage_length: int, canonical_scale: float = 1.0
+) -> None:
+    """Set every named group's rate for ``step`` of the current stage; the canonical Gaussians'
+    groups (not ``field.*``) are multiplied by ``canonical_scale``."""
     rates = learning_rates_at(lr, step, stage_length)
     for group in optimizer.param_groups:
-        group["lr"] = rates.get(group.get("name"), group["lr"])
+        name = group.get("name")
+        rate = rates.get(name, group["lr"])
+        group["lr"] = rate if name is None or name.startswith("field.") else rate * canonical_scale
