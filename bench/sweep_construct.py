@@ -1,0 +1,172 @@
+"""Settings sweep for 4D construction: many configs x datasets, several runs at once on one GPU.
+
+    python bench/sweep_construct.py --data DIR[,DIR...] --variants default,rigid --procs 6 --json sweep.json
+
+For choosing settings on data rendered for that purpose (never on a benchmark's held-out views).
+Each run trains in-process with no outputs but the held-out metrics (PSNR, SSIM, silhouette IoU);
+runs share the GPU, so their times are only indicative - time the chosen preset with
+``bench/bench_construct.py``. Variants are Python functions of the base presets below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def variants(base: str = "default") -> dict:
+    from gen4d.deform import ControlPointConfig, DeformConfig, RigidityConfig
+    from gen4d.recon.construct import PRESETS
+
+    default, paper = PRESETS[base], PRESETS["paper"]
+
+    def rigid(base, weight=1.0, iso=0.0, static_coarse=True, freeze=0.1, densify_fine=False, samples=4096,
+              scale=True, resolution=None):  # fmt: skip
+        hexplane = replace(base.deform.hexplane, deform_scale=scale)
+        if resolution:
+            hexplane = replace(hexplane, resolution=(resolution,) * 3 + hexplane.resolution[3:])
+        return replace(
+            base,
+            coarse=replace(base.coarse, orbit=not static_coarse),
+            fine=replace(base.fine, static_orbit=True, densify=densify_fine, canonical_lr=freeze),
+            deform=replace(base.deform, hexplane=hexplane, rigidity=RigidityConfig(samples=samples, neighbours=8)),
+            loss=replace(base.loss, rigidity=weight, isometry=iso),
+        )
+
+    out = {
+        "default": default,
+        "paper": paper,
+        "default+rig": replace(
+            default,
+            deform=replace(default.deform, rigidity=RigidityConfig(samples=4096)),
+            loss=replace(default.loss, rigidity=1.0),
+        ),
+        "default_noscale": replace(default, deform=replace(default.deform, hexplane=replace(default.deform.hexplane, deform_scale=False))),
+        "rigid_noscale": rigid(default, scale=False),
+        "rigid_noscale_res16": rigid(default, scale=False, resolution=16),
+        "rigid_noscale_w0": rigid(default, scale=False, weight=0.0),
+        "default+static_coarse": replace(default, coarse=replace(default.coarse, orbit=False)),
+        "rigid": rigid(default),
+        "rigid_w10": rigid(default, weight=10.0),
+        "rigid_iso": rigid(default, iso=1.0),
+        "rigid_nofreeze": rigid(default, freeze=1.0),
+        "rigid_densify": rigid(default, densify_fine=True),
+        "cp": replace(default, deform=DeformConfig(kind="control_points", control_points=ControlPointConfig())),
+        "default_fine1000": replace(default, fine=replace(default.fine, iterations=1000)),
+    }
+    return out
+
+
+def silhouette_iou(model, dataset, index, options) -> float | None:
+    import torch
+
+    if dataset.alphas is None:
+        return None
+    inter = union = 0.0
+    with torch.no_grad():
+        for start in range(0, index.numel(), 8):
+            pick = index[start : start + 8]
+            cams = dataset.cameras[pick].to(model.device)
+            out = model.render(cams, torch.ones(pick.numel(), 3, device=model.device), options)
+            pred = out.alpha[..., 0] > 0.5
+            true = dataset.alphas[pick].to(model.device)[..., 0] > 0.5
+            inter += float((pred & true).sum())
+            union += float((pred | true).sum())
+    return inter / max(union, 1.0)
+
+
+def run_one(job) -> dict:
+    import torch
+
+    from gen4d.data.dataset import load_dataset
+    from gen4d.recon.construct import reconstruct
+    from gen4d.recon.outputs import heldout_splits
+    from gen4d.render import RenderOptions
+
+    data, name, out, quick, base = job
+    config = variants(base)[name]
+    if quick:  # a smoke test of the script itself
+        config = replace(config, size=64, coarse=replace(config.coarse, iterations=20), fine=replace(config.fine, iterations=20))
+    config = replace(config, output=replace(config.output, ply=False, video=False, renders=False, lpips=False))
+    dataset = load_dataset(data, size=config.size or None)
+    start = time.perf_counter()
+    metrics = reconstruct(dataset, config, Path(out) / Path(data).name / name, overwrite=True, progress=False, echo=None)
+    wall = time.perf_counter() - start
+    from gen4d.recon.checkpoint import load_run
+
+    model = load_run(Path(out) / Path(data).name / name, device="cuda" if torch.cuda.is_available() else "cpu")
+    pool = dataset.splits["orbit"]
+    if dataset.has_split("static_orbit"):
+        pool = torch.cat([pool, dataset.splits["static_orbit"]])
+    held = heldout_splits(dataset, pool)
+    options = RenderOptions(backend=config.backend, tile_size=config.tile_size)
+    result = {"data": Path(data).name, "variant": name, "wall_s": round(wall, 1), "gaussians": metrics["num_gaussians"]}
+    for split, values in metrics["splits"].items():
+        result[f"{split}_psnr"] = round(values["psnr"], 3)
+        result[f"{split}_ssim"] = round(values["ssim"], 4)
+        if split in held:
+            iou = silhouette_iou(model, dataset, held[split], options)
+            result[f"{split}_iou"] = None if iou is None else round(iou, 4)
+    return result
+
+
+def worker(job):
+    try:
+        return run_one(job)
+    except Exception:
+        return {"data": Path(job[0]).name, "variant": job[1], "error": traceback.format_exc()[-2000:]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="dataset folders, comma-separated")
+    parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
+    parser.add_argument("--procs", type=int, default=4, help="runs at once (default 4)")
+    parser.add_argument("--out", default="bench_out/sweep", help="folder for the runs")
+    parser.add_argument("--json", default=None, help="write the results to this file")
+    parser.add_argument("--base", default="default", help="preset the variants derive from (demo: CPU-sized)")
+    parser.add_argument("--quick", action="store_true", help="20 + 20 steps at 64 px (checks the script, not the settings)")
+    args = parser.parse_args()
+    names = args.variants.split(",") if args.variants else list(variants())
+    unknown = set(names) - set(variants())
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(variants())}")
+    jobs = [(d, n, args.out, args.quick, args.base) for n in names for d in args.data.split(",") if d]
+    print(f"# sweep {datetime.datetime.now().isoformat(timespec='seconds')}: {len(jobs)} runs, {args.procs} at once", flush=True)
+    results = []
+    # Several processes on one GPU time-slice it (measured: 8 at once ran each about 6x slower
+    # than alone), so --procs > 1 only helps on a CPU with idle cores.
+    if args.procs == 1:
+        outputs = map(worker, jobs)
+    else:
+        outputs = mp.get_context("spawn").Pool(args.procs).imap_unordered(worker, jobs)
+    for result in outputs:
+        results.append(result)
+        print(json.dumps(result), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+    splits = sorted({k[: -len("_psnr")] for r in results for k in r if k.endswith("_psnr") and not k.startswith("train")})
+    print("\n| variant | data | " + " | ".join(f"{s} PSNR / SSIM / IoU" for s in splits) + " | train PSNR | Gaussians | s |")
+    for name in names:
+        for r in sorted((r for r in results if r["variant"] == name), key=lambda r: r["data"]):
+            if "error" in r:
+                print(f"| {name} | {r['data']} | FAILED |")
+                continue
+            cells = " | ".join(f"{r.get(s + '_psnr', float('nan')):.2f} / {r.get(s + '_ssim', float('nan')):.3f} / {r.get(s + '_iou')}" for s in splits)
+            print(f"| {name} | {r['data']} | {cells} | {r.get('train_psnr', float('nan')):.2f} | {r['gaussians']} | {r['wall_s']} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
