@@ -22,7 +22,8 @@ Pipeline (:func:`run_video_to_4d`):
      taken relative to it);
    * optionally a photometric loss on the anchored views (the paper's intent; the public code
      used them only as SDS conditions) - off in the ``stag4d`` preset, on in ``fast``;
-   * HexPlane regularisers (plane TV 0.05, time smoothness 5, time-plane L1 0.05) and an
+   * HexPlane regularisers (plane TV 0.05, time smoothness 5, time-plane L1 0.05, in the form of
+     STAG4D's code: second differences along the plane rows, summed over scales and planes) and an
      anisotropy regulariser on the *scales* (the public code applied it to log-scales, where it is
      always zero);
    * adaptive densification from the 2D-mean gradients of every render of the step, threshold
@@ -197,8 +198,8 @@ class Stag4DConfig:
     """Radius of that ball."""
     init_opacity: float = 0.1
     """Initial opacity."""
-    deform: DeformConfig = field(default_factory=DeformConfig)
-    """Deformation field (HexPlane 32 features, [64, 64, 64, 25], multires 1/2/4/8, bounds 1.6)."""
+    deform: DeformConfig = field(default_factory=lambda: DeformConfig(hexplane=HexPlaneConfig(regularizer="stag4d")))
+    """Deformation field (HexPlane 32 features, [64, 64, 64, 25], multires 1/2/4/8, bounds 1.6, STAG4D's regularisers)."""
     densify: DensifyConfig = field(
         default_factory=lambda: DensifyConfig(
             start=1200, stop=6000, every=100, threshold_mode="percentile", percentile=2.5, percent_dense=0.1,
@@ -252,7 +253,7 @@ PRESETS: dict[str, Stag4DConfig] = {
         steps=2000,
         static_steps=300,
         ramp_steps=800,
-        deform=DeformConfig(hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4))),
+        deform=DeformConfig(hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4), regularizer="stag4d")),
         densify=DensifyConfig(
             start=400, stop=1600, every=100, threshold_mode="percentile", percentile=2.5, percent_dense=0.1,
             prune_opacity=0.01, prune_max_scale=0.1, prune_min_scale=0.001, reset_every=0, max_gaussians=100_000,
