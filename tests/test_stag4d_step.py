@@ -133,6 +133,11 @@ def test_reference_loss_ramp_grows_with_the_step(recorded_run):
     assert [ramp for _, ramp, _ in recorded_run.reference] == pytest.approx([0.1, 0.2, 0.3, 0.4])
 
 
+def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Absolute azimuth difference in degrees, wrapped to [0, 180]."""
+    return ((a - b + 180.0) % 360.0 - 180.0).abs()
+
+
 def _pose_azimuth_deg(pose: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.atan2(pose[:, 1], pose[:, 2]))
 
@@ -149,7 +154,6 @@ def test_sds_conditions_on_the_nearest_anchored_view(recorded_run):
         assert bool((views >= 0).all()), "every sample should be conditioned on an anchored view"
         own = view_azimuth[views % 6]
         target = own + _pose_azimuth_deg(pose)
-        distance = lambda a, b: ((a - b + 180.0) % 360.0 - 180.0).abs()  # noqa: E731
         chosen = distance(own, target)
         best = distance(view_azimuth[None, :], target[:, None]).min(-1).values
         assert torch.allclose(chosen, best, atol=1e-3), (chosen, best)
