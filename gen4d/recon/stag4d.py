@@ -124,6 +124,10 @@ class SDSConfig:
     """Views with |azimuth| below this are conditioned on the input frame."""
     input_prob: float = 0.6
     """Otherwise the input frame conditions with this probability, else the nearest anchored view."""
+    condition_prep: Literal["pil", "torch"] = "pil"
+    """CLIP input of a condition image: 'pil' (the public code: uint8, PIL bicubic) or 'torch' (antialiased bicubic)."""
+    posterior: Literal["mean", "sample"] = "mean"
+    """VAE latents: posterior 'mean' (deterministic, exact resume) or 'sample' (the public code)."""
 
 
 @dataclass(frozen=True)
@@ -323,10 +327,13 @@ def load_guidance(config: SDSConfig, device: torch.device):
 
     dtype = _dtype(config.dtype, device)
     if config.model == "random:tiny":
-        return Zero123Guidance.tiny().to(device)
-    if config.model == "random:full":
-        return Zero123Guidance.full_size(device=device).to(device, dtype)
-    return Zero123Guidance.from_pretrained(config.model, device=device, dtype=dtype)
+        guidance = Zero123Guidance.tiny().to(device)
+    elif config.model == "random:full":
+        guidance = Zero123Guidance.full_size(device=device).to(device, dtype)
+    else:
+        guidance = Zero123Guidance.from_pretrained(config.model, device=device, dtype=dtype)
+    guidance.condition_prep, guidance.posterior = config.condition_prep, config.posterior
+    return guidance
 
 
 def load_multiview_model(config: MultiViewConfig, device: torch.device):
