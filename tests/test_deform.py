@@ -185,6 +185,32 @@ def test_control_point_per_gaussian_state(canonical):
         field.set_per_gaussian_state({"bogus": state["knn_index"]})
 
 
+def test_control_point_neighbour_cache_is_refreshed_every_knn_every_calls(canonical):
+    """The Gaussian -> control point neighbours are cached between refreshes and recomputed from the
+    current control points on calls 0, knn_every, 2 knn_every, ..."""
+    from dataclasses import replace
+
+    from gen4d.deform.control_points import _knn
+
+    field = ControlPointField(replace(SMALL_CP, knn_every=3))
+    field.prepare(canonical)
+    times = torch.tensor([0.3])
+    fresh = lambda: _knn(canonical.means.detach(), field.positions.detach(), SMALL_CP.neighbours)  # noqa: E731
+    field(canonical, times)  # call 0: refresh
+    first = field.knn_index.clone()
+    assert torch.equal(first, fresh())
+    with torch.no_grad():
+        field.positions.data = field.positions.data.flip(0) * 0.9  # control points move: neighbours change
+    moved = fresh()
+    assert not torch.equal(moved, first)
+    for _ in range(2):  # calls 1, 2: the cache is kept
+        field(canonical, times)
+        assert torch.equal(field.knn_index, first)
+    field(canonical, times)  # call 3: refreshed from the moved points
+    assert torch.equal(field.knn_index, moved)
+    assert int(field.calls) == 4
+
+
 def test_fps_and_quaternions():
     points = torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [1.0, 0, 0], [0, 1.0, 0]])
     chosen = farthest_point_sampling(points, 3).tolist()
