@@ -12,17 +12,19 @@ Pipeline (:func:`run_video_to_4d`):
 3. **4D optimisation** (:func:`optimise`): canonical Gaussians (10k in a ball of radius 0.5,
    opacity 0.1, SH 0) + a HexPlane field bypassed for the first ``static_steps``; per step:
 
-   * the reference view at the step's frame: ``r * (20000 MSE(rgb) + 5000 MSE(alpha))`` on
-     white, ``r`` ramping 0 -> 1 over ``ramp_steps``;
+   * the reference view at each of the step's ``views_per_step`` frames (as the public code's
+     batch of 4): ``r * (20000 MSE(rgb) + 5000 MSE(alpha))`` on white per frame, summed over
+     the frames, ``r`` ramping 0 -> 1 over ``ramp_steps``;
    * ``views_per_step`` random views (elevation [-30, 30), azimuth [-180, 180), the reference
      radius and field of view, 128 / 256 / 512 px as training progresses, black background with
-     probability 0.5), all rendered in one call, scored by Zero-1-to-3 SDS (CFG 5,
-     w = 1 - alphabar, annealed t range) conditioned on the input frame when |azimuth| < 30 deg
-     or with probability 0.6, else on the same frame's anchored view nearest in azimuth (pose
-     taken relative to it);
+     probability 0.5), one at each of the step's frames, all rendered in one call, scored by
+     Zero-1-to-3 SDS (CFG 5, w = 1 - alphabar, annealed t range) conditioned on the input frame
+     when |azimuth| < 30 deg or with probability 0.6, else on the same frame's anchored view
+     nearest in azimuth (pose taken relative to it);
    * optionally a photometric loss on the anchored views (the paper's intent; the public code
      used them only as SDS conditions) - off in the ``stag4d`` preset, on in ``fast``;
-   * HexPlane regularisers (plane TV 0.05, time smoothness 5, time-plane L1 0.05) and an
+   * HexPlane regularisers (plane TV 0.05, time smoothness 5, time-plane L1 0.05, in the form of
+     STAG4D's code: second differences along the plane rows, summed over scales and planes) and an
      anisotropy regulariser on the *scales* (the public code applied it to log-scales, where it is
      always zero);
    * adaptive densification from the 2D-mean gradients of every render of the step, threshold
@@ -78,6 +80,7 @@ __all__ = [
     "preset",
     "spherical",
     "optimise",
+    "reference_losses",
     "run_video_to_4d",
     "load_guidance",
     "load_multiview_model",
@@ -121,6 +124,10 @@ class SDSConfig:
     """Views with |azimuth| below this are conditioned on the input frame."""
     input_prob: float = 0.6
     """Otherwise the input frame conditions with this probability, else the nearest anchored view."""
+    condition_prep: Literal["pil", "torch"] = "pil"
+    """CLIP input of a condition image: 'pil' (the public code: uint8, PIL bicubic) or 'torch' (antialiased bicubic)."""
+    posterior: Literal["mean", "sample"] = "mean"
+    """VAE latents: posterior 'mean' (deterministic, exact resume) or 'sample' (the public code)."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,7 @@ class Stag4DConfig:
     static_steps: int = 700
     """First steps with the deformation bypassed (trained on the middle frame only)."""
     views_per_step: int = 4
-    """Random SDS views per step (one render call, one batched SDS)."""
+    """Frames per step (STAG4D's batch): each gets the reference-view loss and one random SDS view."""
     anchored_per_step: int = 0
     """Anchored views rendered per step for the photometric loss (0 = all six of the frame)."""
     ramp_steps: int = 2000
@@ -197,8 +204,8 @@ class Stag4DConfig:
     """Radius of that ball."""
     init_opacity: float = 0.1
     """Initial opacity."""
-    deform: DeformConfig = field(default_factory=DeformConfig)
-    """Deformation field (HexPlane 32 features, [64, 64, 64, 25], multires 1/2/4/8, bounds 1.6)."""
+    deform: DeformConfig = field(default_factory=lambda: DeformConfig(hexplane=HexPlaneConfig(regularizer="stag4d")))
+    """Deformation field (HexPlane 32 features, [64, 64, 64, 25], multires 1/2/4/8, bounds 1.6, STAG4D's regularisers)."""
     densify: DensifyConfig = field(
         default_factory=lambda: DensifyConfig(
             start=1200, stop=6000, every=100, threshold_mode="percentile", percentile=2.5, percent_dense=0.1,
@@ -252,7 +259,7 @@ PRESETS: dict[str, Stag4DConfig] = {
         steps=2000,
         static_steps=300,
         ramp_steps=800,
-        deform=DeformConfig(hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4))),
+        deform=DeformConfig(hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4), regularizer="stag4d")),
         densify=DensifyConfig(
             start=400, stop=1600, every=100, threshold_mode="percentile", percentile=2.5, percent_dense=0.1,
             prune_opacity=0.01, prune_max_scale=0.1, prune_min_scale=0.001, reset_every=0, max_gaussians=100_000,
@@ -320,10 +327,13 @@ def load_guidance(config: SDSConfig, device: torch.device):
 
     dtype = _dtype(config.dtype, device)
     if config.model == "random:tiny":
-        return Zero123Guidance.tiny().to(device)
-    if config.model == "random:full":
-        return Zero123Guidance.full_size(device=device).to(device, dtype)
-    return Zero123Guidance.from_pretrained(config.model, device=device, dtype=dtype)
+        guidance = Zero123Guidance.tiny().to(device)
+    elif config.model == "random:full":
+        guidance = Zero123Guidance.full_size(device=device).to(device, dtype)
+    else:
+        guidance = Zero123Guidance.from_pretrained(config.model, device=device, dtype=dtype)
+    guidance.condition_prep, guidance.posterior = config.condition_prep, config.posterior
+    return guidance
 
 
 def load_multiview_model(config: MultiViewConfig, device: torch.device):
@@ -394,6 +404,27 @@ def _render_size(config: Stag4DConfig, step: int) -> int:
 def _anisotropy(model: DynamicGaussians, ratio: float) -> torch.Tensor:
     scales = torch.exp(model.params["log_scales"])
     return torch.relu(scales.max(-1).values / (scales.min(-1).values + 1e-8) - ratio).sum()
+
+
+def reference_losses(
+    rgb: torch.Tensor,
+    alpha: torch.Tensor,
+    target_rgb: torch.Tensor,
+    target_alpha: torch.Tensor,
+    ramp: float,
+    weights: Stag4DLoss,
+) -> dict[str, torch.Tensor]:
+    """STAG4D's reference-view loss over the K frames of a step: renders rgb (K, H, W, 3) and alpha
+    (K, H, W, 1) against the input frames on white; per frame ``r * (w_rgb MSE(rgb) + w_alpha
+    MSE(alpha))``, summed over the frames (the public code adds one such loss per frame of its batch)."""
+    if rgb.shape != target_rgb.shape or alpha.shape != target_alpha.shape:
+        raise ValueError(
+            f"reference_losses: renders {tuple(rgb.shape)} / {tuple(alpha.shape)} vs targets "
+            f"{tuple(target_rgb.shape)} / {tuple(target_alpha.shape)}; expected equal shapes"
+        )
+    rgb_mse = (rgb - target_rgb).square().flatten(1).mean(1).sum()
+    alpha_mse = (alpha - target_alpha).square().flatten(1).mean(1).sum()
+    return {"ref_rgb": ramp * weights.ref_rgb * rgb_mse, "ref_alpha": ramp * weights.ref_alpha * alpha_mse}
 
 
 def optimise(
@@ -495,14 +526,16 @@ def optimise(
         terms: dict[str, torch.Tensor] = {}
         outputs = []
 
-        # -- reference view --------------------------------------------------------------
-        frame = middle if static else int(torch.randint(num_frames, (1,), generator=gen))
+        # -- reference view at each of the step's frames (STAG4D's batch of 4) -------------
+        count = max(config.views_per_step, 1)
+        step_frames = torch.full((count,), middle) if static else torch.randint(num_frames, (count,), generator=gen)
+        frame = int(step_frames[0])
         white = torch.ones(3, device=device)
-        out = model.render(ref_cams[[frame]], white, options)
+        ref_index = step_frames.to(device)
+        out = model.render(ref_cams[ref_index], white, options)
         strategy.step_pre_backward(out, step)
         outputs.append((out, ref_cams.width, ref_cams.height))
-        terms["ref_rgb"] = ramp * config.loss.ref_rgb * (out.rgb - ref_images[frame : frame + 1]).square().mean()
-        terms["ref_alpha"] = ramp * config.loss.ref_alpha * (out.alpha - ref_alphas[frame : frame + 1]).square().mean()
+        terms.update(reference_losses(out.rgb, out.alpha, ref_images[ref_index], ref_alphas[ref_index], ramp, config.loss))
 
         # -- anchored views (photometric) ------------------------------------------------
         if mv_weight and views_by_frame:
@@ -528,7 +561,7 @@ def optimise(
             lo_az, hi_az = config.views.azimuth_deg
             elevation = lo_el + (hi_el - lo_el) * torch.rand(count, generator=gen)
             azimuth = lo_az + (hi_az - lo_az) * torch.rand(count, generator=gen)
-            frames = torch.full((count,), middle) if static else torch.randint(num_frames, (count,), generator=gen)
+            frames = step_frames[:count]  # one random view per reference frame, as STAG4D
             times = ref_cams.times.cpu()[frames]
             size = _render_size(config, step)
             cams = orbit(elevation, azimuth, radius, fov, size, size, times).to(device)
