@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from gen4d.cameras import Cameras, to_blender_camera_to_world
-from gen4d.data.dataset import MultiViewVideo, load_image_rgba
+from gen4d.data.multiview import MultiViewVideo, load_image_rgba
 from gen4d.io import atomic_path, read_json, write_json
 
 __all__ = [
