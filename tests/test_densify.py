@@ -171,3 +171,10 @@ def test_inactive_outside_schedule_and_config_errors():
         DensifyStrategy(DensifyConfig(every=0))
     with pytest.raises(ValueError, match="percentile"):
         DensifyStrategy(DensifyConfig(percentile=0.0))
+
+
+def test_dynamic_gaussians_satisfy_the_densify_model_interface():
+    from gen4d.densify.ops import DensifiableModel
+
+    assert isinstance(make_model(), DensifiableModel)
+    assert not isinstance(object(), DensifiableModel)

@@ -28,8 +28,9 @@ from typing import Any
 import torch
 
 from gen4d.densify import ops
+from gen4d.densify.ops import DensifiableModel
 from gen4d.gaussians.core import quaternion_to_matrix
-from gen4d.render import RenderOutput
+from gen4d.render.types import RenderOutput
 
 __all__ = ["MCMCConfig", "MCMCStrategy", "relocation"]
 
@@ -89,7 +90,7 @@ class MCMCStrategy:
         self.scene_extent = float(scene_extent)
         self.seed = seed
 
-    def initial_state(self, model) -> dict[str, Any]:
+    def initial_state(self, model: DensifiableModel) -> dict[str, Any]:
         return {}
 
     def active(self, step: int) -> bool:
@@ -98,7 +99,7 @@ class MCMCStrategy:
     def step_pre_backward(self, output: RenderOutput, step: int | None = None) -> None:
         """Nothing to keep: MCMC does not use 2D-mean gradients."""
 
-    def loss_terms(self, model) -> dict[str, torch.Tensor]:
+    def loss_terms(self, model: DensifiableModel) -> dict[str, torch.Tensor]:
         c = self.config
         terms = {}
         if c.opacity_reg:
@@ -108,7 +109,7 @@ class MCMCStrategy:
         return terms
 
     @torch.no_grad()
-    def step_post_backward(self, model, optimizers, state, step: int, output: RenderOutput, width: int = 0, height: int = 0) -> dict[str, int]:
+    def step_post_backward(self, model: DensifiableModel, optimizers, state, step: int, output: RenderOutput, width: int = 0, height: int = 0) -> dict[str, int]:
         stats: dict[str, int] = {}
         c = self.config
         if self.active(step) and step % c.every == 0:
@@ -119,11 +120,11 @@ class MCMCStrategy:
         return stats
 
     # -- operations -------------------------------------------------------------------------
-    def _sample(self, model, count: int, candidates: torch.Tensor, gen) -> torch.Tensor:
+    def _sample(self, model: DensifiableModel, count: int, candidates: torch.Tensor, gen) -> torch.Tensor:
         opacity = torch.sigmoid(model.params["opacity_logits"].data[candidates])
         return candidates[torch.multinomial(opacity.clamp_min(1e-12), count, replacement=True, generator=gen)]
 
-    def _shared_values(self, model, sampled: torch.Tensor, copies_per_source: torch.Tensor):
+    def _shared_values(self, model: DensifiableModel, sampled: torch.Tensor, copies_per_source: torch.Tensor):
         opacity = torch.sigmoid(model.params["opacity_logits"].data[sampled])
         scales = torch.exp(model.params["log_scales"].data[sampled])
         new_opacity, new_scales = relocation(opacity, scales, copies_per_source)
@@ -131,7 +132,7 @@ class MCMCStrategy:
         new_opacity = new_opacity.clamp(self.config.min_opacity, 1.0 - eps)
         return torch.logit(new_opacity), torch.log(new_scales.clamp_min(1e-12))
 
-    def relocate(self, model, optimizers, gen) -> int:
+    def relocate(self, model: DensifiableModel, optimizers, gen) -> int:
         opacity = torch.sigmoid(model.params["opacity_logits"].data)
         dead = torch.nonzero(opacity <= self.config.min_opacity).squeeze(-1)
         alive = torch.nonzero(opacity > self.config.min_opacity).squeeze(-1)
@@ -151,7 +152,7 @@ class MCMCStrategy:
         ops.reindex(model, optimizers, index, fresh=torch.cat([sampled, dead]), overrides=overrides)
         return int(dead.numel())
 
-    def add(self, model, optimizers, gen) -> int:
+    def add(self, model: DensifiableModel, optimizers, gen) -> int:
         current = model.num_gaussians
         target = min(self.config.cap, int(math.ceil(current * (1.0 + self.config.growth))))
         count = max(target - current, 0)
@@ -171,7 +172,7 @@ class MCMCStrategy:
         ops.reindex(model, optimizers, index, fresh=torch.cat([sampled, new_rows]), overrides=overrides)
         return count
 
-    def inject_noise(self, model, optimizers, step: int) -> None:
+    def inject_noise(self, model: DensifiableModel, optimizers, step: int) -> None:
         found = ops.optimizer_param_state(optimizers, model.params["means"])
         if found is None or not self.config.noise_lr:
             return

@@ -31,14 +31,14 @@ lockstep. The per-step accumulation runs on the device without host synchronisat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from gen4d.densify import ops
-from gen4d.render import RenderOutput
+from gen4d.densify.ops import DensifiableModel
+from gen4d.render.types import RenderOutput
 
 __all__ = ["DensifyConfig", "DensifyStrategy"]
 
@@ -99,7 +99,7 @@ class DensifyStrategy:
         self.seed = seed
 
     # -- state ------------------------------------------------------------------------------
-    def initial_state(self, model) -> dict[str, Any]:
+    def initial_state(self, model: DensifiableModel) -> dict[str, Any]:
         count, device = model.num_gaussians, model.device
         return {
             "grad2d": torch.zeros(count, device=device),
@@ -107,10 +107,10 @@ class DensifyStrategy:
             "radii": torch.zeros(count, device=device),
         }
 
-    def _reset_stats(self, model, state: dict[str, Any]) -> None:
+    def _reset_stats(self, model: DensifiableModel, state: dict[str, Any]) -> None:
         state.update(self.initial_state(model))
 
-    def loss_terms(self, model) -> dict[str, torch.Tensor]:
+    def loss_terms(self, model: DensifiableModel) -> dict[str, torch.Tensor]:
         """Extra loss terms the strategy asks for (none for this one; see MCMCStrategy)."""
         return {}
 
@@ -146,7 +146,7 @@ class DensifyStrategy:
             state["radii"] = torch.maximum(state["radii"], radius.max(0).values)
 
     @torch.no_grad()
-    def step_post_backward(self, model, optimizers, state: dict[str, Any], step: int, output: RenderOutput, width: int, height: int) -> dict[str, int]:
+    def step_post_backward(self, model: DensifiableModel, optimizers, state: dict[str, Any], step: int, output: RenderOutput, width: int, height: int) -> dict[str, int]:
         """Accumulate this step's statistics; refine at the scheduled steps. Returns counts of
         what changed (empty dict on steps without refinement)."""
         c = self.config
@@ -173,7 +173,7 @@ class DensifyStrategy:
         raise ValueError(f"DensifyConfig.threshold_mode: {self.config.threshold_mode!r} is not 'fixed' or 'percentile'")
 
     @torch.no_grad()
-    def refine(self, model, optimizers, state: dict[str, Any], step: int) -> dict[str, int]:
+    def refine(self, model: DensifiableModel, optimizers, state: dict[str, Any], step: int) -> dict[str, int]:
         c = self.config
         mean_grad = state["grad2d"] / state["count"].clamp_min(1.0)
         grow = mean_grad > self.threshold(mean_grad)
