@@ -56,7 +56,9 @@ def resolve_backend(backend: Backend, device: torch.device) -> str:
     raise ValueError(f"RenderOptions.backend: unknown backend {backend!r}; expected 'auto', 'gsplat' or 'torch'")
 
 
-def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | None) -> torch.Tensor:
+def _check_inputs(
+    gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | None, check_values: bool
+) -> torch.Tensor:
     if not isinstance(gaussians, Gaussians):
         raise TypeError(f"render: gaussians must be a gen4d Gaussians, got {type(gaussians).__name__}")
     if not isinstance(cameras, Cameras):
@@ -72,7 +74,7 @@ def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tens
                 if value.dtype != gaussians.means.dtype
                 else f"gaussians.{name}: device {value.device} differs from gaussians.means ({gaussians.means.device})"
             )
-    gaussians.validate("gaussians")
+    gaussians.validate("gaussians", finite=check_values)
     if len(gaussians) == 0:
         raise ValueError("render: gaussians is empty (N = 0); expected at least one Gaussian")
     count = len(cameras)
@@ -94,7 +96,8 @@ def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tens
             raise ValueError(
                 f"background: expected shape (3,) or (C, 3) = ({count}, 3), got {tuple(background.shape)}"
             )
-        check_finite("background", background)
+        if check_values:
+            check_finite("background", background)
     return background
 
 
@@ -105,8 +108,13 @@ def render(
     options: RenderOptions = RenderOptions(),
 ) -> RenderOutput:
     """Render ``gaussians`` (N, ...) or (C, N, ...) from ``cameras`` (C) over ``background``
-    ((3,) or (C, 3), default black)."""
-    background = _check_inputs(gaussians, cameras, background)
+    ((3,) or (C, 3), default black).
+
+    Inputs are checked first (errors name the argument); ``options.check_values=False`` skips the
+    checks that read values back to the host (the hot path of training, whose inputs were
+    checked once at its entry point).
+    """
+    background = _check_inputs(gaussians, cameras, background, options.check_values)
     cameras = cameras.to(gaussians.means.device, gaussians.means.dtype)
     backend = resolve_backend(options.backend, gaussians.means.device)
     if backend == "gsplat":

@@ -39,6 +39,10 @@ class RenderOptions:
     """torch backend: recompute tile chunks in backward instead of storing them (bounded memory)."""
     absgrad: bool = False
     """gsplat backend: also accumulate absolute 2D-mean gradients (means2d.absgrad)."""
+    check_values: bool = True
+    """Check the values of the inputs too (finite Gaussians and background): one host-device sync
+    per tensor. Shapes, dtypes and devices are always checked. A training step turns this off:
+    its inputs were checked once where they entered (dataset load, model construction)."""
 
 
 @dataclass
