@@ -258,7 +258,7 @@ def load_manifest(path: str | Path, size: int | tuple[int, int] | None = None) -
     folder = manifest_path.parent
     width, height = int(data["width"]), int(data["height"])
     images, alphas, files = [], [], []
-    for i, record in enumerate(data["images"]):
+    for record in data["images"]:
         file = folder / record["file"]
         rgb, alpha = load_image_rgba(file)
         if rgb.shape[:2] != (height, width):
