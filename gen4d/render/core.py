@@ -35,6 +35,7 @@ def _gsplat_importable() -> bool:
 
 
 def available_backends() -> dict[str, bool]:
+    """Which backends can render here: torch always, gsplat with gsplat installed and a CUDA GPU."""
     return {"torch": True, "gsplat": _gsplat_importable() and torch.cuda.is_available()}
 
 

@@ -318,6 +318,7 @@ class _RasterizeTiles(torch.autograd.Function):
 def render_reference(
     gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, options: RenderOptions
 ) -> RenderOutput:
+    """Backend of :func:`gen4d.render.render` (inputs already checked; ``background`` (C, 3))."""
     for name in ("tile_size", "max_elements"):
         if int(getattr(options, name)) <= 0:
             raise ValueError(f"RenderOptions.{name} must be > 0, got {getattr(options, name)}")
