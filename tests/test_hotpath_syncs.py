@@ -193,6 +193,20 @@ def test_public_entry_points_still_check_values():
     assert torch.isnan(ssim(nan, torch.zeros_like(nan), check_values=False))
 
 
+
+def test_datasets_check_their_values_where_they_enter(scene):
+    from gen4d.data.multiview import MultiViewVideo
+
+    images = scene.images.clone()
+    images[0, 3, 4, 1] = math.nan
+    with pytest.raises(ValueError, match=r"dataset\.images: 1 non-finite"):
+        MultiViewVideo(images, scene.alphas, scene.cameras, scene.splits)
+    alphas = scene.alphas.clone()
+    alphas[1, 0, 0, 0] = math.inf
+    with pytest.raises(ValueError, match=r"dataset\.alphas: 1 non-finite"):
+        MultiViewVideo(scene.images, alphas, scene.cameras, scene.splits)
+
+
 def test_cameras_check_values_on_construction_not_when_derived():
     cameras = orbit(0.0, [0.0, 90.0, 180.0], width=16, height=16, times=[0.0, 0.5, 1.0])
     with pytest.raises(ValueError, match=r"cameras\.times: expected values in \[0, 1\]"):

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from gen4d._checks import check_shape
+from gen4d._checks import check_finite, check_shape
 from gen4d.cameras import Cameras
 
 __all__ = ["MultiViewVideo", "load_image_rgba"]
@@ -52,6 +52,10 @@ class MultiViewVideo:
             raise ValueError(f"{self.name}: no images")
         if self.alphas is not None:
             check_shape("dataset.alphas", self.alphas, (count, height, width, 1))
+        # Checked once here, where data enters: training steps do not check values (no host syncs).
+        check_finite("dataset.images", self.images)
+        if self.alphas is not None:
+            check_finite("dataset.alphas", self.alphas)
         if len(self.cameras) != count:
             raise ValueError(f"{self.name}: {count} images but {len(self.cameras)} cameras; expected one camera per image")
         if (self.cameras.width, self.cameras.height) != (width, height):
