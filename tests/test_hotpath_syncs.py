@@ -165,7 +165,6 @@ def test_training_step_reads_nothing_back(scene, monkeypatch, deform, strategy_k
     assert strategy_kind != "default" or bool(state["count"].sum() > 0)  # the statistics were gathered
 
 
-
 @pytest.mark.xfail(
     strict=True,
     reason="ControlPointField reads its neighbour-refresh counter (int(self.calls), a buffer that moves to "
