@@ -193,3 +193,10 @@ def test_prune_screen_size_removes_only_gaussians_that_were_too_large_on_screen(
     stats = strategy.step_post_backward(model, optimizer, state, 2, quiet, 8, 8)
     assert stats["cloned"] == 1 and stats["pruned"] == 1 and model.num_gaussians == 4
     assert torch.equal(model.params["means"].data, means[[0, 1, 3, 0]])  # 6 / 8 > 0.5 went; 4 / 8 stays
+
+
+def test_dynamic_gaussians_satisfy_the_densify_model_interface():
+    from gen4d.densify.ops import DensifiableModel
+
+    assert isinstance(make_model(), DensifiableModel)
+    assert not isinstance(object(), DensifiableModel)

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from gen4d.cameras import Cameras, to_blender_camera_to_world
-from gen4d.data.dataset import MultiViewVideo, load_image_rgba
+from gen4d.data.multiview import MultiViewVideo, load_image_rgba
 from gen4d.io import atomic_path, read_json, write_json
 
 __all__ = [
@@ -258,7 +258,7 @@ def load_manifest(path: str | Path, size: int | tuple[int, int] | None = None) -
     folder = manifest_path.parent
     width, height = int(data["width"]), int(data["height"])
     images, alphas, files = [], [], []
-    for i, record in enumerate(data["images"]):
+    for record in data["images"]:
         file = folder / record["file"]
         rgb, alpha = load_image_rgba(file)
         if rgb.shape[:2] != (height, width):

@@ -16,7 +16,7 @@ Preprocessing (one transform for the whole video, so the object does not jitter)
 every frame's alpha bounding box gives one square crop centred on it whose side leaves
 ``border`` of the image free; every frame is cropped with it (transparent padding where the crop
 leaves the frame) and resampled to ``size`` x ``size``. Colour is kept un-premultiplied with
-its alpha; :meth:`VideoFrames.on_white` composites on white.
+its alpha.
 """
 
 from __future__ import annotations
@@ -102,10 +102,6 @@ class VideoFrames:
     def rgb(self) -> torch.Tensor:
         """(F, S, S, 3) un-premultiplied colour."""
         return self.rgba[..., :3]
-
-    def on_white(self) -> torch.Tensor:
-        """(F, S, S, 3) composited on white."""
-        return self.rgb * self.alpha + (1 - self.alpha)
 
     def times(self) -> torch.Tensor:
         """(F,) normalised times i / (F - 1) (gen4d's convention; 0 for a single frame)."""

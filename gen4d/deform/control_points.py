@@ -247,6 +247,3 @@ class ControlPointField(DeformationField):
 
     def regularization(self, canonical: Gaussians, times: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"arap": self.arap(times)}
-
-    def extra_config(self) -> dict:
-        return {}

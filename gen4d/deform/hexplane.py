@@ -119,7 +119,8 @@ class HexPlaneGrid(nn.Module):
         """Per scale (N, F): product of the three spatial plane lookups."""
         coords = (points / self.config.bounds).clamp(-1.0, 1.0)
         # grid_sample's grid is (x, y) = (column, row) = (first axis of the pair, second axis).
-        grid = torch.stack([coords[:, list(pair)] for pair in SPATIAL_PAIRS])[:, None]  # (3, 1, N, 2)
+        # (3, 1, N, 2); integer indexing: a list index would be copied to the GPU on every call (a host sync).
+        grid = torch.stack([torch.stack([coords[:, a], coords[:, b]], -1) for a, b in SPATIAL_PAIRS])[:, None]
         out = []
         for plane in self.spatial:
             grid_c = grid.to(plane.dtype)
@@ -218,7 +219,9 @@ class HexPlaneField(DeformationField):
         """Offsets per head, each (B, N, size) (opacity: (B, N))."""
         check_shape("points", points, ("N", 3))
         check_times(times)
-        features = self.grid(points, times)  # (B, N, F*S)
+        # grid_sample's backward crashes on NaN coordinates: a step after a NaN loss must not take the
+        # process down before the loop sees the loss (steps do not check values: no host syncs).
+        features = self.grid(points.nan_to_num(0.0), times)  # (B, N, F*S)
         batch, count = features.shape[:2]
         hidden = self.trunk(features.reshape(batch * count, -1))
         hidden = F.relu(self.head_hidden(F.relu(hidden)))  # (BN, H*W)

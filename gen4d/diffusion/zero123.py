@@ -238,11 +238,6 @@ class Zero123Guidance:
         pixels = (self._resize(images) * 2 - 1).to(self.dtype)
         return self._latent(pixels, generator) * self.vae.config.scaling_factor
 
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype)).sample.float()
-        return ((images + 1) / 2).clamp(0, 1)
-
     # -- denoising ------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: Zero123Condition, pose: torch.Tensor, guidance_scale: float = 5.0) -> torch.Tensor:

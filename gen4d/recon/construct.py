@@ -380,7 +380,8 @@ def training_step(
 ) -> tuple[StepLosses, dict[str, int]]:
     """One optimisation step: render all ``cameras`` in one call, losses, backward, densification
     hooks, Adam step. Returns the losses and the densification stats (empty if nothing changed)."""
-    output = model.render(cameras, background, options)
+    # Inputs were checked where they entered; value checks here would sync with the device every step.
+    output = model.render(cameras, background, replace(options, check_values=False))
     if strategy is not None:
         strategy.step_pre_backward(output, step)
     terms = image_losses(output, target, alpha, weights, lpips_model)
