@@ -213,7 +213,8 @@ PRESETS: dict[str, ConstructConfig] = {
         init=InitConfig(num_points=10000),
         coarse=StageConfig(iterations=5000, cameras_per_step=1, static_orbit=True),
         fine=StageConfig(iterations=2000, cameras_per_step=1, static_orbit=False),
-        deform=DeformConfig(hexplane=_hexplane(64, 12, (1, 2))),
+        # 4DGaussians' regulariser functionals (summed second differences; STAG4D inherited them).
+        deform=DeformConfig(hexplane=replace(_hexplane(64, 12, (1, 2)), regularizer="stag4d")),
         densify=DensifyConfig(start=500, stop=15000, every=100, reset_every=3000, grad_threshold=2e-4),
         lr=LearningRates(means=1.6e-4 * 2.2, means_final=1.6e-6 * 2.2, field_mlp=1.6e-4 * 2.2, field_mlp_final=1.6e-6 * 2.2,
                          field_grid=1.6e-3 * 2.2, field_grid_final=1.6e-5 * 2.2, decay_steps=0),
