@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from gen4d._checks import check_shape
+from gen4d.config import check_non_negative, check_positive, check_range
 
 __all__ = [
     "VideoInputConfig",
@@ -68,6 +69,11 @@ class VideoInputConfig:
     """'alpha': frames must carry alpha; 'rembg': always matte with rembg; 'auto': alpha if present, else rembg."""
     alpha_threshold: float = 0.5
     """Alpha above which a pixel belongs to the object's bounding box."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "size", "max_frames", "max_side", "stride")
+        check_range(self, "border", 0.0, 1.0, high_open=True)
+        check_range(self, "alpha_threshold", 0.0, 1.0)
 
 
 @dataclass

@@ -1,0 +1,133 @@
+"""The ``gen4d`` command's own behaviour: fast --help / --version, one-line errors that name the
+option, and every option checked before any work starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gen4d.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_help_and_version_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "from gen4d.cli import main\n"
+        "for argv in (['--help'], ['--version']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert "usage: gen4d" in result.stdout and "reconstruct" in result.stdout
+    assert "gen4d 0." in result.stdout
+    assert result.stdout.strip().endswith("NO-TORCH")
+
+
+def test_version(capsys):
+    from gen4d import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"gen4d {__version__}"
+
+
+def test_command_help_still_lists_its_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["reconstruct", "--help"])
+    out = capsys.readouterr().out
+    assert "--init.num_points" in out and "--preset" in out
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["reconstruct", "DATA", "--out", "RUN", "--preset", "x"],
+         "gen4d reconstruct: error: argument --preset: invalid choice: 'x' (choose from"),
+        (["reconstruct", "DATA", "--out", "RUN", "--size", "abc"],
+         "gen4d reconstruct: error: argument --size: expected an integer, got 'abc'"),
+        (["reconstruct", "DATA", "--out", "RUN", "--backend", "cuda"],
+         "gen4d reconstruct: error: argument --backend: expected one of 'auto', 'gsplat', 'torch', got 'cuda'"),
+        (["video", "IN", "--out", "RUN", "--views.black_background_prob", "half"],
+         "gen4d video: error: argument --views.black_background_prob: expected a number, got 'half'"),
+        (["reconstruct", "DATA", "--out", "RUN", "--output.video", "maybe"],
+         "gen4d reconstruct: error: argument --output.video: expected true or false, got 'maybe'"),
+        (["nosuchcommand"], "gen4d: error: argument COMMAND: invalid choice: 'nosuchcommand'"),
+        (["reconstruct", "DATA"], "gen4d reconstruct: error: the following arguments are required: --out"),
+    ],
+)  # fmt: skip
+def test_argparse_errors_are_one_line(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2, err  # the error and the pointer to --help, no usage dump
+    assert err[0].startswith(expected), err[0]
+    prog = err[0].split(": error:")[0]
+    assert err[1] == f"(see '{prog} --help')"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["reconstruct", "{data}", "--out", "{out}", "--size", "-1"], "--size: expected an integer >= 0, got -1"),
+        (["reconstruct", "{data}", "--out", "{out}", "--init.num_points", "0"],
+         "--init.num_points: expected an integer > 0, got 0"),
+        (["reconstruct", "{data}", "--out", "{out}", "--output.video_frames", "0"],
+         "--output.video_frames: expected an integer > 0, got 0"),
+        (["reconstruct", "{data}", "--out", "{out}", "--init.opacity", "1.5"],
+         "--init.opacity: expected a number in [0.0, 1.0], got 1.5"),
+        (["reconstruct", "{data}", "--out", "{out}", "--coarse.cameras_per_step", "0"],
+         "--coarse.cameras_per_step: expected an integer > 0, got 0"),
+        (["demo", "--out", "{out}", "--log_every", "0"], "--log_every: expected an integer > 0, got 0"),
+        (["video", "{data}", "--out", "{out}", "--steps", "0"], "--steps: expected an integer > 0, got 0"),
+        (["video", "{data}", "--out", "{out}", "--input.size", "-5"], "--input.size: expected an integer > 0, got -5"),
+        (["video", "{data}", "--out", "{out}", "--output.round_frames", "0"],
+         "--output.round_frames: expected an integer > 0, got 0"),
+        (["video", "{data}", "--out", "{out}", "--views.sizes", "128,0"], "--views.sizes: expected integers > 0"),
+        (["train-vdm", "{data}", "--out", "{out}", "--optim.lr", "0"], "--optim.lr: expected a number > 0, got 0.0"),
+        (["train-vdm", "{data}", "--out", "{out}", "--data.size", "0"], "--data.size: expected an integer > 0, got 0"),
+        (["sample-vdm", "{data}", "--out", "{out}", "--steps", "0"], "--steps: expected an integer > 0, got 0"),
+    ],
+)  # fmt: skip
+def test_bad_option_values_fail_before_any_work(tmp_path, capsys, argv, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "run"
+    argv = [a.format(data=data, out=out) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0] == f"gen4d {argv[0]}: error: {message}" or err[0].startswith(f"gen4d {argv[0]}: error: {message}")
+    assert not out.exists()  # nothing was started
+
+
+def test_stored_config_errors_name_the_file_and_field(tmp_path):
+    from gen4d.config import load_config, to_dict
+    from gen4d.io import write_json
+    from gen4d.recon.construct import PRESETS, ConstructConfig
+
+    data = to_dict(PRESETS["demo"])
+    data["init"]["num_points"] = "many"
+    path = write_json(tmp_path / "config.json", data)
+    with pytest.raises(ValueError, match=r"config\.json: init\.num_points: expected an integer, got 'many'"):
+        load_config(ConstructConfig, path)
+    data["init"]["num_points"] = -3
+    write_json(path, data)
+    with pytest.raises(ValueError, match=r"config\.json: init\.num_points: expected an integer > 0, got -3"):
+        load_config(ConstructConfig, path)
