@@ -38,6 +38,8 @@ from gen4d.metrics.motion import motion_magnitude  # numpy path: no torch import
 
 __all__ = [
     "CurationConfig",
+    "RESULTS_HEADER",
+    "check_results_file",
     "ssim",
     "composite",
     "motion_magnitude",
@@ -261,9 +263,46 @@ def asset_id(path: Path, root: Path) -> str:
     return f"{stem}-{hashlib.sha1(relative.encode()).hexdigest()[:8]}"
 
 
+RESULTS_HEADER = {"format": "gen4d.curation", "version": 1}
+"""First line of every curation results file: proves gen4d wrote it (so a rerun may resume it)."""
+
+
+def _is_record(value: Any) -> bool:
+    return isinstance(value, dict) and "asset" in value and "decision" in value
+
+
+def check_results_file(path: str | Path) -> None:
+    """Refuse (ValueError naming ``path``) to write curation results into an existing file that
+    gen4d did not write: one whose first line is not :data:`RESULTS_HEADER` (files of earlier
+    gen4d versions, every line a curation record, are accepted)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a folder; give a results file such as {path / 'curated.jsonl'}")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        lines = path.read_text().splitlines()
+    except (UnicodeDecodeError, OSError) as err:
+        raise ValueError(f"--out {path}: exists and is not a gen4d curation results file ({err}); "
+                         "choose another --out or move the file away") from None
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            records.append(None)
+    if records and isinstance(records[0], dict) and records[0].get("format") == RESULTS_HEADER["format"]:
+        return
+    complete = records[:-1] if records and records[-1] is None else records  # an interrupted last line
+    if complete and all(_is_record(r) for r in complete):
+        return  # written by an earlier gen4d, before the header
+    raise ValueError(f"--out {path}: exists and is not a gen4d curation results file (no gen4d header line); "
+                     "gen4d will not overwrite it: choose another --out or move the file away")
+
+
 def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Asset -> result of a curation JSONL file (lines that are not valid JSON, e.g. the last line
-    of an interrupted run, are ignored)."""
+    """Asset -> result of a curation JSONL file (the header line and lines that are not valid JSON,
+    e.g. the last line of an interrupted run, are ignored)."""
     path = Path(path)
     results: dict[str, dict[str, Any]] = {}
     if not path.is_file():
@@ -273,7 +312,7 @@ def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "asset" in record and "decision" in record:
+        if _is_record(record):
             results[record["asset"]] = record
     return results
 
@@ -326,11 +365,12 @@ def curate_assets(
     workers = max(1, int(workers))
     if render_config.threads == 0 and workers > 1:
         render_config = replace(render_config, threads=max(1, (os.cpu_count() or 1) // workers))
+    check_results_file(out)
     results = read_results(out)
-    # Rewrite the kept lines so an interrupted last line does not glue onto the next record.
+    # Rewrite the header and the kept lines so an interrupted last line does not glue onto the next record.
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in results.values()))
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in [RESULTS_HEADER, *results.values()]))
     todo = [p for p in assets if str(p) not in results]
     lock = threading.Lock()
 
