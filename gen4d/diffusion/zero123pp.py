@@ -269,6 +269,11 @@ def _resolve_folder(model: str) -> Path:
         return path
     if path.exists() or model.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model folder not found: {model}")
+    from gen4d.metrics.weights import resolve_hub_model
+
+    resolved = resolve_hub_model(model, "model")  # offline: the cached copy, or how to get the weights
+    if isinstance(resolved, Path):
+        return resolved
     try:
         from huggingface_hub import snapshot_download
     except ImportError as err:  # pragma: no cover
