@@ -22,6 +22,5 @@ def run(args: argparse.Namespace) -> int:
 
     files = find_ply_sequence(args.path)
     frames = [splat_arrays(load_ply(f)) for f in tqdm(files, desc="loading PLY frames", unit="frame")]
-    print(f"serving {len(frames)} frame(s) on http://localhost:{args.port} (Ctrl+C to stop)")
-    serve(frames, port=args.port, fps=args.fps)
+    serve(frames, port=args.port, fps=args.fps)  # prints the URL with the port actually served
     return 0
