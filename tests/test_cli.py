@@ -131,3 +131,31 @@ def test_stored_config_errors_name_the_file_and_field(tmp_path):
     write_json(path, data)
     with pytest.raises(ValueError, match=r"config\.json: init\.num_points: expected an integer > 0, got -3"):
         load_config(ConstructConfig, path)
+
+
+def test_sample_vdm_next_hint_is_a_valid_reconstruct_command(tmp_path):
+    import shlex
+
+    from gen4d.cli import build_parser
+    from gen4d.commands.sample_vdm import next_command
+
+    hint = next_command(tmp_path / "my gen")
+    words = shlex.split(hint)
+    assert words[0] == "gen4d"
+    parser, _ = build_parser(["reconstruct"])
+    args = parser.parse_args(words[1:])  # exits (SystemExit 2) when --out is missing
+    assert args.data == str(tmp_path / "my gen") and args.out == str(tmp_path / "my gen_4d")
+
+
+def test_hints_name_options_that_exist():
+    """The CLIP hint must name the eval option (--clip_model), not an ambiguous prefix (--clip)."""
+    import inspect
+
+    from gen4d.cli import build_parser
+    from gen4d.metrics import clip
+
+    source = inspect.getsource(clip)
+    assert "gen4d eval --clip_model FOLDER" in source and "gen4d eval --clip FOLDER" not in source
+    parser, _ = build_parser(["eval"])
+    args = parser.parse_args(["eval", "RUN", "--gt", "DATA", "--out", "R", "--clip_model", "FOLDER"])
+    assert getattr(args, "cfg:clip_model") == "FOLDER"
