@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from gen4d.threads import configure_threads
 
-    configure_threads()
     try:
+        configure_threads()
         return int(modules[args.command].run(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted; finished work is kept (rerun with --resume where the command has it)", file=sys.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gen4d.cli import main
+from gen4d.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,3 +159,51 @@ def test_hints_name_options_that_exist():
     parser, _ = build_parser(["eval"])
     args = parser.parse_args(["eval", "RUN", "--gt", "DATA", "--out", "R", "--clip_model", "FOLDER"])
     assert getattr(args, "cfg:clip_model") == "FOLDER"
+
+
+def test_thread_count_defaults():
+    from gen4d.threads import default_threads
+
+    assert default_threads({}, cores=1)[0] == 1
+    assert default_threads({}, cores=2)[0] == 1  # a small shared box: OpenMP threads wait on each other
+    assert default_threads({}, cores=8)[0] == 4
+    assert default_threads({}, cores=64)[0] == 4
+    assert default_threads({"OMP_NUM_THREADS": "3"}, cores=2) == (3, "OMP_NUM_THREADS=3")
+    assert default_threads({"OMP_NUM_THREADS": "3", "GEN4D_THREADS": "2"}, cores=2)[0] == 2
+    with pytest.raises(ValueError, match=r"OMP_NUM_THREADS: expected a whole number of threads > 0, got 'many'"):
+        default_threads({"OMP_NUM_THREADS": "many"}, cores=2)
+
+
+def test_cli_sets_torch_threads():
+    code = (
+        "import os\n"
+        "os.environ.pop('OMP_NUM_THREADS', None)\n"
+        "os.environ['GEN4D_THREADS'] = '1'\n"
+        "import torch\n"
+        "torch.set_num_threads(2)\n"  # what torch would pick on this 2-core machine
+        "from gen4d.cli import main\n"
+        "assert main(['info']) == 0\n"
+        "print('THREADS', torch.get_num_threads())\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert "THREADS 1" in result.stdout
+
+
+def test_reconstruct_on_cpu_defaults_to_the_demo_preset(monkeypatch, capsys, tmp_path):
+    import torch
+
+    from gen4d.commands.reconstruct import resolve_config
+    from gen4d.recon.construct import PRESETS
+
+    parser, _ = build_parser(["reconstruct"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = resolve_config(parser.parse_args(["reconstruct", "DATA", "--out", str(tmp_path / "run")]))
+    assert config == PRESETS["demo"]
+    note = capsys.readouterr().out
+    assert "preset 'demo'" in note and "--preset default" in note and "min" in note
+    # An explicit preset, or a GPU, keeps the GPU preset (and says nothing).
+    config = resolve_config(parser.parse_args(["reconstruct", "DATA", "--out", str(tmp_path / "run"), "--preset", "default"]))
+    assert config == PRESETS["default"] and capsys.readouterr().out == ""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_config(parser.parse_args(["reconstruct", "DATA", "--out", str(tmp_path / "r2")])) == PRESETS["default"]
