@@ -42,6 +42,31 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
 
 
+def number_type(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """argparse ``type=`` for a number in a range; errors read ``argument --size: expected an
+    integer > 0, got 'abc'``."""
+    word = "an integer" if kind is int else "a number"
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        bounds.append(f"<= {high}")
+    expected = f"{word} {' and '.join(bounds)}".strip()
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if too_low or (high is not None and value > high) or value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = word
+    return parse
+
+
 def _selected_command(argv: list[str]) -> str | None:
     """The subcommand named in ``argv`` (the first word that is not a top-level option)."""
     for word in argv:

@@ -207,3 +207,23 @@ def test_reconstruct_on_cpu_defaults_to_the_demo_preset(monkeypatch, capsys, tmp
     assert config == PRESETS["default"] and capsys.readouterr().out == ""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_config(parser.parse_args(["reconstruct", "DATA", "--out", str(tmp_path / "r2")])) == PRESETS["default"]
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["curate", "A", "--out", "o.jsonl", "--workers", "0"], "argument --workers: expected an integer > 0, got '0'"),
+        (["curate", "A", "--out", "o.jsonl", "--size", "abc"], "argument --size: expected an integer >= 8, got 'abc'"),
+        (["curate", "A", "--out", "o.jsonl", "--size", "-1"], "argument --size: expected an integer >= 8, got '-1'"),
+        (["curate", "A", "--out", "o.jsonl", "--frames", "1"], "argument --frames: expected an integer >= 2, got '1'"),
+        (["view", "RUN", "--port", "70000"], "argument --port: expected an integer >= 1 and <= 65535, got '70000'"),
+        (["view", "RUN", "--fps", "0"], "argument --fps: expected a number > 0 and <= 120, got '0'"),
+        (["view", "RUN", "--fps", "nan"], "argument --fps: expected a number > 0 and <= 120, got 'nan'"),
+    ],
+)  # fmt: skip
+def test_plain_options_are_range_checked(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"gen4d {argv[0]}: error: {expected}", err
