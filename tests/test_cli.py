@@ -103,6 +103,22 @@ def test_argparse_errors_are_one_line(capsys, argv, expected):
         (["train-vdm", "{data}", "--out", "{out}", "--optim.lr", "0"], "--optim.lr: expected a number > 0, got 0.0"),
         (["train-vdm", "{data}", "--out", "{out}", "--data.size", "0"], "--data.size: expected an integer > 0, got 0"),
         (["sample-vdm", "{data}", "--out", "{out}", "--steps", "0"], "--steps: expected an integer > 0, got 0"),
+        (["reconstruct", "{data}", "--out", "{out}", "--densify.every", "0"],
+         "--densify.every: expected an integer > 0, got 0"),
+        (["reconstruct", "{data}", "--out", "{out}", "--lr.means=-1e-3"],
+         "--lr.means: expected a number >= 0, got -0.001"),
+        (["reconstruct", "{data}", "--out", "{out}", "--deform.hexplane.resolution", "32,32,0,8"],
+         "--deform.hexplane.resolution: expected integers > 0, got (32, 32, 0, 8)"),
+        (["reconstruct", "{data}", "--out", "{out}", "--loss.l1", "-1"], "--loss.l1: expected a number >= 0, got -1.0"),
+        (["reconstruct", "{data}", "--out", "{out}", "--strategy", "mcmc", "--mcmc.cap", "0"],
+         "--mcmc.cap: expected an integer > 0, got 0"),
+        (["video", "{data}", "--out", "{out}", "--sds.anneal.min_start", "1.5"],
+         "--sds.anneal.min_start: expected a number in [0.0, 1.0], got 1.5"),
+        (["video", "{data}", "--out", "{out}", "--multiview.steps", "0"],
+         "--multiview.steps: expected an integer > 0, got 0"),
+        (["video", "{data}", "--out", "{out}", "--deform.kind", "control_points",
+          "--deform.control_points.neighbours", "0"],
+         "--deform.control_points.neighbours: expected an integer > 0, got 0"),
     ],
 )  # fmt: skip
 def test_bad_option_values_fail_before_any_work(tmp_path, capsys, argv, message):
@@ -203,10 +219,12 @@ def test_reconstruct_on_cpu_defaults_to_the_demo_preset(monkeypatch, capsys, tmp
     note = capsys.readouterr().out
     assert "preset 'demo'" in note and "--preset default" in note and "min" in note
     # An explicit preset, or a GPU, keeps the GPU preset (and says nothing).
-    config = resolve_config(parser.parse_args(["reconstruct", "DATA", "--out", str(tmp_path / "run"), "--preset", "default"]))
+    argv = ["reconstruct", "DATA", "--out", str(tmp_path / "run"), "--preset", "default"]
+    config = resolve_config(parser.parse_args(argv))
     assert config == PRESETS["default"] and capsys.readouterr().out == ""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_config(parser.parse_args(["reconstruct", "DATA", "--out", str(tmp_path / "r2")])) == PRESETS["default"]
+    argv = ["reconstruct", "DATA", "--out", str(tmp_path / "r2")]
+    assert resolve_config(parser.parse_args(argv)) == PRESETS["default"]
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from gen4d.data.curation import (
+    RESULTS_HEADER,
     CurationConfig,
     border_alpha,
+    check_results_file,
+    curate_assets,
     curation_figures,
     decide,
     front_ssims,
     motion_magnitude,
-    RESULTS_HEADER,
-    check_results_file,
-    curate_assets,
     read_results,
     ssim,
 )

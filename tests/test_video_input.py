@@ -166,7 +166,8 @@ def test_unreadable_video_is_one_line_without_the_ffmpeg_banner(tmp_path, capsys
     assert "Invalid data" in message and "\n" not in message
     for banner in ("ffmpeg version", "configuration:", "libavcodec", "=== stderr ==="):
         assert banner not in message
-    assert main(["video", str(bad_video), "--out", str(tmp_path / "run"), "--multiview", "none", "--sds.weight", "0"]) == 2
+    argv = ["video", str(bad_video), "--out", str(tmp_path / "run"), "--multiview", "none", "--sds.weight", "0"]
+    assert main(argv) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and "holiday.mp4: not a readable video" in err[0], err

@@ -76,7 +76,8 @@ def test_server_announces_the_port_it_serves_when_the_asked_one_is_taken():
         try:
             served = server.get_port()
             assert served != taken
-            assert len(lines) == 1 and f"http://localhost:{served} " in lines[0] and f"port {taken} is taken" in lines[0]
+            assert len(lines) == 1 and f"http://localhost:{served} " in lines[0]
+            assert f"port {taken} is taken" in lines[0]
             with urllib.request.urlopen(f"http://127.0.0.1:{served}/", timeout=10) as response:
                 assert response.status == 200
             # The clients' initial camera is the framing one, not viser's default (3, 3, 3).

@@ -37,9 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gen4d.cli import UserError
     from gen4d.config import apply_overrides
-    from gen4d.eval.core import EvalConfig
     from gen4d.data.dataset import load_dataset
-    from gen4d.eval.core import EvalCase, evaluate
+    from gen4d.eval.core import EvalCase, EvalConfig, evaluate
     from gen4d.eval.report import load_report, markdown_report, read_generation_time, write_report
 
     config = apply_overrides(EvalConfig(), args)

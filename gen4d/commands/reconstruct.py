@@ -30,7 +30,7 @@ def resolve_config(args: argparse.Namespace):
     """Preset / stored / given config, then the --a.b overrides."""
     from gen4d.config import apply_overrides, from_dict
     from gen4d.io import read_json
-    from gen4d.recon.construct import DEFAULT_PRESET, ConstructConfig, preset
+    from gen4d.recon.construct import ConstructConfig, preset
 
     stored = Path(args.out) / "config.json"
     if args.config:
@@ -46,7 +46,8 @@ def cpu_minutes(config) -> float:
     """A rough wall time in minutes of ``config`` on a small CPU (2 cores, torch reference
     rasteriser): about 0.1 s per rendered 96 px image per step, growing with the pixel count."""
     side = config.size or 128  # 0 = as stored; gen4d's default data is 128 px
-    images = config.coarse.iterations * config.coarse.cameras_per_step + config.fine.iterations * config.fine.cameras_per_step
+    coarse, fine = config.coarse, config.fine
+    images = coarse.iterations * coarse.cameras_per_step + fine.iterations * fine.cameras_per_step
     return images * 0.1 * (side / 96) ** 2 / 60
 
 
@@ -63,7 +64,8 @@ def default_preset_name(args: argparse.Namespace) -> str:
     demo, gpu = PRESETS["demo"], PRESETS[DEFAULT_PRESET]
     print(f"gen4d reconstruct: no CUDA GPU, so preset 'demo' ({demo.total_iterations} steps at {demo.size} px, "
           f"roughly {cpu_minutes(demo):.0f} min on 2 cores); the GPU preset '{DEFAULT_PRESET}' "
-          f"({gpu.total_iterations} steps, roughly {cpu_minutes(gpu):.0f} min here) runs with --preset {DEFAULT_PRESET}")
+          f"({gpu.total_iterations} steps, roughly {cpu_minutes(gpu):.0f} min here) runs with "
+          f"--preset {DEFAULT_PRESET}")
     return "demo"
 
 

@@ -226,7 +226,9 @@ def _validate(data: Any, path: Path) -> None:
         if not _is_int(record["frame_index"]):
             raise _field_error(image, "frame_index", f"an integer in 0..{num_frames - 1}", record["frame_index"])
         if not 0 <= record["frame_index"] < num_frames:
-            raise ValueError(f"{image} has frame_index {record['frame_index']} outside 0..{num_frames - 1}; {_FIX_HINT}")
+            raise ValueError(
+                f"{image} has frame_index {record['frame_index']} outside 0..{num_frames - 1}; {_FIX_HINT}"
+            )
         for key in ("fx", "fy"):
             if not _is_number(record[key]) or record[key] <= 0:
                 raise _field_error(image, key, "a focal length in pixels > 0", record[key])

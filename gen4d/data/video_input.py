@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from gen4d._checks import check_shape
-from gen4d.config import check_non_negative, check_positive, check_range
+from gen4d.config import check_positive, check_range
 
 __all__ = [
     "VideoInputConfig",

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from gen4d._checks import check_shape
 from gen4d.cameras import Cameras, zero123pp_poses
+from gen4d.config import check_non_negative, check_positive, check_range
 from gen4d.diffusion.anchor import (
     AnchorCache,
     AnchorSpec,
@@ -103,6 +104,11 @@ class MultiViewConfig:
     """'cache' mode refuses to record more than this many GB."""
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     """Model dtype on CUDA (CPU always runs float32)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "steps", "frames_per_batch", "max_cache_gb")
+        check_non_negative(self, "guidance_scale")
+        check_range(self, "anchor_weight", 0.0, 1.0)
 
 
 @dataclass(frozen=True)

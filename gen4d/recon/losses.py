@@ -7,9 +7,11 @@ D-SSIM and LPIPS come from :mod:`gen4d.metrics` (one implementation of each in g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
+
+from gen4d.config import check_non_negative
 
 __all__ = ["LossWeights", "l1", "dssim", "alpha_loss", "depth_smoothness", "weighted_regularizers"]
 
@@ -36,6 +38,9 @@ class LossWeights:
     """HexPlane |1 - time planes| (4DGS: 1e-4; STAG4D: 0.05)."""
     arap: float = 1e-2
     """Control-point ARAP regulariser (SC-GS field)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, *(f.name for f in fields(self)))
 
 
 def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -254,8 +254,8 @@ class Stag4DConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "steps", "ref_radius", "num_points", "init_radius", "log_every")
-        check_non_negative(self, "static_steps", "views_per_step", "anchored_per_step", "ramp_steps", "checkpoint_every",
-                           "eval_every")
+        check_non_negative(self, "static_steps", "views_per_step", "anchored_per_step", "ramp_steps",
+                           "checkpoint_every", "eval_every")
         check_range(self, "ref_fov_deg", 1.0, 179.0)
         check_range(self, "init_opacity", 0.0, 1.0)
 
