@@ -34,6 +34,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from gen4d.config import ConfigError, check_non_negative, check_positive, check_range
 from gen4d.metrics.motion import motion_magnitude  # numpy path: no torch import
 
 __all__ = [
@@ -75,6 +76,20 @@ class CurationConfig:
     """Reject assets whose motion magnitude m(V) is below this (0: off; Diffusion4D does not filter on it)."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Background the RGBA renders are composited over before SSIM and m(V)."""
+
+    def __post_init__(self) -> None:
+        check_range(self, "ssim_high", -1.0, 1.0)
+        check_range(self, "ssim_low", -1.0, 1.0)
+        if self.ssim_low > self.ssim_high:
+            raise ConfigError("ssim_low", f"expected at most ssim_high = {self.ssim_high}, got {self.ssim_low}",
+                              "CurationConfig")
+        check_range(self, "border_alpha", 0.0, 1.0)
+        check_range(self, "min_coverage", 0.0, 1.0)
+        check_positive(self, "border_pixels")
+        check_non_negative(self, "min_motion")
+        if len(self.background) != 3 or not all(0.0 <= c <= 1.0 for c in self.background):
+            raise ConfigError("background", f"expected 3 values in [0, 1] (RGB), got {self.background!r}",
+                              "CurationConfig")
 
 
 # ---------------------------------------------------------------------------------------
