@@ -120,11 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; finished work is kept (rerun with --resume where the command has it)", file=sys.stderr)
         return 130
-    except (UserError, FileNotFoundError, ValueError, RuntimeError, ImportError) as err:
+    except (UserError, OSError, ValueError, RuntimeError, ImportError) as err:
         if args.debug:
             raise
-        print(f"gen4d {args.command}: error: {err}", file=sys.stderr)
+        print(f"gen4d {args.command}: error: {_describe_error(err)}", file=sys.stderr)
         return 2
+
+
+def _describe_error(err: BaseException) -> str:
+    """One line for an error: OS errors name the path and the cause ("out/run.jsonl: Not a
+    directory (a part of the path is a file)") instead of Python's "[Errno 20] ..." form."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        hints = {
+            "NotADirectoryError": " (a part of the path is a file, not a folder)",
+            "PermissionError": " (choose a location you can write to)",
+            "FileExistsError": " (a file is in the way)",
+        }
+        return f"{err.filename}: {err.strerror}{hints.get(type(err).__name__, '')}"
+    return " ".join(str(err).split("\n")[:2]) if isinstance(err, OSError) else str(err)
 
 
 if __name__ == "__main__":

@@ -255,3 +255,14 @@ def test_plain_options_are_range_checked(capsys, argv, expected):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == f"gen4d {argv[0]}: error: {expected}", err
+
+
+def test_os_errors_are_one_line_naming_the_path(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    (tmp_path / "assets").mkdir()
+    out = blocker / "curated.jsonl"
+    assert main(["curate", str(tmp_path / "assets"), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gen4d curate: error: {blocker}"), err
+    assert ("a file is in the way" in err[0] or "not a folder" in err[0]) and "Traceback" not in err[0]
