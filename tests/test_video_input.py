@@ -150,3 +150,23 @@ def test_matte_constant_background():
     alpha = matte_constant_background(image)
     assert alpha.shape == (1, 1, 20, 20)
     assert float(alpha[0, 0, 10, 10]) == 1.0 and float(alpha[0, 0, 0, 0]) == 0.0
+
+
+def test_unreadable_video_is_one_line_without_the_ffmpeg_banner(tmp_path, capsys):
+    from gen4d.cli import main
+
+    bad_video = tmp_path / "holiday.mp4"
+    bad_video.write_bytes(b"\x00\x01garbage" * 50)
+    with pytest.raises(ValueError) as info:
+        read_frames(bad_video)
+    message = str(info.value)
+    assert message.startswith(f"{bad_video}: not a readable video (ffmpeg: ")
+    assert "Invalid data" in message and "\n" not in message
+    for banner in ("ffmpeg version", "configuration:", "libavcodec", "=== stderr ==="):
+        assert banner not in message
+    argv = ["video", str(bad_video), "--out", str(tmp_path / "run"), "--multiview", "none", "--sds.weight", "0"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "holiday.mp4: not a readable video" in err[0], err
+    assert "ffmpeg version" not in captured.out + captured.err

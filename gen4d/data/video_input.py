@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from gen4d._checks import check_shape
+from gen4d.config import check_positive, check_range
 
 __all__ = [
     "VideoInputConfig",
@@ -68,6 +69,11 @@ class VideoInputConfig:
     """'alpha': frames must carry alpha; 'rembg': always matte with rembg; 'auto': alpha if present, else rembg."""
     alpha_threshold: float = 0.5
     """Alpha above which a pixel belongs to the object's bounding box."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "size", "max_frames", "max_side", "stride")
+        check_range(self, "border", 0.0, 1.0, high_open=True)
+        check_range(self, "alpha_threshold", 0.0, 1.0)
 
 
 @dataclass
@@ -152,15 +158,30 @@ def _read_video(path: Path, limit: int) -> list[np.ndarray]:
         raise ImportError("reading videos needs imageio and imageio-ffmpeg: pip install imageio imageio-ffmpeg") from err
     frames = []
     try:
-        reader = imageio.get_reader(str(path), format="FFMPEG")
+        reader = imageio.get_reader(str(path), format="FFMPEG", input_params=["-hide_banner"])
         with reader:
             for frame in reader:
                 frames.append(np.asarray(frame, dtype=np.uint8))
                 if len(frames) > limit:
                     break
     except Exception as err:  # imageio raises several types for unreadable files
-        raise ValueError(f"{path}: not a readable video ({type(err).__name__}: {err})") from err
+        raise ValueError(
+            f"{path}: not a readable video (ffmpeg: {_ffmpeg_reason(err)}); check the file, convert it to an "
+            "H.264 .mp4, or pass a folder of frames"
+        ) from None
     return frames
+
+
+def _ffmpeg_reason(err: Exception) -> str:
+    """The line that matters of an imageio-ffmpeg error, without ffmpeg's version / build banner."""
+    message = str(err)
+    head, _, stderr = message.partition("=== stderr ===")
+    banner = ("ffmpeg version", "built with", "configuration:", "lib")
+    lines = [line.strip() for line in stderr.splitlines()]
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line) for line in lines if line and not line.startswith(banner)]
+    errors = [line for line in lines if "rror" in line or "nvalid" in line or "not found" in line]
+    reason = (errors or lines or [head.strip() or type(err).__name__])[-1]
+    return reason.rstrip(").").strip()[:300]
 
 
 def read_frames(path: str | Path, max_frames: int = 128, stride: int = 1) -> tuple[list[np.ndarray], list[str]]:

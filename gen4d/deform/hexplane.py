@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen4d._checks import check_shape
+from gen4d.config import ConfigError, check_non_negative, check_positive
 from gen4d.deform.base import DeformationField, check_times
 from gen4d.gaussians.core import Gaussians
 
@@ -70,6 +71,17 @@ class HexPlaneConfig:
     """Form of the grid regularisers: 'kplanes' (first-difference plane TV, terms averaged over scales and
     planes) or 'stag4d' (second differences along plane rows, terms summed over scales and planes, as
     STAG4D's code)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "features", "bounds", "width")
+        check_non_negative(self, "depth")
+        for name in ("resolution", "multires"):
+            values = getattr(self, name)
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
+                raise ConfigError(name, f"expected integers > 0, got {values!r}", "HexPlaneConfig")
+        if len(self.resolution) != 4:
+            raise ConfigError("resolution", f"expected 4 values (x, y, z, t), got {self.resolution!r}",
+                              "HexPlaneConfig")
 
 
 # Plane index pairs over the axes (x, y, z, t) = (0, 1, 2, 3).

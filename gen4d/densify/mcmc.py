@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from gen4d.config import check_non_negative, check_positive, check_range
 from gen4d.densify import ops
 from gen4d.densify.ops import DensifiableModel
 from gen4d.gaussians.core import quaternion_to_matrix
@@ -59,6 +60,11 @@ class MCMCConfig:
     """Weight of mean |opacity| in the loss."""
     scale_reg: float = 0.01
     """Weight of mean |scale| in the loss."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "cap", "every")
+        check_non_negative(self, "growth", "start", "stop", "noise_lr", "opacity_reg", "scale_reg")
+        check_range(self, "min_opacity", 0.0, 1.0)
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import torch
 
+from gen4d.config import check_non_negative, check_positive, check_range
 from gen4d.densify import ops
 from gen4d.densify.ops import DensifiableModel
 from gen4d.render.types import RenderOutput
@@ -82,6 +83,13 @@ class DensifyConfig:
     """Opacity after a reset (clamped to at most this)."""
     max_gaussians: int = 0
     """Upper bound on the number of Gaussians (0 = unbounded); growth keeps the largest gradients."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "every", "split_children", "split_scale_divisor")
+        check_non_negative(self, "start", "stop", "grad_threshold", "percent_dense", "prune_opacity", "prune_max_scale",
+                           "prune_min_scale", "prune_screen_size", "reset_every", "max_gaussians")
+        check_range(self, "percentile", 0.0, 100.0)
+        check_range(self, "reset_value", 0.0, 1.0)
 
 
 class DensifyStrategy:

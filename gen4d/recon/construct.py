@@ -30,7 +30,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from gen4d.config import from_dict, to_dict
+from gen4d.config import ConfigError, check_non_negative, check_positive, check_range, from_dict, to_dict
 from gen4d.data.dataset import MultiViewVideo, load_dataset
 from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig, DensifyStrategy, MCMCConfig, MCMCStrategy, build_strategy
@@ -88,6 +88,11 @@ class InitConfig:
     sh_degree: int = 0
     """Spherical-harmonics degree of the colours (0 = RGB)."""
 
+    def __post_init__(self) -> None:
+        check_positive(self, "num_points", "radius")
+        check_range(self, "opacity", 0.0, 1.0)
+        check_range(self, "sh_degree", 0, 3)
+
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -105,6 +110,10 @@ class StageConfig:
     """Factor on the canonical Gaussians' learning rates in this stage (0 freezes them)."""
     densify: bool = True
     """Run densification in this stage (schedule in ConstructConfig.densify, in stage steps)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, "iterations")
+        check_positive(self, "cameras_per_step")
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,10 @@ class OutputConfig:
     """Report LPIPS-VGG when its weights are available."""
     evaluate: bool = True
     """Compute the per-split image metrics of metrics.json (renders every held-out and training image)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "video_frames", "video_fps")
+        check_non_negative(self, "video_size")
 
 
 @dataclass(frozen=True)
@@ -177,14 +190,11 @@ class ConstructConfig:
     """Outputs written at the end."""
 
     def __post_init__(self) -> None:
-        for name in ("coarse", "fine"):
-            stage = getattr(self, name)
-            if stage.iterations < 0 or stage.cameras_per_step <= 0:
-                raise ValueError(f"{name}: iterations must be >= 0 and cameras_per_step > 0")
         if self.coarse.iterations + self.fine.iterations <= 0:
-            raise ValueError("ConstructConfig: coarse.iterations + fine.iterations must be > 0")
-        if self.log_every <= 0:
-            raise ValueError("ConstructConfig.log_every must be > 0")
+            raise ConfigError("fine.iterations", "coarse.iterations + fine.iterations must be > 0, got 0 for both",
+                              "ConstructConfig")
+        check_non_negative(self, "size", "checkpoint_every", "eval_every")
+        check_positive(self, "tile_size", "log_every")
 
     @property
     def total_iterations(self) -> int:

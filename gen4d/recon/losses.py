@@ -7,9 +7,11 @@ D-SSIM and LPIPS come from :mod:`gen4d.metrics` (one implementation of each in g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
+
+from gen4d.config import check_non_negative
 
 __all__ = ["LossWeights", "l1", "dssim", "alpha_loss", "depth_smoothness", "weighted_regularizers"]
 
@@ -40,6 +42,9 @@ class LossWeights:
     """Local rigidity of neighbouring Gaussians' motion (needs deform.rigidity.samples > 0)."""
     isometry: float = 0.0
     """Distances between neighbouring Gaussians kept over time (needs deform.rigidity.samples > 0)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, *(f.name for f in fields(self)))
 
 
 def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

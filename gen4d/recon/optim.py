@@ -10,10 +10,11 @@ log-linear schedule: ``exp(lerp(log(initial), log(final), min(step / decay_steps
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from gen4d.config import check_non_negative, check_positive
 from gen4d.recon.model import DynamicGaussians
 
 __all__ = ["LearningRates", "log_linear", "build_optimizer", "set_learning_rates", "learning_rates_at"]
@@ -49,6 +50,10 @@ class LearningRates:
     """Steps of the decay within a stage (0 = the stage's length)."""
     adam_eps: float = 1e-15
     """Adam epsilon (3DGS / STAG4D: 1e-15)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, *(f.name for f in fields(self) if f.name != "adam_eps"))
+        check_positive(self, "adam_eps")
 
 
 def log_linear(step: int, initial: float, final: float, steps: int) -> float:

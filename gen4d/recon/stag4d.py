@@ -46,14 +46,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
 
 from gen4d.cameras import Cameras, orbit, zero123_pose_embedding
-from gen4d.config import from_dict, to_dict
+from gen4d.config import ConfigError, check_non_negative, check_positive, check_range, from_dict, to_dict
 from gen4d.data.dataset import MultiViewVideo
 from gen4d.data.video_input import VideoInputConfig
 from gen4d.deform import DeformConfig, HexPlaneConfig
@@ -105,6 +105,14 @@ class RandomViews:
     black_background_prob: float = 0.5
     """Probability of a black (instead of white) background for a random view."""
 
+    def __post_init__(self) -> None:
+        if not self.sizes or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in self.sizes):
+            raise ConfigError("sizes", f"expected integers > 0, got {self.sizes!r}", "RandomViews")
+        if len(self.sizes) != len(self.size_steps) + 1:
+            raise ConfigError("size_steps", f"expected {len(self.sizes) - 1} value(s) (one fewer than sizes), "
+                                            f"got {len(self.size_steps)}", "RandomViews")
+        check_range(self, "black_background_prob", 0.0, 1.0)
+
 
 @dataclass(frozen=True)
 class SDSConfig:
@@ -128,6 +136,10 @@ class SDSConfig:
     """CLIP input of a condition image: 'pil' (the public code: uint8, PIL bicubic) or 'torch' (antialiased bicubic)."""
     posterior: Literal["mean", "sample"] = "mean"
     """VAE latents: posterior 'mean' (deterministic, exact resume) or 'sample' (the public code)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, "weight", "guidance_scale", "input_azimuth_deg")
+        check_range(self, "input_prob", 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,9 @@ class Stag4DLoss:
     anisotropy_ratio: float = 7.5
     """Allowed ratio of a Gaussian's largest to smallest scale."""
 
+    def __post_init__(self) -> None:
+        check_non_negative(self, *(f.name for f in fields(self)))
+
 
 @dataclass(frozen=True)
 class Stag4DOutput:
@@ -172,6 +187,9 @@ class Stag4DOutput:
     """Write the videos."""
     renders: bool = True
     """Write renders of the held-out eval views (when the input dataset has them)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "video_size", "round_frames", "loops", "fps")
 
 
 @dataclass(frozen=True)
@@ -242,12 +260,11 @@ class Stag4DConfig:
     """Held-out PSNR every this many steps when eval views exist (0 = only at the end)."""
 
     def __post_init__(self) -> None:
-        if self.steps <= 0 or self.views_per_step < 0 or self.static_steps < 0:
-            raise ValueError("Stag4DConfig: steps must be > 0, views_per_step and static_steps >= 0")
-        if len(self.views.sizes) != len(self.views.size_steps) + 1:
-            raise ValueError("RandomViews: expected one more size than size_steps")
-        if self.log_every <= 0:
-            raise ValueError("Stag4DConfig.log_every must be > 0")
+        check_positive(self, "steps", "ref_radius", "num_points", "init_radius", "log_every")
+        check_non_negative(self, "static_steps", "views_per_step", "anchored_per_step", "ramp_steps",
+                           "checkpoint_every", "eval_every")
+        check_range(self, "ref_fov_deg", 1.0, 179.0)
+        check_range(self, "init_opacity", 0.0, 1.0)
 
 
 PRESETS: dict[str, Stag4DConfig] = {
