@@ -28,8 +28,9 @@ def variants(base: str = "default") -> dict:
     from gen4d.recon.construct import PRESETS
 
     default, paper = PRESETS[base], PRESETS["paper"]
+    anchors = 4096 if base == "default" else 512  # anchors per step: fewer at CPU sizes
 
-    def rigid(base, weight=1.0, iso=0.0, static_coarse=True, freeze=0.1, densify_fine=False, samples=4096,
+    def rigid(base, weight=1.0, iso=0.0, static_coarse=True, freeze=0.1, densify_fine=False, samples=anchors,
               scale=True, resolution=None):  # fmt: skip
         hexplane = replace(base.deform.hexplane, deform_scale=scale)
         if resolution:
@@ -47,7 +48,7 @@ def variants(base: str = "default") -> dict:
         "paper": paper,
         "default+rig": replace(
             default,
-            deform=replace(default.deform, rigidity=RigidityConfig(samples=4096)),
+            deform=replace(default.deform, rigidity=RigidityConfig(samples=anchors)),
             loss=replace(default.loss, rigidity=1.0),
         ),
         "default_noscale": replace(default, deform=replace(default.deform, hexplane=replace(default.deform.hexplane, deform_scale=False))),
