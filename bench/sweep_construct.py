@@ -1,11 +1,11 @@
 """Settings sweep for 4D construction: many configs x datasets, several runs at once on one GPU.
 
-    python bench/sweep_construct.py --data DIR[,DIR...] --variants default,rigid --procs 6 --json sweep.json
+    python bench/sweep_construct.py --data DIR[,DIR...] --variants default,default+ns+rig0.01 --json sweep.json
 
 For choosing settings on data rendered for that purpose (never on a benchmark's held-out views).
 Each run trains in-process with no outputs but the held-out metrics (PSNR, SSIM, silhouette IoU);
-runs share the GPU, so their times are only indicative - time the chosen preset with
-``bench/bench_construct.py``. Variants are Python functions of the base presets below.
+time the chosen preset with ``bench/bench_construct.py``. Variants are named by tokens on a
+preset (see :func:`variant`), e.g. ``default+ns+rig0.01`` or, with ``--base demo``, ``base+ns``.
 """
 
 from __future__ import annotations
@@ -23,48 +23,59 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def variants(base: str = "default") -> dict:
+def variant(name: str, base: str = "default"):
+    """A config from a name: a preset, or ``BASE+token+token...`` with tokens
+    ``ns`` (no scale deformation), ``rigW`` / ``isoW`` (rigidity / isometry weight W),
+    ``anchN`` (rigidity anchors per step), ``sc`` (coarse stage on the static orbit alone),
+    ``fs`` (fine stage also on the static orbit), ``nd`` (no densification in the fine stage),
+    ``clrF`` (canonical learning-rate factor in the fine stage), ``cN`` / ``fN`` (coarse / fine
+    steps), ``camsN`` (images per step), ``tresN`` (HexPlane time resolution), ``sresN``
+    (HexPlane spatial resolution), ``cp`` (control-point field)."""
+    import re
+
     from gen4d.deform import ControlPointConfig, DeformConfig, RigidityConfig
     from gen4d.recon.construct import PRESETS
 
-    default, paper = PRESETS[base], PRESETS["paper"]
-    anchors = 4096 if base == "default" else 512  # anchors per step: fewer at CPU sizes
-
-    def rigid(base, weight=1.0, iso=0.0, static_coarse=True, freeze=0.1, densify_fine=False, samples=anchors,
-              scale=True, resolution=None):  # fmt: skip
-        hexplane = replace(base.deform.hexplane, deform_scale=scale)
-        if resolution:
-            hexplane = replace(hexplane, resolution=(resolution,) * 3 + hexplane.resolution[3:])
-        return replace(
-            base,
-            coarse=replace(base.coarse, orbit=not static_coarse),
-            fine=replace(base.fine, static_orbit=True, densify=densify_fine, canonical_lr=freeze),
-            deform=replace(base.deform, hexplane=hexplane, rigidity=RigidityConfig(samples=samples, neighbours=8)),
-            loss=replace(base.loss, rigidity=weight, isometry=iso),
-        )
-
-    out = {
-        "default": default,
-        "paper": paper,
-        "default+rig": replace(
-            default,
-            deform=replace(default.deform, rigidity=RigidityConfig(samples=anchors)),
-            loss=replace(default.loss, rigidity=1.0),
-        ),
-        "default_noscale": replace(default, deform=replace(default.deform, hexplane=replace(default.deform.hexplane, deform_scale=False))),
-        "rigid_noscale": rigid(default, scale=False),
-        "rigid_noscale_res16": rigid(default, scale=False, resolution=16),
-        "rigid_noscale_w0": rigid(default, scale=False, weight=0.0),
-        "default+static_coarse": replace(default, coarse=replace(default.coarse, orbit=False)),
-        "rigid": rigid(default),
-        "rigid_w10": rigid(default, weight=10.0),
-        "rigid_iso": rigid(default, iso=1.0),
-        "rigid_nofreeze": rigid(default, freeze=1.0),
-        "rigid_densify": rigid(default, densify_fine=True),
-        "cp": replace(default, deform=DeformConfig(kind="control_points", control_points=ControlPointConfig())),
-        "default_fine1000": replace(default, fine=replace(default.fine, iterations=1000)),
-    }
-    return out
+    head, *tokens = name.split("+")
+    config = PRESETS[base if head == "base" else head]
+    anchors = 4096 if (base if head == "base" else head) == "default" else 512
+    for token in tokens:
+        number = re.sub(r"^[a-z]+", "", token)
+        key = token[: len(token) - len(number)]
+        hexplane = config.deform.hexplane
+        if key == "ns":
+            config = replace(config, deform=replace(config.deform, hexplane=replace(hexplane, deform_scale=False)))
+        elif key in ("rig", "iso"):
+            rigidity = config.deform.rigidity if config.deform.rigidity.samples else RigidityConfig(samples=anchors)
+            config = replace(config, deform=replace(config.deform, rigidity=rigidity),
+                             loss=replace(config.loss, **{"rigidity" if key == "rig" else "isometry": float(number)}))  # fmt: skip
+        elif key == "anch":
+            config = replace(config, deform=replace(config.deform, rigidity=RigidityConfig(samples=int(number))))
+        elif key == "sc":
+            config = replace(config, coarse=replace(config.coarse, orbit=False))
+        elif key == "fs":
+            config = replace(config, fine=replace(config.fine, static_orbit=True))
+        elif key == "nd":
+            config = replace(config, fine=replace(config.fine, densify=False))
+        elif key == "clr":
+            config = replace(config, fine=replace(config.fine, canonical_lr=float(number)))
+        elif key == "c":
+            config = replace(config, coarse=replace(config.coarse, iterations=int(number)))
+        elif key == "f":
+            config = replace(config, fine=replace(config.fine, iterations=int(number)))
+        elif key == "cams":
+            n = int(number)
+            config = replace(config, coarse=replace(config.coarse, cameras_per_step=n), fine=replace(config.fine, cameras_per_step=n))
+        elif key == "tres":
+            config = replace(config, deform=replace(config.deform, hexplane=replace(hexplane, resolution=hexplane.resolution[:3] + (int(number),))))
+        elif key == "sres":
+            r = int(number)
+            config = replace(config, deform=replace(config.deform, hexplane=replace(hexplane, resolution=(r, r, r, hexplane.resolution[3]))))
+        elif key == "cp":
+            config = replace(config, deform=replace(config.deform, kind="control_points", control_points=ControlPointConfig()))
+        else:
+            raise SystemExit(f"unknown variant token {token!r} in {name!r}")
+    return config
 
 
 def silhouette_iou(model, dataset, index, options) -> float | None:
@@ -94,7 +105,7 @@ def run_one(job) -> dict:
     from gen4d.render import RenderOptions
 
     data, name, out, quick, base = job
-    config = variants(base)[name]
+    config = variant(name, base)
     if quick:  # a smoke test of the script itself
         config = replace(config, size=64, coarse=replace(config.coarse, iterations=20), fine=replace(config.fine, iterations=20))
     config = replace(config, output=replace(config.output, ply=False, video=False, renders=False, lpips=False))
@@ -130,17 +141,16 @@ def worker(job):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="dataset folders, comma-separated")
-    parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
+    parser.add_argument("--variants", required=True, help="comma-separated variant names (see variant())")
     parser.add_argument("--procs", type=int, default=4, help="runs at once (default 4)")
     parser.add_argument("--out", default="bench_out/sweep", help="folder for the runs")
     parser.add_argument("--json", default=None, help="write the results to this file")
     parser.add_argument("--base", default="default", help="preset the variants derive from (demo: CPU-sized)")
     parser.add_argument("--quick", action="store_true", help="20 + 20 steps at 64 px (checks the script, not the settings)")
     args = parser.parse_args()
-    names = args.variants.split(",") if args.variants else list(variants())
-    unknown = set(names) - set(variants())
-    if unknown:
-        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(variants())}")
+    names = args.variants.split(",")
+    for name in names:
+        variant(name, args.base)  # fail on a bad name before any work
     jobs = [(d, n, args.out, args.quick, args.base) for n in names for d in args.data.split(",") if d]
     print(f"# sweep {datetime.datetime.now().isoformat(timespec='seconds')}: {len(jobs)} runs, {args.procs} at once", flush=True)
     results = []
