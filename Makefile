@@ -1,5 +1,6 @@
 # Two commands on a fresh clone: `make demo` (the main job on the embedded default) and
-# `make test` (the test suite). Both create .venv and install what they need first.
+# `make test` (ruff check, ruff format --check, then the test suite). Both create .venv and
+# install what they need first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # A CPU wheel of torch is enough for both; override on a GPU machine, e.g. TORCH_SPEC=torch.
@@ -8,7 +9,7 @@ EXTRAS ?= dev,diffusion,render,metrics,viewer
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: demo test install sysdeps clean
+.PHONY: demo test lint install sysdeps clean
 
 install: $(VENV)/.installed
 
@@ -24,7 +25,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/gen4d demo --out $(DEMO_OUT)
 
-test: install
+# Lint and format checks first (the same as .pre-commit-config.yaml), then the tests.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 clean:

@@ -40,12 +40,3 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{name}: {bad} non-finite value(s) (NaN or Inf); expected finite values")
-
-
-def check_same_length(**tensors: torch.Tensor) -> int:
-    """All tensors share their first dimension; returns it."""
-    lengths = {name: int(t.shape[0]) for name, t in tensors.items()}
-    if len(set(lengths.values())) > 1:
-        desc = ", ".join(f"{k}={v}" for k, v in lengths.items())
-        raise ValueError(f"mismatched batch sizes: {desc}; expected all equal")
-    return next(iter(lengths.values()))

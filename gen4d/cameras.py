@@ -25,7 +25,7 @@ see :func:`diffusion4d_orbit`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import InitVar, dataclass, replace
 from typing import Literal, Sequence
 
 import torch
@@ -56,6 +56,10 @@ class Cameras:
     """A batch of C pinhole cameras in gen4d's convention (see the module docstring).
 
     Shapes: ``world_to_camera`` (C, 4, 4); ``fx, fy, cx, cy, times`` (C,).
+
+    Construction checks shapes and values (finite poses, focal lengths > 0, times in [0, 1]); the
+    value checks read the tensors back to the host (a device sync), so batches derived from
+    checked cameras (indexing, :meth:`to`, :meth:`cat`, :meth:`resized`) skip them.
     """
 
     world_to_camera: torch.Tensor
@@ -74,19 +78,25 @@ class Cameras:
     """Image height in pixels, shared by the batch."""
     times: torch.Tensor
     """(C,) normalised time in [0, 1] of each camera's image."""
+    check_values: InitVar[bool] = True
+    """Also check the values (host syncs); False only for cameras derived from checked ones."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check_values: bool = True) -> None:
         check_shape("cameras.world_to_camera", self.world_to_camera, ("C", 4, 4))
         count = self.world_to_camera.shape[0]
         for name in ("fx", "fy", "cx", "cy", "times"):
             check_shape(f"cameras.{name}", getattr(self, name), (count,))
+        if int(self.width) <= 0 or int(self.height) <= 0:
+            raise ValueError(f"cameras.width/height: expected positive ints, got {self.width}x{self.height}")
+        if check_values:
+            self._check_values()
+
+    def _check_values(self) -> None:
         check_finite("cameras.world_to_camera", self.world_to_camera)
         for name in ("fx", "fy"):
             value = getattr(self, name)
             if not bool((value > 0).all()):
                 raise ValueError(f"cameras.{name}: focal lengths must be > 0, got {value.tolist()}")
-        if int(self.width) <= 0 or int(self.height) <= 0:
-            raise ValueError(f"cameras.width/height: expected positive ints, got {self.width}x{self.height}")
         times = self.times
         if not bool(((times >= 0) & (times <= 1)).all()):
             raise ValueError(f"cameras.times: expected values in [0, 1], got {times.tolist()}")
@@ -107,6 +117,7 @@ class Cameras:
             cx=pick(self.cx),
             cy=pick(self.cy),
             times=pick(self.times),
+            check_values=False,
         )
 
     @staticmethod
@@ -126,6 +137,7 @@ class Cameras:
             width=batches[0].width,
             height=batches[0].height,
             times=torch.cat([b.times for b in batches]),
+            check_values=False,
         )
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Cameras":
@@ -138,6 +150,7 @@ class Cameras:
             cx=move(self.cx),
             cy=move(self.cy),
             times=move(self.times),
+            check_values=False,
         )
 
     def with_times(self, times: torch.Tensor | float) -> "Cameras":
@@ -150,7 +163,14 @@ class Cameras:
         """The same cameras for images resampled to ``width x height``."""
         sx, sy = width / self.width, height / self.height
         return replace(
-            self, fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy, width=width, height=height
+            self,
+            fx=self.fx * sx,
+            fy=self.fy * sy,
+            cx=self.cx * sx,
+            cy=self.cy * sy,
+            width=width,
+            height=height,
+            check_values=False,
         )
 
     # -- derived quantities ---------------------------------------------------------------

@@ -17,9 +17,13 @@ import json
 import textwrap
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-__all__ = ["field_docs", "to_dict", "from_dict", "add_config_arguments", "apply_overrides", "set_fields", "dumps"]
+__all__ = [
+    "field_docs", "to_dict", "from_dict", "add_config_arguments", "apply_overrides", "set_fields", "dumps",
+    "load_config", "ConfigError", "check_positive", "check_non_negative", "check_range",
+]
 
 T = TypeVar("T")
 
@@ -65,26 +69,65 @@ def dumps(config: Any) -> str:
     return json.dumps(to_dict(config), indent=2)
 
 
+class ConfigError(ValueError):
+    """A config field holds a value it cannot take. ``field`` is the dotted path from the config
+    being built ("init.num_points"), ``message`` says what was expected and what was given, and
+    ``owner`` names that config's class (shown when the error reaches Python code, not the CLI)."""
+
+    def __init__(self, field: str, message: str, owner: str = ""):
+        self.field = field
+        self.message = message
+        self.owner = owner
+        super().__init__(f"{owner + '.' if owner else ''}{field}: {message}")
+
+    def within(self, parent: str, owner: str = "") -> "ConfigError":
+        """The same error seen from the config that holds this one in its field ``parent``."""
+        return ConfigError(f"{parent}.{self.field}", self.message, owner)
+
+
+def _describe(hint: Any) -> str:
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is bool:
+        return "true or false"
+    if hint is str:
+        return "a string"
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin in (tuple, list):
+        args = [a for a in get_args(hint) if a is not Ellipsis]
+        return "a comma-separated list" + (f" of {_describe(args[0])}s" if args and args[0] is not Any else "")
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else _describe(a) for a in get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
 def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """``value`` read as type ``hint``; a :class:`ConfigError` on ``name`` when it cannot be."""
     origin = get_origin(hint)
     if origin is Literal:
         if value not in get_args(hint):
-            raise ValueError(f"{name}: {value!r} is not one of {list(get_args(hint))}")
+            raise ConfigError(name, f"expected {_describe(hint)}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = [a for a in get_args(hint) if a is not type(None)]
-        if value is None:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and str not in args):
             return None
         for arg in args:
             try:
                 return _coerce(name, arg, value)
-            except (TypeError, ValueError):
+            except ConfigError:
                 continue
-        raise ValueError(f"{name}: cannot read {value!r} as {hint}")
+        raise ConfigError(name, f"expected {_describe(hint)}, got {value!r}")
     if origin in (tuple, list):
         args = get_args(hint)
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(name, f"expected {_describe(hint)}, got {value!r}")
         inner = args[0] if args else Any
         items = [_coerce(name, inner, v) if inner is not Any and inner is not Ellipsis else v for v in value]
         return tuple(items) if origin is tuple else items
@@ -95,17 +138,69 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
                 return True
             if lowered in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"{name}: expected true/false, got {value!r}")
-        return bool(value)
-    if hint in (int, float, str):
-        if hint is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{name}: expected an integer, got {value}")
-        return hint(value)
+        elif isinstance(value, (bool, int)) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(name, f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or value is None:
+            raise ConfigError(name, f"expected an integer, got {value!r}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(name, f"expected an integer, got {value!r}")
+            return int(value)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool) or value is None:
+            raise ConfigError(name, f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"expected a number, got {value!r}") from None
+    if hint is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(name, f"expected a string, got {value!r}")
+        return str(value)
     return value
 
 
+def _number_word(value: Any) -> str:
+    return "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a number"
+
+
+def check_positive(config: Any, *names: str) -> None:
+    """Raise a :class:`ConfigError` naming the first field of ``names`` that is not > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(name, f"expected {_number_word(value)} > 0, got {value!r}", type(config).__name__)
+
+
+def check_non_negative(config: Any, *names: str) -> None:
+    """Raise a :class:`ConfigError` naming the first field of ``names`` that is not >= 0."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ConfigError(name, f"expected {_number_word(value)} >= 0, got {value!r}", type(config).__name__)
+
+
+def check_range(config: Any, name: str, low: float, high: float, high_open: bool = False) -> None:
+    """Raise a :class:`ConfigError` unless ``low <= field <= high`` (``< high`` when ``high_open``)."""
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        bracket = ")" if high_open else "]"
+        raise ConfigError(name, f"expected a number in [{low}, {high}{bracket}, got {value!r}", type(config).__name__)
+
+
 def from_dict(cls: type[T], data: dict[str, Any], strict: bool = True) -> T:
-    """Rebuild a config from :func:`to_dict` output; unknown keys are an error when ``strict``."""
+    """Rebuild a config from :func:`to_dict` output; unknown keys are an error when ``strict``.
+    Bad values raise a :class:`ConfigError` whose ``field`` is the dotted path from ``cls``."""
+    if not isinstance(data, dict):
+        raise ConfigError(cls.__name__, f"expected a JSON object of fields, got {type(data).__name__}")
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
@@ -117,10 +212,21 @@ def from_dict(cls: type[T], data: dict[str, Any], strict: bool = True) -> T:
             continue
         hint, value = hints[f.name], data[f.name]
         if dataclasses.is_dataclass(hint):
-            kwargs[f.name] = from_dict(hint, value, strict)
+            if not isinstance(value, dict):
+                raise ConfigError(f.name, f"expected a section of fields, got {value!r}")
+            try:
+                kwargs[f.name] = from_dict(hint, value, strict)
+            except ConfigError as err:
+                raise err.within(f.name, cls.__name__) from None
         else:
-            kwargs[f.name] = _coerce(f"{cls.__name__}.{f.name}", hint, value)
-    return cls(**kwargs)
+            try:
+                kwargs[f.name] = _coerce(f.name, hint, value)
+            except ConfigError as err:
+                raise ConfigError(err.field, err.message, cls.__name__) from None
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(err.field, err.message, cls.__name__) from None
 
 
 def _leaves(cls: type, prefix: str = ""):
@@ -147,12 +253,30 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
             default = obj
         help_text = doc + (f" (default: {default})" if defaults is not None else "")
         choices = list(get_args(hint)) if get_origin(hint) is Literal else None
-        group.add_argument(f"--{path}", dest=f"cfg:{path}", default=None, metavar="V", help=help_text, choices=choices)
+        group.add_argument(f"--{path}", dest=f"cfg:{path}", default=None, metavar="V", help=help_text, choices=choices,
+                           type=_OptionType(path, hint))
+
+
+class _OptionType:
+    """argparse ``type=`` of a config option: reads the text as the field's type, so a wrong
+    type is reported by argparse as ``argument --a.b: expected an integer, got 'abc'``."""
+
+    def __init__(self, path: str, hint: Any):
+        self.path = path
+        self.hint = hint
+        self.__name__ = _describe(hint)  # argparse's fallback message uses it
+
+    def __call__(self, text: str) -> Any:
+        try:
+            return _coerce(self.path, self.hint, text)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(err.message) from None
 
 
 def set_fields(config: T, changes: dict[str, Any]) -> T:
     """A copy of ``config`` with dotted fields replaced, e.g. ``{"optim.lr": 1e-4}``; values are
-    read as the fields' types (strings from the CLI included), unknown fields are an error."""
+    read as the fields' types (strings from the CLI included), unknown fields are an error. A bad
+    value raises a :class:`ConfigError` whose ``field`` is the dotted path."""
     data = to_dict(config)
     for key, value in changes.items():
         *parents, leaf = key.split(".")
@@ -168,6 +292,23 @@ def set_fields(config: T, changes: dict[str, Any]) -> T:
 
 
 def apply_overrides(config: T, args: argparse.Namespace) -> T:
-    """Return ``config`` with every ``--a.b`` option the user set applied."""
+    """Return ``config`` with every ``--a.b`` option the user set applied. A value the config
+    refuses is reported as ``--a.b: expected ..., got ...`` (a ValueError)."""
     changes = {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:") and value is not None}
-    return set_fields(config, changes) if changes else config
+    if not changes:
+        return config
+    try:
+        return set_fields(config, changes)
+    except ConfigError as err:
+        option = f"--{err.field}" if err.field in changes else f"{err.field} (after the options given)"
+        raise ValueError(f"{option}: {err.message}") from None
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """A config stored as JSON at ``path`` (e.g. a run's config.json); errors name the file and field."""
+    from gen4d.io import read_json
+
+    try:
+        return from_dict(cls, read_json(path))
+    except ConfigError as err:
+        raise ValueError(f"{path}: {err.field}: {err.message}") from None

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from gen4d.data.curation import (
+    RESULTS_HEADER,
     CurationConfig,
     border_alpha,
+    check_results_file,
+    curate_assets,
     curation_figures,
     decide,
     front_ssims,
@@ -153,12 +156,13 @@ def test_curate_procedural_assets_end_to_end(tmp_path):
     assert by_name["procedural:5:motion=leave,magnitude=1"]["reason"].startswith("leaves the frame")
     assert by_name["procedural:5:cycles=1"]["decision"] == "keep"
     assert by_name["corrupt.glb"]["decision"] == "error" and "corrupt.glb" in by_name["corrupt.glb"]["reason"]
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    header, *lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert header == RESULTS_HEADER
     assert len(lines) == 4 and all({"asset", "decision", "reason", "figures", "settings"} <= set(r) for r in lines)
     # Resumable: a rerun (after an interrupted, half-written last line) renders nothing new.
     out.write_text(out.read_text() + '{"asset": "half-writ')
     again = curate_assets(assets, out, config, workers=2, progress=False)
-    assert len(out.read_text().splitlines()) == 4 and again.keys() == results.keys()
+    assert len(out.read_text().splitlines()) == 5 and again.keys() == results.keys()
     assert read_results(out).keys() == results.keys()
 
 
@@ -174,8 +178,40 @@ def test_curate_command_records_import_errors_and_goes_on(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     args = ["curate", str(assets), "--out", str(out), "--size", "32", "--samples", "2", "--frames", "4", "--no-progress"]
     assert main(args) == 0
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    header, *records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert header == RESULTS_HEADER
     assert sorted(r["asset"].split("/")[-1] for r in records) == ["bad.fbx", "broken.glb"]
     assert all(r["decision"] == "error" and r["reason"] for r in records)
     assert "2 assets (error 2)" in capsys.readouterr().out
-    assert main(args) == 0 and len(out.read_text().splitlines()) == 2
+    assert main(args) == 0 and len(out.read_text().splitlines()) == 3
+
+
+def test_curate_refuses_an_unrelated_existing_file(tmp_path, capsys):
+    from gen4d.cli import main
+
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("my notes\n{\"not\": \"curation\"}\n")
+    before = notes.read_bytes()
+    with pytest.raises(ValueError, match=r"notes\.jsonl: exists and is not a gen4d curation results file"):
+        curate_assets([], notes, progress=False)
+    (tmp_path / "assets").mkdir()
+    assert main(["curate", str(tmp_path / "assets"), "--out", str(notes), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(notes) in err[0] and "choose another --out" in err[0], err
+    assert notes.read_bytes() == before  # untouched
+    with pytest.raises(ValueError, match="is a folder"):
+        check_results_file(tmp_path / "assets")
+
+
+def test_curate_resumes_its_own_results_files(tmp_path):
+    record = {"asset": "a.glb", "id": "a", "decision": "keep", "reason": "", "figures": {}}
+    new = tmp_path / "new.jsonl"
+    curate_assets([], new, progress=False)
+    assert [json.loads(line) for line in new.read_text().splitlines()] == [RESULTS_HEADER]
+    new.write_text(new.read_text() + json.dumps(record) + "\n" + '{"asset": "half')
+    assert curate_assets([], new, progress=False) == {"a.glb": record}
+    # A file from gen4d before the header (records only) is resumed too, and gains the header.
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text(json.dumps(record) + "\n")
+    assert curate_assets([], legacy, progress=False) == {"a.glb": record}
+    assert json.loads(legacy.read_text().splitlines()[0]) == RESULTS_HEADER

@@ -76,6 +76,78 @@ def test_hexplane_regularisers():
     assert sum(p.numel() for g in groups.values() for p in g) == sum(p.numel() for p in field.parameters())
 
 
+def _random_hexplane(regularizer: str) -> HexPlaneField:
+    """A float64 field with random planes (3 features, base 5 x 5, time 6 rows, 2 scales)."""
+    config = HexPlaneConfig(features=3, resolution=(5, 5, 5, 6), multires=(1, 2), width=8, regularizer=regularizer)
+    field = HexPlaneField(config).double()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for plane in list(field.grid.spatial) + list(field.grid.temporal):
+            plane.copy_(torch.rand(plane.shape, generator=generator, dtype=torch.float64) * 2)
+    return field
+
+
+def _loop_planes(planes):
+    """Per plane: (nested lists [feature][row][column], feature count, rows, columns) in Python floats."""
+    for stacked in planes:
+        for plane in stacked.detach().tolist():
+            yield plane, len(plane), len(plane[0]), len(plane[0][0])
+
+
+def _second_difference_along_rows(plane, features, rows, cols):
+    """Mean over (feature, row, column) of (p[r+2] - 2 p[r+1] + p[r])^2, by Python loops."""
+    total = 0.0
+    for f in range(features):
+        for r in range(rows - 2):
+            for c in range(cols):
+                total += (plane[f][r + 2][c] - 2 * plane[f][r + 1][c] + plane[f][r][c]) ** 2
+    return total / (features * (rows - 2) * cols)
+
+
+def _l1_from_one(plane, features, rows, cols):
+    return sum(abs(1 - plane[f][r][c]) for f in range(features) for r in range(rows) for c in range(cols)) / (features * rows * cols)
+
+
+def test_hexplane_stag4d_regularisers_match_a_hand_computation():
+    """STAG4D's code (``_plane_regulation``, ``_time_regulation``, ``_l1_regulation``): per plane the
+    mean squared second difference along the rows (the second axis of the pair: y / z / z for the
+    spatial planes, t for the space-time planes) and the mean |1 - value|, each SUMMED over the
+    scales and the three planes."""
+    field = _random_hexplane("stag4d")
+    regs = field.regularization(random_in_sphere(4), torch.tensor([0.5]))
+    values = {k: float(v.detach()) for k, v in regs.items()}
+    grid = field.grid
+    plane_tv = sum(_second_difference_along_rows(*item) for item in _loop_planes(grid.spatial))
+    smooth = sum(_second_difference_along_rows(*item) for item in _loop_planes(grid.temporal))
+    l1 = sum(_l1_from_one(*item) for item in _loop_planes(grid.temporal))
+    assert values["plane_tv"] == pytest.approx(plane_tv, rel=1e-12)
+    assert values["time_smoothness"] == pytest.approx(smooth, rel=1e-12)
+    assert values["time_l1"] == pytest.approx(l1, rel=1e-12)
+    # gradients reach the planes
+    sum(regs.values()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in list(grid.spatial) + list(grid.temporal))
+
+
+def test_hexplane_kplanes_regularisers_match_a_hand_computation():
+    """The default ('kplanes'): first differences along both plane axes for the spatial planes,
+    second differences along t, L1 from 1, each AVERAGED over scales and planes."""
+    field = _random_hexplane("kplanes")
+    regs = {k: v.detach() for k, v in field.regularization(random_in_sphere(4), torch.tensor([0.5])).items()}
+    grid = field.grid
+    tv, count = 0.0, 0
+    for plane, features, rows, cols in _loop_planes(grid.spatial):
+        along_rows = sum((plane[f][r + 1][c] - plane[f][r][c]) ** 2 for f in range(features) for r in range(rows - 1) for c in range(cols))
+        along_cols = sum((plane[f][r][c + 1] - plane[f][r][c]) ** 2 for f in range(features) for r in range(rows) for c in range(cols - 1))
+        tv += along_rows / (features * (rows - 1) * cols) + along_cols / (features * rows * (cols - 1))
+        count += 1
+    planes = list(_loop_planes(grid.temporal))
+    smooth = sum(_second_difference_along_rows(*item) for item in planes) / len(planes)
+    l1 = sum(_l1_from_one(*item) for item in planes) / len(planes)
+    assert float(regs["plane_tv"]) == pytest.approx(tv / count, rel=1e-12)
+    assert float(regs["time_smoothness"]) == pytest.approx(smooth, rel=1e-12)
+    assert float(regs["time_l1"]) == pytest.approx(l1, rel=1e-12)
+
+
 def test_hexplane_spatial_lookup_matches_manual_bilinear():
     field = HexPlaneField(HexPlaneConfig(features=2, resolution=(4, 4, 4, 3), multires=(1,), bounds=1.0))
     points = torch.tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 1.0]])
@@ -111,6 +183,32 @@ def test_control_point_per_gaussian_state(canonical):
     assert field.per_gaussian_state()["knn_index"].shape == (10, SMALL_CP.neighbours)
     with pytest.raises(ValueError, match="unknown per-Gaussian state"):
         field.set_per_gaussian_state({"bogus": state["knn_index"]})
+
+
+def test_control_point_neighbour_cache_is_refreshed_every_knn_every_calls(canonical):
+    """The Gaussian -> control point neighbours are cached between refreshes and recomputed from the
+    current control points on calls 0, knn_every, 2 knn_every, ..."""
+    from dataclasses import replace
+
+    from gen4d.deform.control_points import _knn
+
+    field = ControlPointField(replace(SMALL_CP, knn_every=3))
+    field.prepare(canonical)
+    times = torch.tensor([0.3])
+    fresh = lambda: _knn(canonical.means.detach(), field.positions.detach(), SMALL_CP.neighbours)  # noqa: E731
+    field(canonical, times)  # call 0: refresh
+    first = field.knn_index.clone()
+    assert torch.equal(first, fresh())
+    with torch.no_grad():
+        field.positions.data = field.positions.data.flip(0) * 0.9  # control points move: neighbours change
+    moved = fresh()
+    assert not torch.equal(moved, first)
+    for _ in range(2):  # calls 1, 2: the cache is kept
+        field(canonical, times)
+        assert torch.equal(field.knn_index, first)
+    field(canonical, times)  # call 3: refreshed from the moved points
+    assert torch.equal(field.knn_index, moved)
+    assert int(field.calls) == 4
 
 
 def test_fps_and_quaternions():

@@ -171,3 +171,32 @@ def test_inactive_outside_schedule_and_config_errors():
         DensifyStrategy(DensifyConfig(every=0))
     with pytest.raises(ValueError, match="percentile"):
         DensifyStrategy(DensifyConfig(percentile=0.0))
+
+
+def test_prune_screen_size_removes_only_gaussians_that_were_too_large_on_screen():
+    """Radii are tracked as the largest seen fraction of the image side; refinement prunes those above
+    prune_screen_size (and keeps those below, including a clone of a small parent)."""
+    model = make_model(count=4)
+    means = model.params["means"].data.clone()
+    optimizer = build_optimizer(model, LearningRates())
+    config = DensifyConfig(start=2, every=2, stop=100, grad_threshold=1e-3, percent_dense=1.0, prune_opacity=0.0, prune_screen_size=0.5)
+    strategy = DensifyStrategy(config, scene_extent=1.0)
+    state = strategy.initial_state(model)
+    grads = torch.zeros(1, 4, 2)
+    grads[0, 0] = 1.0  # Gaussian 0 (small on screen) is cloned at refinement
+    out = fake_output(grads, torch.ones(1, 4, dtype=torch.bool))
+    out.radii = torch.tensor([[[1, 1], [2, 1], [6, 5], [3, 4]]], dtype=torch.int32)  # px on an 8 px image
+    strategy.accumulate(state, out, 8, 8)
+    assert torch.allclose(state["radii"], torch.tensor([1, 2, 6, 4]) / 8.0)
+    quiet = fake_output(torch.zeros(1, 4, 2), torch.ones(1, 4, dtype=torch.bool))
+    quiet.radii = torch.ones(1, 4, 2, dtype=torch.int32)  # smaller later: the maximum is kept
+    stats = strategy.step_post_backward(model, optimizer, state, 2, quiet, 8, 8)
+    assert stats["cloned"] == 1 and stats["pruned"] == 1 and model.num_gaussians == 4
+    assert torch.equal(model.params["means"].data, means[[0, 1, 3, 0]])  # 6 / 8 > 0.5 went; 4 / 8 stays
+
+
+def test_dynamic_gaussians_satisfy_the_densify_model_interface():
+    from gen4d.densify.ops import DensifiableModel
+
+    assert isinstance(make_model(), DensifiableModel)
+    assert not isinstance(object(), DensifiableModel)

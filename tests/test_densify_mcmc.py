@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gen4d.deform import ControlPointConfig, DeformConfig
+from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
 from gen4d.densify import MCMCConfig, MCMCStrategy, build_strategy, relocation
 from gen4d.gaussians import from_points
 from gen4d.gaussians.dynamic import DynamicGaussians
@@ -114,4 +114,9 @@ def test_reconstruct_with_mcmc(tmp_path):
     metrics = reconstruct(scene, config, tmp_path / "run", progress=False, echo=None)
     assert metrics["num_gaussians"] == 60
     assert "relocated" in (tmp_path / "run" / "log.txt").read_text()
-    assert replace(config, strategy="default").strategy == "default"
+    # the same run with the default strategy: no relocation, and no growth before its start (step 500)
+    small = DeformConfig(hexplane=HexPlaneConfig(features=4, resolution=(8, 8, 8, 4), multires=(1,), width=16))
+    quick = replace(config, strategy="default", deform=small, output=replace(config.output, evaluate=False))
+    default = reconstruct(scene, quick, tmp_path / "default", progress=False, echo=None)
+    assert default["num_gaussians"] == 50
+    assert "relocated" not in (tmp_path / "default" / "log.txt").read_text()

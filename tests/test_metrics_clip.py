@@ -50,6 +50,15 @@ def _images(seed, batch=3, height=40, width=40):
     return torch.rand(batch, height, width, 3, generator=torch.Generator().manual_seed(seed))
 
 
+def _model_embeddings(scorer, images, text="a"):
+    """(unit image embeddings, unit text embeddings) from CLIPModel's own forward (independent of the scorer's
+    embedding code; the pixels come from the scorer's preprocessing, tested against transformers below)."""
+    with torch.no_grad():
+        tokens = scorer.tokenizer([text], padding=True, return_tensors="pt")
+        out = scorer.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=scorer.preprocess(images))
+    return out.image_embeds.float(), out.text_embeds.float()
+
+
 def test_loads_sizes_and_tokenizer(scorer):
     assert scorer.image_size == 32 and scorer.crop_size == 32
     assert scorer.tokenizer is not None
@@ -79,8 +88,11 @@ def test_image_similarity_shapes_ranges_identity(scorer):
     assert same.shape == (3,)
     assert torch.allclose(same, torch.ones(3), atol=1e-5)
     diff = clip_similarity(scorer, a, b, reduction="none")
-    assert ((diff >= -1 - 1e-6) & (diff <= 1 + 1e-6)).all()
-    assert (diff < 0.99999).any()
+    embeds_a, _ = _model_embeddings(scorer, a)
+    embeds_b, _ = _model_embeddings(scorer, b)
+    torch.testing.assert_close(diff, (embeds_a * embeds_b).sum(-1), atol=1e-5, rtol=1e-5)
+    assert bool((diff < 1 - 1e-4).all())  # different images are less similar than identical ones
+    assert clip_similarity(scorer, a, b).item() == pytest.approx(diff.mean().item(), abs=1e-6)
     emb = scorer.embed_images(a)
     assert emb.shape == (3, 16)
     assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
@@ -91,8 +103,13 @@ def test_reference_similarity_image_and_text(scorer):
     ref = images[1]
     sims = clip_reference_similarity(scorer, images, ref, reduction="none")
     assert sims.shape == (3,) and sims[1].item() == pytest.approx(1.0, abs=1e-5)
+    embeds, _ = _model_embeddings(scorer, images)
+    torch.testing.assert_close(sims, embeds @ embeds[1], atol=1e-5, rtol=1e-5)
+    assert bool((sims[[0, 2]] < 1 - 1e-4).all())
     text = clip_reference_similarity(scorer, images, "a cat", reduction="none")
-    assert text.shape == (3,) and ((text >= -1 - 1e-6) & (text <= 1 + 1e-6)).all()
+    _, text_embeds = _model_embeddings(scorer, images, "a cat")
+    assert text.shape == (3,)
+    torch.testing.assert_close(text, embeds @ text_embeds[0], atol=1e-5, rtol=1e-5)
     t = scorer.embed_texts(["a cat", "a dog on a hat"])
     assert t.shape == (2, 16) and torch.allclose(t.norm(dim=-1), torch.ones(2), atol=1e-5)
     with pytest.raises(ValueError, match="one image"):

@@ -109,3 +109,38 @@ def test_presets_round_trip_and_validate():
     assert (paper.coarse.iterations, paper.fine.iterations, paper.coarse.cameras_per_step) == (5000, 2000, 1)
     with pytest.raises(ValueError, match="iterations"):
         ConstructConfig(coarse=StageConfig(iterations=0), fine=StageConfig(iterations=0))
+
+
+def test_each_stage_runs_its_own_learning_rate_schedule(tmp_path, monkeypatch):
+    """The learning rates the optimiser holds at each step of a short run: the coarse stage decays over
+    its own steps, and the fine stage starts its schedule again at its first step (stage step, not
+    the global step)."""
+    from gen4d.data.synthetic import synthetic_dataset
+    from gen4d.densify import DensifyConfig
+    from gen4d.recon.construct import InitConfig, OutputConfig, reconstruct
+
+    coarse, fine = 3, 4
+    lr = LearningRates(means=1e-2, means_final=1e-4, field_grid=1e-2, field_grid_final=1e-4, field_mlp=1e-3, field_mlp_final=1e-5)
+    config = ConstructConfig(
+        device="cpu", backend="torch", tile_size=8, init=InitConfig(num_points=40), lr=lr,
+        coarse=StageConfig(iterations=coarse, cameras_per_step=1, static_orbit=True),
+        fine=StageConfig(iterations=fine, cameras_per_step=1, static_orbit=False),
+        deform=HEX, densify=DensifyConfig(enabled=False), log_every=100, checkpoint_every=0,
+        output=OutputConfig(ply=False, video=False, renders=False, lpips=False, evaluate=False),
+    )  # fmt: skip
+    seen: list[dict[str, float]] = []
+    original = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append({group["name"]: group["lr"] for group in self.param_groups})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    reconstruct(synthetic_dataset(size=16, frames=4, eval_views=1), config, tmp_path / "run", progress=False, echo=None)
+    assert len(seen) == coarse + fine
+    for step, rates in enumerate(seen):
+        stage_step, length = (step, coarse) if step < coarse else (step - coarse, fine)
+        assert rates["means"] == pytest.approx(log_linear(stage_step, 1e-2, 1e-4, length), rel=1e-9), step
+        if "field.grid" in rates and step >= coarse:
+            assert rates["field.grid"] == pytest.approx(log_linear(stage_step, 1e-2, 1e-4, length), rel=1e-9), step
+    assert seen[coarse]["means"] == pytest.approx(1e-2)  # the fine stage restarts at the initial rate

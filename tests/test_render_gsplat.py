@@ -146,18 +146,21 @@ def _parity(g: Gaussians, cams):
     _assert_grads_close(gs_grads["means2d"][both], ref_grads["means2d"][both], "means2d")
 
 
+@pytest.mark.cuda
 @needs_cuda
 def test_gsplat_matches_reference_random_scene():
     g = random_scene(6000, seed=3, sh_degree=1, device="cuda")
     _parity(g, cameras_256(4, device="cuda"))
 
 
+@pytest.mark.cuda
 @needs_cuda
 def test_gsplat_matches_reference_sh3():
     g = random_scene(3000, seed=4, sh_degree=3, device="cuda")
     _parity(g, cameras_256(2, device="cuda"))
 
 
+@pytest.mark.cuda
 @needs_cuda
 def test_gsplat_matches_reference_batched_sets():
     """One Gaussian set per camera (deformed to each camera's time)."""

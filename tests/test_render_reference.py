@@ -101,7 +101,7 @@ def brute_force(g: Gaussians, cams: Cameras, background: torch.Tensor, stats: di
     stats = {} if stats is None else stats
     outs, means2d = [], []
     for c in range(len(cams)):
-        gc = g.map(lambda x: x[c]) if g.batched else g
+        gc = g.map(lambda x, c=c: x[c]) if g.batched else g
         rgb, alpha, depth, m2d = _brute_force_camera(gc, cams[c], background[c], stats)
         m2d.retain_grad()
         outs.append((rgb, alpha, depth))
@@ -306,7 +306,7 @@ def test_batched_equals_per_camera():
     weights = _loss_weights(out.rgb.shape, dtype=torch.float32)
     _loss(out.rgb, out.alpha, out.depth, weights).backward()
     for c in range(len(cams)):
-        gc = requires_grad(g.map(lambda x: x[c]))
+        gc = requires_grad(g.map(lambda x, c=c: x[c]))
         single = render(gc, cams[c], torch.tensor([0.2, 0.4, 0.6]), RenderOptions(backend="torch"))
         for name in ("rgb", "alpha", "depth"):
             torch.testing.assert_close(getattr(single, name)[0], getattr(out, name)[c], atol=1e-6, rtol=1e-6)

@@ -27,8 +27,9 @@ def test_timestep_annealing_matches_stag4d():
     gen = torch.Generator().manual_seed(0)
     t = sample_timesteps(2000, 0.02, 0.5, 1000, gen)
     assert int(t.min()) == 20 and int(t.max()) == 500
-    with pytest.raises(ValueError, match="low <= high"):
-        timestep_range(TimestepAnneal(min_start=0.9, max_start=0.5), 0)
+    # A range that would cross over is refused when the config is built, before any optimisation.
+    with pytest.raises(ValueError, match="TimestepAnneal.min_start: expected at most max_start = 0.5, got 0.9"):
+        TimestepAnneal(min_start=0.9, max_start=0.5)
 
 
 def test_gradient_trick_has_the_given_gradient():
@@ -131,3 +132,78 @@ def test_zero123_guidance_tiny_random_model():
     assert (base - p1).abs().max() > 1e-4
     with pytest.raises(ValueError, match="pose"):
         guidance.predict(noisy, t, one, pose)
+
+
+def _public_code_clip_input(images, resize_to: int, clip_size: int, mean, std, quantise=None):
+    """DreamGaussian's / STAG4D's ``get_img_embeds`` written out independently: bilinear to 256
+    (here ``resize_to``), ``to_pil_image`` (x * 255 truncated to uint8), ``CLIPImageProcessor``
+    (PIL bicubic to the CLIP size, /255, normalise)."""
+    import numpy as np
+    from PIL import Image
+
+    small = torch.nn.functional.interpolate(images, (resize_to, resize_to), mode="bilinear", align_corners=False)
+    out = []
+    for image in small:
+        array = (quantise or np.floor)(image.permute(1, 2, 0).numpy().astype(np.float64) * 255).astype(np.uint8)
+        resized = np.asarray(Image.fromarray(array).resize((clip_size, clip_size), Image.BICUBIC))
+        out.append(torch.from_numpy(resized.copy()).permute(2, 0, 1))
+    pixels = torch.stack(out)
+    normalised = (pixels.double() / 255 - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        std, dtype=torch.float64
+    ).view(1, 3, 1, 1)
+    return pixels, normalised.float()
+
+
+def test_condition_pixels_are_pil_bicubic_of_the_uint8_image():
+    from PIL import Image
+
+    from gen4d.diffusion.zero123 import condition_clip_pixels
+
+    generator = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 3, 40, 52, generator=generator)
+    pixels = condition_clip_pixels(images, 24)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (2, 3, 24, 24)
+    for image, got in zip(images, pixels):
+        truncated = (image.permute(1, 2, 0).numpy() * 255).astype("uint8")  # numpy's cast truncates, as .byte()
+        resized = Image.fromarray(truncated).resize((31, 24), Image.BICUBIC)  # shorter side 40 -> 24, 52 -> 31
+        expected = torch.from_numpy(__import__("numpy").asarray(resized)[:, 3:27].copy()).permute(2, 0, 1)  # centre crop
+        assert torch.equal(got, expected)
+
+
+def test_zero123_condition_prep_is_the_public_codes_by_default():
+    pytest.importorskip("diffusers", reason="Zero-1-to-3 needs diffusers (gen4d[diffusion])")
+    from gen4d.diffusion.zero123 import Zero123Guidance
+
+    guidance = Zero123Guidance.tiny(seed=0, image_size=48)  # renders at 48 px, CLIP at 32 px
+    assert guidance.condition_prep == "pil" and guidance.posterior == "mean"
+    images = torch.rand(2, 3, 60, 60, generator=torch.Generator().manual_seed(5))
+    prep = guidance.clip_prep
+    pixels, expected = _public_code_clip_input(images, 48, prep.size, prep.mean, prep.std)
+    got = guidance.condition_clip_input(images)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    # rounding instead of truncating, or torch's bicubic, would change the pixels
+    rounded, _ = _public_code_clip_input(images, 48, prep.size, prep.mean, prep.std, quantise=__import__("numpy").round)
+    assert not torch.equal(rounded, pixels)
+    condition = guidance.encode_condition(images)
+    torch.testing.assert_close(condition.clip, guidance.image_encoder(expected).image_embeds, atol=1e-5, rtol=1e-5)
+    guidance.condition_prep = "torch"
+    torch.testing.assert_close(guidance.condition_clip_input(images), prep(images))
+    assert (guidance.condition_clip_input(images) - expected).abs().max() > 1e-3
+
+
+def test_zero123_vae_posterior_mean_or_sample():
+    pytest.importorskip("diffusers", reason="Zero-1-to-3 needs diffusers (gen4d[diffusion])")
+    from gen4d.diffusion.zero123 import Zero123Guidance
+
+    guidance = Zero123Guidance.tiny(seed=0)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    posterior = guidance.vae.encode(images * 2 - 1).latent_dist
+    scale = guidance.vae.config.scaling_factor
+    torch.testing.assert_close(guidance.encode_images(images), posterior.mean * scale)
+    guidance.posterior = "sample"
+    first = guidance.encode_images(images, torch.Generator().manual_seed(1))
+    again = guidance.encode_images(images, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(first, again)
+    noise = torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(first, (posterior.mean + posterior.std * noise) * scale)
+    assert (first - posterior.mean * scale).abs().max() > 0

@@ -32,6 +32,7 @@ def test_stag4d_preset_is_the_published_settings():
     assert (d.percent_dense, d.prune_opacity, d.prune_max_scale, d.prune_min_scale) == (0.1, 0.01, 0.1, 0.001)
     h = c.deform.hexplane
     assert (h.features, h.resolution, h.multires, h.bounds, h.width, h.deform_opacity) == (32, (64, 64, 64, 25), (1, 2, 4, 8), 1.6, 64, False)
+    assert h.regularizer == "stag4d" and preset("fast").deform.hexplane.regularizer == "stag4d"
     assert (c.sds.guidance_scale, c.sds.input_prob, c.sds.input_azimuth_deg) == (5.0, 0.6, 30.0)
     a = c.sds.anneal
     assert (a.min_start, a.min_end, a.max_start, a.max_end, a.steps) == (0.5, 0.02, 0.95, 0.5, 3000)
@@ -58,7 +59,7 @@ def _tiny(config, **changes):
         device="cpu",
         backend="torch",
         num_points=800,
-        deform=DeformConfig(hexplane=HexPlaneConfig(features=8, resolution=(16, 16, 16, 8), multires=(1, 2), width=32)),
+        deform=DeformConfig(hexplane=HexPlaneConfig(features=8, resolution=(16, 16, 16, 8), multires=(1, 2), width=32, regularizer="stag4d")),
         output=Stag4DOutput(video_size=24, round_frames=6, loops=1),
         log_every=10,
     )

@@ -41,18 +41,47 @@ def test_find_ply_sequence_errors(tmp_path):
         find_ply_sequence(tmp_path / "empty")
 
 
-def test_server_serves_on_loopback():
-    viser = pytest.importorskip("viser", reason="viewer extra (viser) not installed")
+def test_framing_camera_fills_the_view_with_the_object():
+    from gen4d.viewer import framing_camera
+
+    generator = torch.Generator().manual_seed(0)
+    centre = torch.tensor([0.3, -0.2, 0.5])
+    means = centre + 0.25 * torch.nn.functional.normalize(torch.randn(400, 3, generator=generator), dim=-1)
+    frame = {"centers": means.numpy()}
+    floaters = {"centers": np.array([[40.0, 40.0, 40.0]])}  # one stray Gaussian far away
+    camera = framing_camera([frame, floaters], fov_deg=50.0, margin=1.15)
+    assert np.allclose(camera["look_at"], centre.numpy(), atol=0.05)
+    distance = np.linalg.norm(camera["position"] - camera["look_at"])
+    # The object's bounding sphere (radius 0.25) spans the field of view, with the margin.
+    assert abs(0.25 * 1.15 / np.sin(camera["fov"] / 2) - distance) < 0.05
+    assert distance < 1.0  # viser's default camera sits 5.2 units away: the object would look tiny
+    offset = camera["position"] - camera["look_at"]
+    assert offset[1] < 0 and offset[2] > 0  # in front (-Y) and above
+    # Scale invariance: a 10x larger object is framed from 10x farther.
+    big = framing_camera([{"centers": (means * 10).numpy()}], fov_deg=50.0)
+    assert np.isclose(np.linalg.norm(big["position"] - big["look_at"]), 10 * distance, rtol=0.05)
+
+
+def test_server_announces_the_port_it_serves_when_the_asked_one_is_taken():
+    pytest.importorskip("viser", reason="viewer extra (viser) not installed")
     from gen4d.viewer import serve
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    lines = []
     frames = [splat_arrays(random_in_sphere(20, seed=i)) for i in range(3)]
-    server = serve(frames, port=port, fps=50, duration=0.3)
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
-            assert response.status == 200
-    finally:
-        server.stop()
-    assert isinstance(viser.ViserServer, type)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        server = serve(frames, port=taken, fps=50, duration=0.3, announce=lines.append)
+        try:
+            served = server.get_port()
+            assert served != taken
+            assert len(lines) == 1 and f"http://localhost:{served} " in lines[0]
+            assert f"port {taken} is taken" in lines[0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{served}/", timeout=10) as response:
+                assert response.status == 200
+            # The clients' initial camera is the framing one, not viser's default (3, 3, 3).
+            distance = np.linalg.norm(server.initial_camera.position - server.initial_camera.look_at)
+            assert distance < 3.0
+        finally:
+            server.stop()

@@ -12,16 +12,20 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gen4d.cli import number_type
     from gen4d.config import add_config_arguments
     from gen4d.data.curation import CurationConfig
+
+    positive = number_type(int, 0, low_open=True)
 
     parser.add_argument("assets_dir", metavar="ASSETS_DIR", help="folder searched recursively for .glb/.gltf/.fbx/.blend")
     parser.add_argument("--out", required=True, metavar="MANIFEST.jsonl", help="results, one JSON line per asset (resumable)")
     parser.add_argument("--renders", metavar="DIR", help="where the curation renders go (default: <out stem>_renders)")
-    parser.add_argument("--workers", type=int, default=1, help="assets rendered at once, each in its own Blender process")
-    parser.add_argument("--size", type=int, default=128, help="render size in pixels (default 128)")
-    parser.add_argument("--samples", type=int, default=16, help="Cycles samples (default 16)")
-    parser.add_argument("--frames", type=int, default=24, help="T, orbit views and times (default 24)")
+    parser.add_argument("--workers", type=positive, default=1,
+                        help="assets rendered at once, each in its own Blender process")
+    parser.add_argument("--size", type=number_type(int, 8), default=128, help="render size in pixels (default 128)")
+    parser.add_argument("--samples", type=positive, default=16, help="Cycles samples (default 16)")
+    parser.add_argument("--frames", type=number_type(int, 2), default=24, help="T, orbit views and times (default 24)")
     parser.add_argument("--clip", default="", help="clip name or index (default: the first)")
     parser.add_argument("--normalise-over", default="sampled", choices=["sampled", "first"],
                         help="normalisation bounds over every sampled time or the first time only")

@@ -42,8 +42,7 @@ def default_data():
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from gen4d.config import apply_overrides, from_dict
-    from gen4d.io import read_json
+    from gen4d.config import apply_overrides, load_config
     from gen4d.recon.construct import ConstructConfig, preset, reconstruct
     from gen4d.run.folder import read_marker
 
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     marker = read_marker(out) if out.is_dir() else None
     stored = out / "config.json"
     if args.resume and args.preset is None and marker is not None and stored.is_file():
-        config = from_dict(ConstructConfig, read_json(stored))
+        config = load_config(ConstructConfig, stored)
     else:
         name = args.preset or ("default" if torch.cuda.is_available() else "demo")
         config = preset(name)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gen4d.config import add_config_arguments, apply_overrides
-from gen4d.eval.core import EvalConfig
-
 NAME = "eval"
 HELP = (
     "evaluate runs against ground truth (Consistent4D or Diffusion4D protocol): PSNR, SSIM, LPIPS, CLIP, FVD, "
@@ -16,6 +13,9 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gen4d.config import add_config_arguments
+    from gen4d.eval.core import EvalConfig
+
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s) of one method (one per object)")
     parser.add_argument(
         "--gt",
@@ -35,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from gen4d.config import apply_overrides
     from gen4d.data.dataset import load_dataset
     from gen4d.errors import UserError
-    from gen4d.eval.core import EvalCase, evaluate
+    from gen4d.eval.core import EvalCase, EvalConfig, evaluate
     from gen4d.eval.report import load_report, markdown_report, read_generation_time, write_report
 
     config = apply_overrides(EvalConfig(), args)

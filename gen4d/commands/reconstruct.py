@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run directory (config, checkpoint, ply, videos, renders, metrics)")
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), default=None,
-        help=f"settings to start from (default: {DEFAULT_PRESET}; with --resume: the run's stored config)",
+        help=f"settings to start from (default: {DEFAULT_PRESET} on a CUDA GPU, demo on a CPU; with --resume: the "
+             "run's stored config)",
     )  # fmt: skip
     parser.add_argument("--config", default=None, help="a config.json to start from (e.g. another run's)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint with RUN/config.json")
@@ -28,19 +29,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """Preset / stored / given config, then the --a.b overrides."""
-    from gen4d.config import apply_overrides, from_dict
-    from gen4d.io import read_json
-    from gen4d.recon.construct import DEFAULT_PRESET, ConstructConfig, preset
+    from gen4d.config import apply_overrides, load_config
+    from gen4d.recon.construct import ConstructConfig, preset
     from gen4d.run import is_run
 
     stored = Path(args.out) / "config.json"
     if args.config:
-        base = from_dict(ConstructConfig, read_json(args.config))
+        base = load_config(ConstructConfig, args.config)
     elif args.resume and args.preset is None and is_run(args.out) and stored.is_file():
-        base = from_dict(ConstructConfig, read_json(stored))
+        base = load_config(ConstructConfig, stored)
     else:
-        base = preset(args.preset or DEFAULT_PRESET)
+        base = preset(args.preset or default_preset_name(args))
     return apply_overrides(base, args)
+
+
+def cpu_minutes(config) -> float:
+    """A rough wall time in minutes of ``config`` on a small CPU (2 cores, torch reference
+    rasteriser): about 0.1 s per rendered 96 px image per step, growing with the pixel count."""
+    side = config.size or 128  # 0 = as stored; gen4d's default data is 128 px
+    coarse, fine = config.coarse, config.fine
+    images = coarse.iterations * coarse.cameras_per_step + fine.iterations * fine.cameras_per_step
+    return images * 0.1 * (side / 96) ** 2 / 60
+
+
+def default_preset_name(args: argparse.Namespace) -> str:
+    """The preset when none is given: the GPU preset on CUDA; on a CPU the CPU-sized 'demo' preset
+    (the GPU preset would take about 40 minutes there), with a note saying so."""
+    import torch
+
+    from gen4d.recon.construct import DEFAULT_PRESET, PRESETS
+
+    device = getattr(args, "cfg:device", None) or "auto"
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return DEFAULT_PRESET
+    demo, gpu = PRESETS["demo"], PRESETS[DEFAULT_PRESET]
+    print(f"gen4d reconstruct: no CUDA GPU, so preset 'demo' ({demo.total_iterations} steps at {demo.size} px, "
+          f"roughly {cpu_minutes(demo):.0f} min on 2 cores); the GPU preset '{DEFAULT_PRESET}' "
+          f"({gpu.total_iterations} steps, roughly {cpu_minutes(gpu):.0f} min here) runs with "
+          f"--preset {DEFAULT_PRESET}")
+    return "demo"
 
 
 def run(args: argparse.Namespace) -> int:

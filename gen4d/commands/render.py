@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gen4d.cli import UserError
     from gen4d.config import apply_overrides
     from gen4d.data.blender import PRESETS, check_asset, inspect_asset, render_asset
+    from gen4d.errors import UserError
 
     asset = check_asset(args.asset)
     if args.list_clips:

@@ -81,5 +81,15 @@ def run(args: argparse.Namespace) -> int:
     save_dataset(video, out, meta=meta)
     measured = "" if result.measured_motion is None else f", measured m {result.measured_motion:.4g}"
     print(f"wrote {len(video)} views ({', '.join(video.splits)}) to {out} in {generated - loaded:.1f} s "
-          f"(requested m {result.motion:.4g}{measured}); next: gen4d reconstruct {out}")
+          f"(requested m {result.motion:.4g}{measured}); next: {next_command(out)}")
     return 0
+
+
+def next_command(dataset) -> str:
+    """The command that turns the generated dataset into 4D Gaussians (printed as a hint)."""
+    import shlex
+    from pathlib import Path
+
+    dataset = Path(dataset)
+    run = dataset.with_name(dataset.name + "_4d")
+    return f"gen4d reconstruct {shlex.quote(str(dataset))} --out {shlex.quote(str(run))}"

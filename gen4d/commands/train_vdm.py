@@ -27,8 +27,7 @@ def resolve_config(args: argparse.Namespace):
     import copy
     from pathlib import Path
 
-    from gen4d.config import apply_overrides, from_dict
-    from gen4d.io import read_json
+    from gen4d.config import apply_overrides, load_config
     from gen4d.run import is_run
     from gen4d.run.checkpoint import find_checkpoint
     from gen4d.train.config import TRAIN_PRESETS, TrainConfig
@@ -38,9 +37,9 @@ def resolve_config(args: argparse.Namespace):
         raise ValueError("pass the run folder with --out RUN (an existing run is resumed from its last checkpoint)")
     stored = Path(out) / "config.json"
     if args.config:
-        config = from_dict(TrainConfig, read_json(args.config))
+        config = load_config(TrainConfig, args.config)
     elif is_run(out) and stored.is_file() and find_checkpoint(out, "training_state.json") is not None:  # resume the run's settings
-        config = from_dict(TrainConfig, read_json(stored))
+        config = load_config(TrainConfig, stored)
     else:
         config = copy.deepcopy(TRAIN_PRESETS[args.preset])
     config = apply_overrides(config, args)

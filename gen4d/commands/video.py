@@ -32,11 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gen4d.config import apply_overrides, from_dict
-    from gen4d.io import read_json
+    from gen4d.config import apply_overrides, load_config
     from gen4d.recon.stag4d import Stag4DConfig, preset, run_video_to_4d
 
-    config = from_dict(Stag4DConfig, read_json(args.config)) if args.config else preset(args.preset)
+    config = load_config(Stag4DConfig, args.config) if args.config else preset(args.preset)
     config = apply_overrides(config, args)
     if not Path(args.input).exists():
         raise FileNotFoundError(f"no such input: {args.input}")

@@ -9,9 +9,13 @@ HELP = "view a run's 4D Gaussians (RUN/ply sequence, a PLY folder or one PLY) in
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gen4d.cli import number_type
+
     parser.add_argument("path", help="a gen4d run folder, a folder of .ply files, or one .ply")
-    parser.add_argument("--port", type=int, default=8080, help="port of the local web viewer (default 8080)")
-    parser.add_argument("--fps", type=float, default=12.0, help="playback frames per second")
+    parser.add_argument("--port", type=number_type(int, 1, 65535), default=8080,
+                        help="port of the local web viewer (default 8080; the next free one when it is taken)")
+    parser.add_argument("--fps", type=number_type(float, 0, 120, low_open=True), default=12.0,
+                        help="playback frames per second")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +26,5 @@ def run(args: argparse.Namespace) -> int:
 
     files = find_ply_sequence(args.path)
     frames = [splat_arrays(load_ply(f)) for f in tqdm(files, desc="loading PLY frames", unit="frame")]
-    print(f"serving {len(frames)} frame(s) on http://localhost:{args.port} (Ctrl+C to stop)")
-    serve(frames, port=args.port, fps=args.fps)
+    serve(frames, port=args.port, fps=args.fps)  # prints the URL with the port actually served
     return 0

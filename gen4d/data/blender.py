@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from gen4d.config import to_dict
+from gen4d.config import ConfigError, check_non_negative, check_positive, check_range, to_dict
 
 __all__ = [
     "SETS",
@@ -127,16 +127,19 @@ class RenderConfig:
             raise ValueError("RenderConfig.sets: choose at least one of " + ", ".join(SETS))
         object.__setattr__(self, "sets", tuple(dict.fromkeys(sets)))
         if self.num_frames < 2:
-            raise ValueError(f"RenderConfig.num_frames: need at least 2 times, got {self.num_frames}")
+            raise ConfigError("num_frames", f"need at least 2 times, got {self.num_frames}", "RenderConfig")
         if self.size < 8:
-            raise ValueError(f"RenderConfig.size: expected >= 8 pixels, got {self.size}")
+            raise ConfigError("size", f"expected >= 8 pixels, got {self.size}", "RenderConfig")
         if self.samples < 1:
-            raise ValueError(f"RenderConfig.samples: expected >= 1, got {self.samples}")
+            raise ConfigError("samples", f"expected >= 1, got {self.samples}", "RenderConfig")
+        check_positive(self, "radius")
+        check_range(self, "fov_deg", 1.0, 179.0)
+        check_non_negative(self, "eval_views", "threads")
         if "eval" in sets and self.eval_views < 1 and not self.eval_azimuths_deg:
-            raise ValueError("RenderConfig.eval_views: expected >= 1 for the eval set")
+            raise ConfigError("eval_views", "expected >= 1 for the eval set", "RenderConfig")
         bad = [k for k in self.zero123pp_frames if not 0 <= int(k) < self.num_frames]
         if bad:
-            raise ValueError(f"RenderConfig.zero123pp_frames: {bad} outside 0..{self.num_frames - 1}")
+            raise ConfigError("zero123pp_frames", f"{bad} outside 0..{self.num_frames - 1}", "RenderConfig")
 
 
 def _canonical_set(name: str) -> str:

@@ -34,10 +34,13 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from gen4d.config import ConfigError, check_non_negative, check_positive, check_range
 from gen4d.metrics.motion import motion_magnitude  # numpy path: no torch import
 
 __all__ = [
     "CurationConfig",
+    "RESULTS_HEADER",
+    "check_results_file",
     "ssim",
     "composite",
     "motion_magnitude",
@@ -73,6 +76,20 @@ class CurationConfig:
     """Reject assets whose motion magnitude m(V) is below this (0: off; Diffusion4D does not filter on it)."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Background the RGBA renders are composited over before SSIM and m(V)."""
+
+    def __post_init__(self) -> None:
+        check_range(self, "ssim_high", -1.0, 1.0)
+        check_range(self, "ssim_low", -1.0, 1.0)
+        if self.ssim_low > self.ssim_high:
+            raise ConfigError("ssim_low", f"expected at most ssim_high = {self.ssim_high}, got {self.ssim_low}",
+                              "CurationConfig")
+        check_range(self, "border_alpha", 0.0, 1.0)
+        check_range(self, "min_coverage", 0.0, 1.0)
+        check_positive(self, "border_pixels")
+        check_non_negative(self, "min_motion")
+        if len(self.background) != 3 or not all(0.0 <= c <= 1.0 for c in self.background):
+            raise ConfigError("background", f"expected 3 values in [0, 1] (RGB), got {self.background!r}",
+                              "CurationConfig")
 
 
 # ---------------------------------------------------------------------------------------
@@ -261,9 +278,46 @@ def asset_id(path: Path, root: Path) -> str:
     return f"{stem}-{hashlib.sha1(relative.encode()).hexdigest()[:8]}"
 
 
+RESULTS_HEADER = {"format": "gen4d.curation", "version": 1}
+"""First line of every curation results file: proves gen4d wrote it (so a rerun may resume it)."""
+
+
+def _is_record(value: Any) -> bool:
+    return isinstance(value, dict) and "asset" in value and "decision" in value
+
+
+def check_results_file(path: str | Path) -> None:
+    """Refuse (ValueError naming ``path``) to write curation results into an existing file that
+    gen4d did not write: one whose first line is not :data:`RESULTS_HEADER` (files of earlier
+    gen4d versions, every line a curation record, are accepted)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a folder; give a results file such as {path / 'curated.jsonl'}")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        lines = path.read_text().splitlines()
+    except (UnicodeDecodeError, OSError) as err:
+        raise ValueError(f"--out {path}: exists and is not a gen4d curation results file ({err}); "
+                         "choose another --out or move the file away") from None
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            records.append(None)
+    if records and isinstance(records[0], dict) and records[0].get("format") == RESULTS_HEADER["format"]:
+        return
+    complete = records[:-1] if records and records[-1] is None else records  # an interrupted last line
+    if complete and all(_is_record(r) for r in complete):
+        return  # written by an earlier gen4d, before the header
+    raise ValueError(f"--out {path}: exists and is not a gen4d curation results file (no gen4d header line); "
+                     "gen4d will not overwrite it: choose another --out or move the file away")
+
+
 def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Asset -> result of a curation JSONL file (lines that are not valid JSON, e.g. the last line
-    of an interrupted run, are ignored)."""
+    """Asset -> result of a curation JSONL file (the header line and lines that are not valid JSON,
+    e.g. the last line of an interrupted run, are ignored)."""
     path = Path(path)
     results: dict[str, dict[str, Any]] = {}
     if not path.is_file():
@@ -273,7 +327,7 @@ def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "asset" in record and "decision" in record:
+        if _is_record(record):
             results[record["asset"]] = record
     return results
 
@@ -326,11 +380,12 @@ def curate_assets(
     workers = max(1, int(workers))
     if render_config.threads == 0 and workers > 1:
         render_config = replace(render_config, threads=max(1, (os.cpu_count() or 1) // workers))
+    check_results_file(out)
     results = read_results(out)
-    # Rewrite the kept lines so an interrupted last line does not glue onto the next record.
+    # Rewrite the header and the kept lines so an interrupted last line does not glue onto the next record.
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in results.values()))
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in [RESULTS_HEADER, *results.values()]))
     todo = [p for p in assets if str(p) not in results]
     lock = threading.Lock()
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from gen4d.cameras import Cameras, to_blender_camera_to_world
-from gen4d.data.dataset import MultiViewVideo, load_image_rgba
+from gen4d.data.multiview import MultiViewVideo, load_image_rgba
 from gen4d.io import atomic_path, read_json, write_json
 
 __all__ = [
@@ -170,7 +170,31 @@ def write_manifest(
     return path
 
 
+_FIX_HINT = "fix the manifest or render the dataset again with `gen4d render`"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_matrix4(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 4
+            and all(isinstance(row, list) and len(row) == 4 and all(_is_number(x) for x in row) for row in value))
+
+
+def _field_error(where: str, field: str, expected: str, value: Any) -> ValueError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return ValueError(f"{where}: field {field!r}: expected {expected}, got {shown}; {_FIX_HINT}")
+
+
 def _validate(data: Any, path: Path) -> None:
+    """Check the manifest's structure and every field's type; errors name the file, the image
+    (index and file) and the field."""
     where = str(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{where}: not a gen4d manifest (expected \"format\": \"{FORMAT}\")")
@@ -179,21 +203,53 @@ def _validate(data: Any, path: Path) -> None:
     for key in ("width", "height", "num_frames", "images"):
         if key not in data:
             raise ValueError(f"{where}: manifest lacks the {key!r} field")
+    for key in ("width", "height", "num_frames"):
+        if not _is_int(data[key]) or data[key] <= 0:
+            raise _field_error(where, key, "an integer > 0", data[key])
     images = data["images"]
     if not isinstance(images, list) or not images:
         raise ValueError(f"{where}: manifest has no images")
-    num_frames = int(data["num_frames"])
+    num_frames = data["num_frames"]
     for i, record in enumerate(images):
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: image {i}: expected an object of fields, got {record!r}; {_FIX_HINT}")
         missing = [k for k in _REQUIRED_IMAGE_KEYS if k not in record]
         if missing:
             raise ValueError(f"{where}: image {i} lacks {missing}")
-        if not 0 <= int(record["frame_index"]) < max(num_frames, 1):
-            raise ValueError(f"{where}: image {i} has frame_index {record['frame_index']} outside 0..{num_frames - 1}")
-        matrix = np.asarray(record["world_to_camera"], dtype=np.float64)
-        if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
-            raise ValueError(f"{where}: image {i} world_to_camera must be a finite 4x4 matrix")
-    for name, index in (data.get("extra_splits") or {}).items():
-        bad = [int(j) for j in index if not 0 <= int(j) < len(images)]
+        image = f"{where}: image {i}" + (f" ({record['file']})" if isinstance(record["file"], str) else "")
+        if not isinstance(record["file"], str) or not record["file"]:
+            raise _field_error(image, "file", "a relative path (a string)", record["file"])
+        if not isinstance(record["split"], str):
+            raise _field_error(image, "split", "a split name (a string)", record["split"])
+        if not _is_number(record["time"]) or not 0 <= record["time"] <= 1:
+            raise _field_error(image, "time", "a number in [0, 1]", record["time"])
+        if not _is_int(record["frame_index"]):
+            raise _field_error(image, "frame_index", f"an integer in 0..{num_frames - 1}", record["frame_index"])
+        if not 0 <= record["frame_index"] < num_frames:
+            raise ValueError(
+                f"{image} has frame_index {record['frame_index']} outside 0..{num_frames - 1}; {_FIX_HINT}"
+            )
+        for key in ("fx", "fy"):
+            if not _is_number(record[key]) or record[key] <= 0:
+                raise _field_error(image, key, "a focal length in pixels > 0", record[key])
+        for key in ("cx", "cy"):
+            if not _is_number(record[key]):
+                raise _field_error(image, key, "a principal point coordinate in pixels (a number)", record[key])
+        for key in ("world_to_camera", "blender_camera_to_world"):
+            if key in record and not _is_matrix4(record[key]):
+                raise _field_error(image, key, "a finite 4x4 matrix (4 lists of 4 numbers)", record[key])
+        if "view" in record and not _is_int(record["view"]):
+            raise _field_error(image, "view", "an integer", record["view"])
+        for key in ("source_frame", "fov_deg", "elevation_deg", "azimuth_deg", "radius"):
+            if key in record and not _is_number(record[key]):
+                raise _field_error(image, key, "a number", record[key])
+    extra_splits = data.get("extra_splits") or {}
+    if not isinstance(extra_splits, dict):
+        raise _field_error(where, "extra_splits", "an object {split name: [image indices]}", extra_splits)
+    for name, index in extra_splits.items():
+        if not isinstance(index, list) or not all(_is_int(j) for j in index):
+            raise _field_error(where, f"extra_splits.{name}", "a list of image indices", index)
+        bad = [j for j in index if not 0 <= j < len(images)]
         if bad:
             raise ValueError(f"{where}: extra split {name!r} indexes outside 0..{len(images) - 1}: {bad[:5]}")
 
@@ -258,7 +314,7 @@ def load_manifest(path: str | Path, size: int | tuple[int, int] | None = None) -
     folder = manifest_path.parent
     width, height = int(data["width"]), int(data["height"])
     images, alphas, files = [], [], []
-    for i, record in enumerate(data["images"]):
+    for record in data["images"]:
         file = folder / record["file"]
         rgb, alpha = load_image_rgba(file)
         if rgb.shape[:2] != (height, width):

@@ -16,7 +16,7 @@ Preprocessing (one transform for the whole video, so the object does not jitter)
 every frame's alpha bounding box gives one square crop centred on it whose side leaves
 ``border`` of the image free; every frame is cropped with it (transparent padding where the crop
 leaves the frame) and resampled to ``size`` x ``size``. Colour is kept un-premultiplied with
-its alpha; :meth:`VideoFrames.on_white` composites on white.
+its alpha.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from gen4d._checks import check_shape
+from gen4d.config import check_positive, check_range
 
 __all__ = [
     "VideoInputConfig",
@@ -69,6 +70,11 @@ class VideoInputConfig:
     alpha_threshold: float = 0.5
     """Alpha above which a pixel belongs to the object's bounding box."""
 
+    def __post_init__(self) -> None:
+        check_positive(self, "size", "max_frames", "max_side", "stride")
+        check_range(self, "border", 0.0, 1.0, high_open=True)
+        check_range(self, "alpha_threshold", 0.0, 1.0)
+
 
 @dataclass
 class VideoFrames:
@@ -102,10 +108,6 @@ class VideoFrames:
     def rgb(self) -> torch.Tensor:
         """(F, S, S, 3) un-premultiplied colour."""
         return self.rgba[..., :3]
-
-    def on_white(self) -> torch.Tensor:
-        """(F, S, S, 3) composited on white."""
-        return self.rgb * self.alpha + (1 - self.alpha)
 
     def times(self) -> torch.Tensor:
         """(F,) normalised times i / (F - 1) (gen4d's convention; 0 for a single frame)."""
@@ -156,15 +158,30 @@ def _read_video(path: Path, limit: int) -> list[np.ndarray]:
         raise ImportError("reading videos needs imageio and imageio-ffmpeg: pip install imageio imageio-ffmpeg") from err
     frames = []
     try:
-        reader = imageio.get_reader(str(path), format="FFMPEG")
+        reader = imageio.get_reader(str(path), format="FFMPEG", input_params=["-hide_banner"])
         with reader:
             for frame in reader:
                 frames.append(np.asarray(frame, dtype=np.uint8))
                 if len(frames) > limit:
                     break
     except Exception as err:  # imageio raises several types for unreadable files
-        raise ValueError(f"{path}: not a readable video ({type(err).__name__}: {err})") from err
+        raise ValueError(
+            f"{path}: not a readable video (ffmpeg: {_ffmpeg_reason(err)}); check the file, convert it to an "
+            "H.264 .mp4, or pass a folder of frames"
+        ) from None
     return frames
+
+
+def _ffmpeg_reason(err: Exception) -> str:
+    """The line that matters of an imageio-ffmpeg error, without ffmpeg's version / build banner."""
+    message = str(err)
+    head, _, stderr = message.partition("=== stderr ===")
+    banner = ("ffmpeg version", "built with", "configuration:", "lib")
+    lines = [line.strip() for line in stderr.splitlines()]
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line) for line in lines if line and not line.startswith(banner)]
+    errors = [line for line in lines if "rror" in line or "nvalid" in line or "not found" in line]
+    reason = (errors or lines or [head.strip() or type(err).__name__])[-1]
+    return reason.rstrip(").").strip()[:300]
 
 
 def read_frames(path: str | Path, max_frames: int = 128, stride: int = 1) -> tuple[list[np.ndarray], list[str]]:

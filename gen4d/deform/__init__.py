@@ -14,6 +14,7 @@ from typing import Literal
 from gen4d.deform.base import DeformationField, check_times
 from gen4d.deform.control_points import ControlPointConfig, ControlPointField, farthest_point_sampling, quaternion_multiply
 from gen4d.deform.hexplane import HexPlaneConfig, HexPlaneField, HexPlaneGrid
+from gen4d.deform.rigidity import RigidityConfig, rigidity_terms
 
 __all__ = [
     "DeformConfig",
@@ -23,6 +24,8 @@ __all__ = [
     "HexPlaneGrid",
     "ControlPointConfig",
     "ControlPointField",
+    "RigidityConfig",
+    "rigidity_terms",
     "build_field",
     "check_times",
     "farthest_point_sampling",
@@ -40,6 +43,8 @@ class DeformConfig:
     """HexPlane sizes (used when kind = 'hexplane')."""
     control_points: ControlPointConfig = field(default_factory=ControlPointConfig)
     """Control-point sizes (used when kind = 'control_points')."""
+    rigidity: RigidityConfig = field(default_factory=RigidityConfig)
+    """Local-rigidity regularisers of the motion, for either field (off by default)."""
 
 
 def build_field(config: DeformConfig) -> DeformationField:

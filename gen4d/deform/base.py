@@ -60,7 +60,3 @@ class DeformationField(nn.Module):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"mlp": [p for p in self.parameters() if p.requires_grad]}
-
-    def extra_config(self) -> dict:
-        """Values decided at run time (e.g. number of control points) needed to rebuild the field."""
-        return {}

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen4d.config import ConfigError, check_non_negative, check_positive
 from gen4d.deform.base import DeformationField, check_times
 from gen4d.gaussians.core import Gaussians, quaternion_to_matrix
 
@@ -60,6 +61,13 @@ class ControlPointConfig:
     """Refresh the cached Gaussian -> control point neighbours every this many forward calls."""
     learn_positions: bool = True
     """Optimise the control-point positions (otherwise they stay where prepare() put them)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "num_points", "neighbours", "arap_neighbours", "width", "knn_every")
+        check_non_negative(self, "depth", "position_frequencies", "time_frequencies")
+        if self.neighbours > self.num_points:
+            raise ConfigError("neighbours", f"expected at most num_points = {self.num_points}, got {self.neighbours}",
+                              "ControlPointConfig")
 
 
 def quaternion_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -247,6 +255,3 @@ class ControlPointField(DeformationField):
 
     def regularization(self, canonical: Gaussians, times: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"arap": self.arap(times)}
-
-    def extra_config(self) -> dict:
-        return {}

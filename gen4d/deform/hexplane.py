@@ -11,23 +11,32 @@ and shared by all B times; the three planes of one kind and scale have the same 
 sampled in one ``grid_sample`` call (2 calls per scale); the three output heads run as one
 batched matmul. The last layer of every head starts at zero, so a new field is the identity.
 
-Regularisers (weights live in the caller's loss config):
+Regularisers (weights live in the caller's loss config), in one of two forms
+(``HexPlaneConfig.regularizer``):
 
-* ``plane_tv``: total variation of the spatial planes, mean squared first differences along
-  both plane axes (K-Planes' plane TV);
-* ``time_smoothness``: mean squared second difference along t of the space-time planes;
-* ``time_l1``: mean |1 - value| of the space-time planes (they start at 1, i.e. "no motion").
+* ``"kplanes"`` (4D construction): ``plane_tv`` is the total variation of the spatial planes,
+  mean squared first differences along both plane axes (K-Planes' plane TV); ``time_smoothness``
+  the mean squared second difference along t of the space-time planes; ``time_l1`` the mean
+  |1 - value| of the space-time planes (they start at 1, i.e. "no motion"); each averaged over
+  the scales and the three planes.
+* ``"stag4d"`` (the functionals of STAG4D's / 4DGaussians' code): ``plane_tv`` is the mean squared
+  *second* difference along the rows (the second axis of the pair) of each spatial plane;
+  ``time_smoothness`` the same along t of each space-time plane; ``time_l1`` the mean
+  |1 - value| of each space-time plane; each *summed* over the scales and the three planes (so
+  with 4 scales a term is 12 times its per-plane average).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gen4d._checks import check_shape
+from gen4d.config import ConfigError, check_non_negative, check_positive
 from gen4d.deform.base import DeformationField, check_times
 from gen4d.gaussians.core import Gaussians
 
@@ -58,6 +67,21 @@ class HexPlaneConfig:
     """Predict opacity-logit offsets (off in STAG4D / 4DGS)."""
     deform_color: bool = False
     """Predict offsets of the degree-0 SH colour."""
+    regularizer: Literal["kplanes", "stag4d"] = "kplanes"
+    """Form of the grid regularisers: 'kplanes' (first-difference plane TV, terms averaged over scales and
+    planes) or 'stag4d' (second differences along plane rows, terms summed over scales and planes, as
+    STAG4D's code)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "features", "bounds", "width")
+        check_non_negative(self, "depth")
+        for name in ("resolution", "multires"):
+            values = getattr(self, name)
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
+                raise ConfigError(name, f"expected integers > 0, got {values!r}", "HexPlaneConfig")
+        if len(self.resolution) != 4:
+            raise ConfigError("resolution", f"expected 4 values (x, y, z, t), got {self.resolution!r}",
+                              "HexPlaneConfig")
 
 
 # Plane index pairs over the axes (x, y, z, t) = (0, 1, 2, 3).
@@ -87,6 +111,8 @@ class HexPlaneGrid(nn.Module):
             raise ValueError(f"HexPlaneConfig.multires: expected positive multipliers, got {config.multires}")
         if config.bounds <= 0:
             raise ValueError(f"HexPlaneConfig.bounds: expected > 0, got {config.bounds}")
+        if config.regularizer not in ("kplanes", "stag4d"):
+            raise ValueError(f"HexPlaneConfig.regularizer: expected 'kplanes' or 'stag4d', got {config.regularizer!r}")
         self.config = config
         spatial, temporal = [], []
         base, time_res = config.resolution[0], config.resolution[3]
@@ -105,7 +131,8 @@ class HexPlaneGrid(nn.Module):
         """Per scale (N, F): product of the three spatial plane lookups."""
         coords = (points / self.config.bounds).clamp(-1.0, 1.0)
         # grid_sample's grid is (x, y) = (column, row) = (first axis of the pair, second axis).
-        grid = torch.stack([coords[:, list(pair)] for pair in SPATIAL_PAIRS])[:, None]  # (3, 1, N, 2)
+        # (3, 1, N, 2); integer indexing: a list index would be copied to the GPU on every call (a host sync).
+        grid = torch.stack([torch.stack([coords[:, a], coords[:, b]], -1) for a, b in SPATIAL_PAIRS])[:, None]
         out = []
         for plane in self.spatial:
             grid_c = grid.to(plane.dtype)
@@ -137,6 +164,10 @@ class HexPlaneGrid(nn.Module):
 
     # -- regularisers ------------------------------------------------------------------------
     def plane_tv(self) -> torch.Tensor:
+        if self.config.regularizer == "stag4d":
+            # sum over scales and the 3 planes of mean squared second differences along the rows
+            terms = [3.0 * _row_second_difference(plane).square().mean() for plane in self.spatial if plane.shape[-2] >= 3]
+            return sum(terms, torch.zeros((), device=self.spatial[0].device))
         total = 0.0
         for plane in self.spatial:
             total = total + (plane[..., 1:, :] - plane[..., :-1, :]).square().mean()
@@ -148,12 +179,19 @@ class HexPlaneGrid(nn.Module):
         for plane in self.temporal:
             if plane.shape[-2] < 3:
                 continue
-            first = plane[..., 1:, :] - plane[..., :-1, :]
-            total = total + (first[..., 1:, :] - first[..., :-1, :]).square().mean()
-        return torch.as_tensor(total, device=self.temporal[0].device) / len(self.temporal)
+            total = total + _row_second_difference(plane).square().mean()
+        # planes of one scale share a shape, so 3 x the stacked mean is the sum over the 3 planes
+        scale = 3.0 if self.config.regularizer == "stag4d" else 1.0 / len(self.temporal)
+        return torch.as_tensor(total, device=self.temporal[0].device) * scale
 
     def time_l1(self) -> torch.Tensor:
-        return sum((1.0 - plane).abs().mean() for plane in self.temporal) / len(self.temporal)
+        total = sum((1.0 - plane).abs().mean() for plane in self.temporal)
+        return total * 3.0 if self.config.regularizer == "stag4d" else total / len(self.temporal)
+
+
+def _row_second_difference(plane: torch.Tensor) -> torch.Tensor:
+    """Second difference along the rows (dimension -2) of a (..., rows, columns) plane."""
+    return plane[..., 2:, :] - 2.0 * plane[..., 1:-1, :] + plane[..., :-2, :]
 
 
 class HexPlaneField(DeformationField):
@@ -193,7 +231,9 @@ class HexPlaneField(DeformationField):
         """Offsets per head, each (B, N, size) (opacity: (B, N))."""
         check_shape("points", points, ("N", 3))
         check_times(times)
-        features = self.grid(points, times)  # (B, N, F*S)
+        # grid_sample's backward crashes on NaN coordinates: a step after a NaN loss must not take the
+        # process down before the loop sees the loss (steps do not check values: no host syncs).
+        features = self.grid(points.nan_to_num(0.0), times)  # (B, N, F*S)
         batch, count = features.shape[:2]
         hidden = self.trunk(features.reshape(batch * count, -1))
         hidden = F.relu(self.head_hidden(F.relu(hidden)))  # (BN, H*W)

@@ -27,9 +27,11 @@ from typing import Any
 
 import torch
 
+from gen4d.config import check_non_negative, check_positive, check_range
 from gen4d.densify import ops
+from gen4d.densify.ops import DensifiableModel
 from gen4d.gaussians.core import quaternion_to_matrix
-from gen4d.render import RenderOutput
+from gen4d.render.types import RenderOutput
 
 __all__ = ["MCMCConfig", "MCMCStrategy", "relocation"]
 
@@ -58,6 +60,11 @@ class MCMCConfig:
     """Weight of mean |opacity| in the loss."""
     scale_reg: float = 0.01
     """Weight of mean |scale| in the loss."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "cap", "every")
+        check_non_negative(self, "growth", "start", "stop", "noise_lr", "opacity_reg", "scale_reg")
+        check_range(self, "min_opacity", 0.0, 1.0)
 
 
 @torch.no_grad()
@@ -89,16 +96,19 @@ class MCMCStrategy:
         self.scene_extent = float(scene_extent)
         self.seed = seed
 
-    def initial_state(self, model) -> dict[str, Any]:
+    def initial_state(self, model: DensifiableModel) -> dict[str, Any]:
+        """No statistics: MCMC keeps no per-step state."""
         return {}
 
     def active(self, step: int) -> bool:
+        """Whether ``step`` is inside (start, stop), where relocation and growth may run."""
         return self.config.start < step < self.config.stop
 
     def step_pre_backward(self, output: RenderOutput, step: int | None = None) -> None:
         """Nothing to keep: MCMC does not use 2D-mean gradients."""
 
-    def loss_terms(self, model) -> dict[str, torch.Tensor]:
+    def loss_terms(self, model: DensifiableModel) -> dict[str, torch.Tensor]:
+        """The opacity and scale L1 regularisers, weighted."""
         c = self.config
         terms = {}
         if c.opacity_reg:
@@ -108,7 +118,19 @@ class MCMCStrategy:
         return terms
 
     @torch.no_grad()
-    def step_post_backward(self, model, optimizers, state, step: int, output: RenderOutput, width: int = 0, height: int = 0) -> dict[str, int]:
+    def step_post_backward(
+        self,
+        model: DensifiableModel,
+        optimizers,
+        state,
+        step: int,
+        output: RenderOutput,
+        width: int = 0,
+        height: int = 0,
+    ) -> dict[str, int]:
+        """Relocate and grow at the scheduled steps (host syncs there), then add the position noise
+        (every step, on the device). ``output``, ``width`` and ``height`` are unused (the hooks'
+        shared signature). Returns counts of what changed (empty on steps without refinement)."""
         stats: dict[str, int] = {}
         c = self.config
         if self.active(step) and step % c.every == 0:
@@ -119,11 +141,11 @@ class MCMCStrategy:
         return stats
 
     # -- operations -------------------------------------------------------------------------
-    def _sample(self, model, count: int, candidates: torch.Tensor, gen) -> torch.Tensor:
+    def _sample(self, model: DensifiableModel, count: int, candidates: torch.Tensor, gen) -> torch.Tensor:
         opacity = torch.sigmoid(model.params["opacity_logits"].data[candidates])
         return candidates[torch.multinomial(opacity.clamp_min(1e-12), count, replacement=True, generator=gen)]
 
-    def _shared_values(self, model, sampled: torch.Tensor, copies_per_source: torch.Tensor):
+    def _shared_values(self, model: DensifiableModel, sampled: torch.Tensor, copies_per_source: torch.Tensor):
         opacity = torch.sigmoid(model.params["opacity_logits"].data[sampled])
         scales = torch.exp(model.params["log_scales"].data[sampled])
         new_opacity, new_scales = relocation(opacity, scales, copies_per_source)
@@ -131,7 +153,8 @@ class MCMCStrategy:
         new_opacity = new_opacity.clamp(self.config.min_opacity, 1.0 - eps)
         return torch.logit(new_opacity), torch.log(new_scales.clamp_min(1e-12))
 
-    def relocate(self, model, optimizers, gen) -> int:
+    def relocate(self, model: DensifiableModel, optimizers, gen) -> int:
+        """Move the dead Gaussians onto live ones sampled by opacity; returns how many moved."""
         opacity = torch.sigmoid(model.params["opacity_logits"].data)
         dead = torch.nonzero(opacity <= self.config.min_opacity).squeeze(-1)
         alive = torch.nonzero(opacity > self.config.min_opacity).squeeze(-1)
@@ -151,7 +174,8 @@ class MCMCStrategy:
         ops.reindex(model, optimizers, index, fresh=torch.cat([sampled, dead]), overrides=overrides)
         return int(dead.numel())
 
-    def add(self, model, optimizers, gen) -> int:
+    def add(self, model: DensifiableModel, optimizers, gen) -> int:
+        """Grow by ``config.growth`` (up to the cap) with copies of Gaussians sampled by opacity."""
         current = model.num_gaussians
         target = min(self.config.cap, int(math.ceil(current * (1.0 + self.config.growth))))
         count = max(target - current, 0)
@@ -171,7 +195,8 @@ class MCMCStrategy:
         ops.reindex(model, optimizers, index, fresh=torch.cat([sampled, new_rows]), overrides=overrides)
         return count
 
-    def inject_noise(self, model, optimizers, step: int) -> None:
+    def inject_noise(self, model: DensifiableModel, optimizers, step: int) -> None:
+        """SGLD position noise scaled by the current position learning rate, gated by opacity."""
         found = ops.optimizer_param_state(optimizers, model.params["means"])
         if found is None or not self.config.noise_lr:
             return
@@ -186,7 +211,9 @@ class MCMCStrategy:
         model.params["means"].data += (cov @ noise[..., None]).squeeze(-1) * gate[:, None] * (lr * self.config.noise_lr)
 
     def state_dict(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Nothing to save."""
         return {}
 
     def load_state(self, saved: dict[str, Any], device) -> dict[str, Any]:
+        """Nothing to restore."""
         return {}

@@ -1,6 +1,8 @@
-"""Topology changes of a :class:`~gen4d.gaussians.dynamic.DynamicGaussians` that keep everything in
-lockstep: the canonical parameters, their optimiser state (Adam moments) and the deformation
-field's per-Gaussian state.
+"""Topology changes of a model of Gaussians that keep everything in lockstep: the canonical
+parameters, their optimiser state (Adam moments) and the deformation field's per-Gaussian state.
+
+The model is anything with the :class:`DensifiableModel` interface (gen4d's
+``DynamicGaussians`` has it); this package does not import the model's own module.
 
 Every change is one re-indexing ``new = old[index]`` along the Gaussian dimension; the last
 ``fresh`` rows are new Gaussians whose optimiser moments start at zero, and ``overrides`` sets
@@ -10,13 +12,42 @@ parameter values outright (e.g. the split children's positions and scales).
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from gen4d.gaussians.core import quaternion_to_matrix
 
-__all__ = ["reindex", "duplicate", "split", "remove", "reset_opacity", "optimizer_param_state"]
+__all__ = ["DensifiableModel", "reindex", "duplicate", "split", "remove", "reset_opacity", "optimizer_param_state"]
+
+
+@runtime_checkable
+class DensifiableModel(Protocol):
+    """What densification reads and changes on a model: the canonical per-Gaussian parameters
+    (``params``: means, log_scales, quats, opacity_logits, sh, first dimension N) and the
+    non-parameter tensors with one row per Gaussian (a deformation field's caches)."""
+
+    params: nn.ParameterDict
+    """name -> (N, ...) parameter; densification replaces them (and their optimiser state)."""
+
+    @property
+    def num_gaussians(self) -> int:
+        """N."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where ``params`` live."""
+        ...
+
+    def per_gaussian_state(self) -> dict[str, torch.Tensor]:
+        """name -> (N, ...) non-parameter tensors that must follow every re-indexing."""
+        ...
+
+    def set_per_gaussian_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace those tensors after a re-indexing."""
+        ...
 
 
 def _optimizers(optimizers) -> list[torch.optim.Optimizer]:
@@ -41,7 +72,7 @@ def optimizer_param_state(optimizers, param: nn.Parameter) -> tuple[torch.optim.
 
 @torch.no_grad()
 def reindex(
-    model,
+    model: DensifiableModel,
     optimizers,
     index: torch.Tensor,
     fresh: int | torch.Tensor = 0,
@@ -81,7 +112,7 @@ def reindex(
         model.set_per_gaussian_state(extra)
 
 
-def duplicate(model, optimizers, mask: torch.Tensor) -> int:
+def duplicate(model: DensifiableModel, optimizers, mask: torch.Tensor) -> int:
     """Clone the Gaussians selected by ``mask`` (N,) bool (3DGS clone); returns how many."""
     selected = torch.nonzero(mask).squeeze(-1)
     count = model.num_gaussians
@@ -89,7 +120,14 @@ def duplicate(model, optimizers, mask: torch.Tensor) -> int:
     return int(selected.numel())
 
 
-def split(model, optimizers, mask: torch.Tensor, children: int = 2, scale_divisor: float = 1.6, generator=None) -> int:
+def split(
+    model: DensifiableModel,
+    optimizers,
+    mask: torch.Tensor,
+    children: int = 2,
+    scale_divisor: float = 1.6,
+    generator: torch.Generator | None = None,
+) -> int:
     """Replace each selected Gaussian by ``children`` samples from it with scales divided by
     ``scale_divisor`` (3DGS split); returns how many were split."""
     selected = torch.nonzero(mask).squeeze(-1)
@@ -113,7 +151,7 @@ def split(model, optimizers, mask: torch.Tensor, children: int = 2, scale_diviso
     return k
 
 
-def remove(model, optimizers, mask: torch.Tensor) -> int:
+def remove(model: DensifiableModel, optimizers, mask: torch.Tensor) -> int:
     """Delete the Gaussians selected by ``mask`` (N,) bool; returns how many."""
     count = int(mask.sum())
     if count:
@@ -122,7 +160,7 @@ def remove(model, optimizers, mask: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def reset_opacity(model, optimizers, value: float) -> None:
+def reset_opacity(model: DensifiableModel, optimizers, value: float) -> None:
     """Clamp every opacity to at most ``value`` and zero its optimiser moments (3DGS reset)."""
     logit = math.log(value / (1 - value))
     param = model.params["opacity_logits"]

@@ -22,7 +22,7 @@ Hooks (call both every training step)::
     out = model.render(cameras)
     strategy.step_pre_backward(out)            # retain the 2D-mean gradient
     loss.backward()
-    stats = strategy.step_post_backward(model, optimizers, state, step, out)
+    stats = strategy.step_post_backward(model, optimizers, state, step, out, width, height)
 
 The state is a plain dict of tensors; topology changes go through :mod:`gen4d.densify.ops`,
 which keeps the model's parameters, optimiser moments and the field's per-Gaussian state in
@@ -31,14 +31,15 @@ lockstep. The per-step accumulation runs on the device without host synchronisat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
+from gen4d.config import check_non_negative, check_positive, check_range
 from gen4d.densify import ops
-from gen4d.render import RenderOutput
+from gen4d.densify.ops import DensifiableModel
+from gen4d.render.types import RenderOutput
 
 __all__ = ["DensifyConfig", "DensifyStrategy"]
 
@@ -83,6 +84,13 @@ class DensifyConfig:
     max_gaussians: int = 0
     """Upper bound on the number of Gaussians (0 = unbounded); growth keeps the largest gradients."""
 
+    def __post_init__(self) -> None:
+        check_positive(self, "every", "split_children", "split_scale_divisor")
+        check_non_negative(self, "start", "stop", "grad_threshold", "percent_dense", "prune_opacity", "prune_max_scale",
+                           "prune_min_scale", "prune_screen_size", "reset_every", "max_gaussians")
+        check_range(self, "percentile", 0.0, 100.0)
+        check_range(self, "reset_value", 0.0, 1.0)
+
 
 class DensifyStrategy:
     """3DGS-style adaptive density control with gsplat's hook names (module docstring)."""
@@ -99,7 +107,8 @@ class DensifyStrategy:
         self.seed = seed
 
     # -- state ------------------------------------------------------------------------------
-    def initial_state(self, model) -> dict[str, Any]:
+    def initial_state(self, model: DensifiableModel) -> dict[str, Any]:
+        """Zeroed statistics (N,) on the model's device: 2D-gradient sums, visibility counts, max radii."""
         count, device = model.num_gaussians, model.device
         return {
             "grad2d": torch.zeros(count, device=device),
@@ -107,14 +116,15 @@ class DensifyStrategy:
             "radii": torch.zeros(count, device=device),
         }
 
-    def _reset_stats(self, model, state: dict[str, Any]) -> None:
+    def _reset_stats(self, model: DensifiableModel, state: dict[str, Any]) -> None:
         state.update(self.initial_state(model))
 
-    def loss_terms(self, model) -> dict[str, torch.Tensor]:
+    def loss_terms(self, model: DensifiableModel) -> dict[str, torch.Tensor]:
         """Extra loss terms the strategy asks for (none for this one; see MCMCStrategy)."""
         return {}
 
     def active(self, step: int) -> bool:
+        """Whether statistics are gathered at ``step`` (from one refinement interval before start)."""
         c = self.config
         return c.enabled and c.start - c.every < step < c.stop
 
@@ -126,6 +136,8 @@ class DensifyStrategy:
 
     @torch.no_grad()
     def accumulate(self, state: dict[str, Any], output: RenderOutput, width: int, height: int) -> None:
+        """Add one render's 2D-mean gradient norms and visibility (images ``width`` x ``height``) to
+        ``state`` on the device (no host sync)."""
         grad = output.means2d_grad()
         if grad is None:
             return
@@ -146,7 +158,7 @@ class DensifyStrategy:
             state["radii"] = torch.maximum(state["radii"], radius.max(0).values)
 
     @torch.no_grad()
-    def step_post_backward(self, model, optimizers, state: dict[str, Any], step: int, output: RenderOutput, width: int, height: int) -> dict[str, int]:
+    def step_post_backward(self, model: DensifiableModel, optimizers, state: dict[str, Any], step: int, output: RenderOutput, width: int, height: int) -> dict[str, int]:
         """Accumulate this step's statistics; refine at the scheduled steps. Returns counts of
         what changed (empty dict on steps without refinement)."""
         c = self.config
@@ -163,6 +175,7 @@ class DensifyStrategy:
 
     # -- refinement -------------------------------------------------------------------------
     def threshold(self, mean_grad: torch.Tensor) -> torch.Tensor:
+        """The growth threshold (a 0-d tensor) for the mean gradients (N,) (config.threshold_mode)."""
         if self.config.threshold_mode == "fixed":
             return torch.as_tensor(self.config.grad_threshold, device=mean_grad.device)
         if self.config.threshold_mode == "percentile":
@@ -173,7 +186,9 @@ class DensifyStrategy:
         raise ValueError(f"DensifyConfig.threshold_mode: {self.config.threshold_mode!r} is not 'fixed' or 'percentile'")
 
     @torch.no_grad()
-    def refine(self, model, optimizers, state: dict[str, Any], step: int) -> dict[str, int]:
+    def refine(self, model: DensifiableModel, optimizers, state: dict[str, Any], step: int) -> dict[str, int]:
+        """Clone, split and prune from the statistics in ``state`` (reads counts back: a host sync),
+        then reset them; returns the counts."""
         c = self.config
         mean_grad = state["grad2d"] / state["count"].clamp_min(1.0)
         grow = mean_grad > self.threshold(mean_grad)
@@ -213,7 +228,9 @@ class DensifyStrategy:
         return {"cloned": cloned, "split": splitted, "pruned": pruned, "total": model.num_gaussians}
 
     def state_dict(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` as CPU tensors, for a checkpoint."""
         return {k: v.detach().cpu() for k, v in state.items()}
 
     def load_state(self, saved: dict[str, Any], device) -> dict[str, Any]:
+        """The state from :meth:`state_dict`'s output, on ``device``."""
         return {k: v.to(device) for k, v in saved.items()}

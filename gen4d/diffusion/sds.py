@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from gen4d.config import ConfigError, check_non_negative, check_range
 from gen4d.diffusion.schedule import NoiseSchedule, add_noise, predict_x0_and_eps, sds_weight
 
 __all__ = [
@@ -46,6 +47,15 @@ class TimestepAnneal:
     """Upper bound of t / T once annealing is over."""
     steps: int = 3000
     """Optimisation steps over which the bounds move linearly (0: use the end values at once)."""
+
+    def __post_init__(self) -> None:
+        for name in ("min_start", "min_end", "max_start", "max_end"):
+            check_range(self, name, 0.0, 1.0)
+        check_non_negative(self, "steps")
+        for low, high in (("min_start", "max_start"), ("min_end", "max_end")):
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(low, f"expected at most {high} = {getattr(self, high)}, got {getattr(self, low)}",
+                                  "TimestepAnneal")
 
 
 def timestep_range(anneal: TimestepAnneal, step: int) -> tuple[float, float]:

@@ -1,12 +1,26 @@
 """Zero-1-to-3 (XL) as an SDS guidance: the model wrapper and its score distillation step.
 
 Zero-1-to-3 (Liu et al. 2023) is an SD1.x-style ``UNet2DConditionModel`` with 8 input channels:
-the 4-channel noisy latent concatenated with the condition image's VAE latent (unscaled, the
-posterior mean here). Its cross-attention context is one token: the CLIP ViT-L/14 image
+the 4-channel noisy latent concatenated with the condition image's VAE latent (unscaled). Its cross-attention context is one token: the CLIP ViT-L/14 image
 embedding (768) of the condition image concatenated with the relative pose
 ``[delta polar (rad), sin(delta azimuth), cos(delta azimuth), delta radius]`` and projected
 772 -> 768 (``cc_projection``). The unconditional half of classifier-free guidance zeroes both
 the projected token and the condition latent.
+
+Condition images as DreamGaussian's / STAG4D's ``get_img_embeds`` prepares them (the default,
+``condition_prep="pil"``): bilinear resize to 256 (torch, no antialias); for CLIP, conversion to
+uint8 by truncation (torchvision's ``to_pil_image``: ``x.mul(255).byte()``), PIL bicubic resize to
+224 and centre crop (``CLIPImageProcessor``), then /255 and the CLIP normalisation; the VAE
+encodes the 256 px float image. ``condition_prep="torch"`` resizes the float image for CLIP with
+torch's antialiased bicubic instead (differentiable, no uint8 step; the SDS gradient differs by
+~1.7e-4 relative).
+
+VAE posterior: the public code draws ``posterior.sample()`` for both the condition latent and the
+render latents; gen4d uses the posterior *mean* by default (``posterior="mean"``, DreamGaussian's
+``mode=True``), so that encoding is deterministic and a resumed run re-encodes exactly the
+conditions of an uninterrupted one (the public code's condition latent depends on the global
+RNG state at start-up). ``posterior="sample"`` draws as the public code does (render latents from
+the SDS step's generator).
 
 Weights: ``ashawkey/zero123-xl-diffusers`` (the diffusers conversion DreamGaussian / STAG4D use)
 from a local folder or a hub id: ``unet/ vae/ image_encoder/ clip_camera_projection/
@@ -22,7 +36,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +47,7 @@ from gen4d.diffusion.schedule import NoiseSchedule
 from gen4d.diffusion.sds import SDSOutput, classifier_free_guidance, sds_step
 from gen4d.diffusion.zero123pp import CLIP_MEAN, CLIP_STD, SD_VAE, TINY_VAE, TINY_VISION, ImagePrep, _require_diffusers, _resolve_folder
 
-__all__ = ["Zero123Condition", "Zero123Guidance", "FULL_UNET", "FULL_VISION"]
+__all__ = ["Zero123Condition", "Zero123Guidance", "FULL_UNET", "FULL_VISION", "condition_clip_pixels"]
 
 FULL_UNET = dict(
     sample_size=32,
@@ -90,8 +106,22 @@ class Zero123Condition:
 class Zero123Guidance:
     """A frozen Zero-1-to-3 model that scores renders (SDS)."""
 
-    def __init__(self, unet, vae, image_encoder, projection: torch.nn.Linear, scheduler_config: dict | None = None, image_size: int = 256):
+    def __init__(
+        self,
+        unet,
+        vae,
+        image_encoder,
+        projection: torch.nn.Linear,
+        scheduler_config: dict | None = None,
+        image_size: int = 256,
+        condition_prep: Literal["pil", "torch"] = "pil",
+        posterior: Literal["mean", "sample"] = "mean",
+    ):
         _require_diffusers()
+        if condition_prep not in ("pil", "torch"):
+            raise ValueError(f"Zero123Guidance: condition_prep must be 'pil' or 'torch', got {condition_prep!r}")
+        if posterior not in ("mean", "sample"):
+            raise ValueError(f"Zero123Guidance: posterior must be 'mean' or 'sample', got {posterior!r}")
         if unet.config.in_channels != 2 * vae.config.latent_channels:
             raise ValueError(
                 f"Zero-1-to-3 UNet must take {2 * vae.config.latent_channels} channels (noisy + condition latent), "
@@ -108,6 +138,10 @@ class Zero123Guidance:
         self.schedule = NoiseSchedule.from_diffusers_config(scheduler_config or SCHEDULER)
         self.image_size = int(image_size)
         self.clip_prep = ImagePrep(int(image_encoder.config.image_size), CLIP_MEAN, CLIP_STD)
+        self.condition_prep = condition_prep
+        """'pil' (the public code's uint8 + PIL bicubic CLIP input, module docstring) or 'torch'."""
+        self.posterior = posterior
+        """'mean' or 'sample' of the VAE posterior (module docstring)."""
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -172,26 +206,37 @@ class Zero123Guidance:
             return images
         return F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
+    def _latent(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        posterior = self.vae.encode(pixels).latent_dist
+        if self.posterior == "mean":
+            return posterior.mean
+        noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32).to(posterior.mean)
+        return posterior.mean + posterior.std * noise
+
+    def condition_clip_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> the CLIP encoder's normalised input (B, 3, S, S), as ``condition_prep`` says."""
+        if self.condition_prep == "torch":
+            return self.clip_prep(images)
+        pixels = condition_clip_pixels(self._resize(images), self.clip_prep.size).to(images.device)
+        mean = torch.tensor(self.clip_prep.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.clip_prep.std, device=images.device).view(1, 3, 1, 1)
+        return (pixels.float() / 255.0 - mean) / std
+
     @torch.no_grad()
     def encode_condition(self, images: torch.Tensor) -> Zero123Condition:
         """(B, 3, H, W) RGB in [0, 1] (on white, as Zero-1-to-3 was trained) -> condition."""
         check_shape("images", images, (None, 3, None, None))
         images = images.to(self.device, torch.float32)
-        clip = self.image_encoder(self.clip_prep(images).to(self.dtype)).image_embeds
+        clip = self.image_encoder(self.condition_clip_input(images).to(self.dtype)).image_embeds
         pixels = (self._resize(images) * 2 - 1).to(self.dtype)
-        latent = self.vae.encode(pixels).latent_dist.mean
+        latent = self._latent(pixels)
         return Zero123Condition(clip.float(), latent.float())
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, 3, H, W) renders in [0, 1] -> (B, 4, h, w) scaled latents, differentiable."""
         check_shape("images", images, (None, 3, None, None))
         pixels = (self._resize(images) * 2 - 1).to(self.dtype)
-        return self.vae.encode(pixels).latent_dist.mean * self.vae.config.scaling_factor
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype)).sample.float()
-        return ((images + 1) / 2).clamp(0, 1)
+        return self._latent(pixels, generator) * self.vae.config.scaling_factor
 
     # -- denoising ------------------------------------------------------------------------
     @torch.no_grad()
@@ -230,9 +275,30 @@ class Zero123Guidance:
     ) -> SDSOutput:
         """SDS on renders (B, 3, H, W) in [0, 1] seen from ``pose`` (B, 4) relative to their
         condition images; the loss back-propagates into ``images``."""
-        latents = self.encode_images(images).float()
+        latents = self.encode_images(images, generator).float()
         denoise = lambda z, t: self.predict(z, t, condition, pose, guidance_scale)  # noqa: E731
         return sds_step(latents, denoise, self.schedule, timesteps, generator=generator)
+
+
+def condition_clip_pixels(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The public code's CLIP input before normalisation: (B, 3, H, W) floats in [0, 1] -> uint8
+    (B, 3, size, size). Each image is converted to uint8 by truncation (torchvision's
+    ``to_pil_image``: ``x.mul(255).byte()``), its shorter side resized to ``size`` with PIL bicubic
+    and centre-cropped (``CLIPImageProcessor``)."""
+    from PIL import Image
+
+    check_shape("images", images, (None, 3, None, None))
+    arrays = (images.detach().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    for array in arrays:
+        height, width = array.shape[:2]
+        short, long = (height, width) if height <= width else (width, height)
+        new_long = int(size * long / short)
+        new_height, new_width = (size, new_long) if height <= width else (new_long, size)
+        resized = np.asarray(Image.fromarray(array).resize((new_width, new_height), Image.BICUBIC))
+        top, left = (new_height - size) // 2, (new_width - size) // 2
+        out.append(resized[top : top + size, left : left + size])
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
 def _load_projection(folder: Path, clip_dim: int, out_dim: int) -> torch.nn.Linear:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from gen4d._checks import check_shape
 from gen4d.cameras import Cameras, zero123pp_poses
+from gen4d.config import check_non_negative, check_positive, check_range
 from gen4d.diffusion.anchor import (
     AnchorCache,
     AnchorSpec,
@@ -103,6 +104,11 @@ class MultiViewConfig:
     """'cache' mode refuses to record more than this many GB."""
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     """Model dtype on CUDA (CPU always runs float32)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "steps", "frames_per_batch", "max_cache_gb")
+        check_non_negative(self, "guidance_scale")
+        check_range(self, "anchor_weight", 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,11 @@ def _resolve_folder(model: str) -> Path:
         return path
     if path.exists() or model.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model folder not found: {model}")
+    from gen4d.metrics.weights import resolve_hub_model
+
+    resolved = resolve_hub_model(model, "model")  # offline: the cached copy, or how to get the weights
+    if isinstance(resolved, Path):
+        return resolved
     try:
         from huggingface_hub import snapshot_download
     except ImportError as err:  # pragma: no cover

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
+from gen4d.config import ConfigError, check_non_negative
 from gen4d.io import atomic_path, read_json, write_json
 
 __all__ = ["BenchConfig", "run_bench", "bench_markdown", "bench_row"]
@@ -44,6 +45,14 @@ class BenchConfig:
     """Write the runs' PLY sequence / videos / renders (part of the measured wall time) or skip them."""
     full_eval: bool = False
     """Also run the gen4d eval protocol on every run (report in RUN/eval)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, "size")
+        if self.iterations and (len(self.iterations) != 2 or min(self.iterations) < 0):
+            raise ConfigError("iterations", f"expected two integers >= 0 (coarse, fine), got {self.iterations!r}",
+                              "BenchConfig")
+        if not self.presets:
+            raise ConfigError("presets", "expected at least one preset name, got none", "BenchConfig")
 
 
 def _slug(text: str) -> str:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 
 from gen4d.cameras import Cameras, orbit
+from gen4d.config import ConfigError, check_non_negative, check_positive
 from gen4d.data.dataset import MultiViewVideo
 from gen4d.eval.split import render_cameras, silhouette_counts
 
@@ -84,6 +85,17 @@ class EvalConfig:
     """Cameras per render call."""
     metric_batch: int = 8
     """Images per LPIPS / CLIP forward pass."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - set(ALL_METRICS))
+        if unknown or not self.metrics:
+            raise ConfigError("metrics", f"unknown {unknown or 'none given'}; expected a subset of "
+                              f"{', '.join(ALL_METRICS)}", "EvalConfig")
+        check_non_negative(self, "size")
+        check_positive(self, "orbit_views", "fvd_size", "render_batch", "metric_batch")
+        if self.clip_pre_resize < -1:
+            raise ConfigError("clip_pre_resize", f"expected -1, 0 or a size > 0, got {self.clip_pre_resize}",
+                              "EvalConfig")
 
 
 @dataclass

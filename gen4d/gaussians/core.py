@@ -39,7 +39,8 @@ class Gaussians:
     """(..., N, K, 3) spherical-harmonic colour coefficients (degree 0 = RGB, see gaussians.sh)."""
 
     def validate(self, name: str = "gaussians", finite: bool = True) -> "Gaussians":
-        """Check shapes agree (raises ValueError naming the field) and, if ``finite``, values."""
+        """Check shapes agree (raises ValueError naming the field) and, if ``finite``, that every
+        value is finite (one host-device sync per field: skip it inside a training step)."""
         lead = tuple(self.means.shape[:-1])
         if self.means.ndim not in (2, 3) or self.means.shape[-1] != 3:
             raise ValueError(f"{name}.means: expected shape (N, 3) or (B, N, 3), got {tuple(self.means.shape)}")

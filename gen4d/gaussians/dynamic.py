@@ -21,7 +21,7 @@ from torch import nn
 
 from gen4d.cameras import Cameras
 from gen4d.config import from_dict, to_dict
-from gen4d.deform import DeformationField, DeformConfig, build_field, check_times
+from gen4d.deform import DeformationField, DeformConfig, build_field, check_times, rigidity_terms
 from gen4d.gaussians.core import Gaussians
 from gen4d.io import atomic_path, read_json, write_json
 from gen4d.render import RenderOptions, RenderOutput, render
@@ -91,7 +91,10 @@ class DynamicGaussians(nn.Module):
         """The field's named regularisers at ``times`` (empty while the deformation is off)."""
         if not self.deform_enabled:
             return {}
-        return self.field.regularization(self.canonical(), times.to(self.device))
+        canonical, times = self.canonical(), times.to(self.device)
+        terms = self.field.regularization(canonical, times)
+        terms.update(rigidity_terms(self.field, canonical, times, self.deform_config.rigidity))
+        return terms
 
     def enable_deformation(self, prepare: bool = True) -> None:
         """Switch the field on (end of the static stage); ``prepare`` runs the field's set-up hook

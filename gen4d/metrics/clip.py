@@ -122,7 +122,7 @@ class CLIPScorer:
             raise MissingWeightsError(
                 f"CLIP weights {name!r} not found locally ({str(err).splitlines()[0][:200]}); on a machine with "
                 f"internet run `huggingface-cli download {DEFAULT_CLIP} --local-dir clip-vit-base-patch32` "
-                "and pass that folder (gen4d eval --clip FOLDER), or fill the Hugging Face cache"
+                "and pass that folder (gen4d eval --clip_model FOLDER), or fill the Hugging Face cache"
             ) from err
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)

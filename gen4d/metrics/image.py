@@ -47,7 +47,7 @@ def _as_batch(name: str, image: torch.Tensor) -> torch.Tensor:
     return image
 
 
-def _pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(pred: torch.Tensor, target: torch.Tensor, check_values: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     pred = _as_batch("pred", pred)
     target = _as_batch("target", target)
     if pred.shape != target.shape:
@@ -55,8 +55,9 @@ def _pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch
             f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ; expected the same (B, H, W, 3) "
             "(render at the ground truth's resolution, or resize one of them first)"
         )
-    check_finite("pred", pred)
-    check_finite("target", target)
+    if check_values:
+        check_finite("pred", pred)
+        check_finite("target", target)
     target = target.to(pred.dtype)
     return pred, target
 
@@ -110,11 +111,12 @@ def psnr(
     return _reduce(-10.0 * torch.log10(err), reduction)
 
 
-@functools.lru_cache(maxsize=8)
-def _window_1d(size: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
+@functools.lru_cache(maxsize=16)
+def _window_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+    # Cached per device: a copy to the GPU on every call would be a host-device synchronisation.
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     weights = torch.exp(-(coords**2) / (2 * sigma**2))
-    return (weights / weights.sum()).to(dtype)
+    return (weights / weights.sum()).to(dtype=dtype, device=device)
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -136,13 +138,17 @@ def ssim_map(
     target: torch.Tensor,
     window: int = SSIM_WINDOW,
     sigma: float = SSIM_SIGMA,
+    check_values: bool = True,
 ) -> torch.Tensor:
-    """(B, H - window + 1, W - window + 1, 3) local SSIM of each valid window position and channel."""
-    pred, target = _pair(pred, target)
+    """(B, H - window + 1, W - window + 1, 3) local SSIM of each valid window position and channel.
+
+    ``check_values=False`` skips the finite checks of the inputs (host-device syncs), for losses
+    inside a training step; shapes are always checked."""
+    pred, target = _pair(pred, target, check_values)
     height, width = pred.shape[1:3]
     if height < window or width < window:
         raise ValueError(f"ssim: images are {width}x{height}; expected at least {window}x{window} (the Gaussian window)")
-    taps = _window_1d(window, float(sigma), pred.dtype).to(pred.device)
+    taps = _window_1d(window, float(sigma), pred.dtype, pred.device)
     x = pred.permute(0, 3, 1, 2)
     y = target.permute(0, 3, 1, 2)
     channels = x.shape[1]
@@ -169,11 +175,14 @@ def ssim(
     pred: torch.Tensor,
     target: torch.Tensor,
     reduction: Reduction = "mean",
+    check_values: bool = True,
 ) -> torch.Tensor:
     """Structural similarity (Gaussian window 11, sigma 1.5, data range 1), differentiable.
 
     pred, target: (B, H, W, 3) (or (H, W, 3)) in [0, 1], H and W >= 11.
     reduction: ``"mean"`` -> scalar mean over images; ``"none"`` -> (B,) per image.
+    check_values: check that the inputs are finite (a host-device sync each); a training loss
+    whose inputs are known to be finite passes False.
     Matches scikit-image / torchmetrics (see the module docstring) to ~1e-6 in float64.
     """
-    return _reduce(ssim_map(pred, target).mean(dim=(1, 2, 3)), reduction)
+    return _reduce(ssim_map(pred, target, check_values=check_values).mean(dim=(1, 2, 3)), reduction)

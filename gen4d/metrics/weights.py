@@ -10,14 +10,23 @@ Search order for a weight file ``name`` (e.g. ``vgg16-397923af.pth``):
 
 A missing file raises :class:`MissingWeightsError`, whose message says what to download and
 where to put it; ``gen4d eval`` catches it and lists the metric as skipped with that message.
+
+Models named by a Hugging Face hub id (Zero123++, Zero-1-to-3, the video models) go through
+:func:`resolve_hub_model` first: on a machine without internet (``HF_HUB_OFFLINE`` set, or the hub
+not reachable within 2 s) it answers at once with the cached copy or with how to fetch the weights
+elsewhere, instead of half a minute of retries ending in "does not appear to have a file named ...".
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
-__all__ = ["MissingWeightsError", "WEIGHTS_ENV", "find_weights", "search_dirs"]
+__all__ = [
+    "MissingWeightsError", "WEIGHTS_ENV", "find_weights", "search_dirs", "hub_offline_reason", "resolve_hub_model",
+]
 
 WEIGHTS_ENV = "GEN4D_WEIGHTS_DIR"
 
@@ -63,4 +72,58 @@ def find_weights(name: str, what: str, url: str | None = None, path: str | os.Pa
     raise MissingWeightsError(
         f"{what}: weight file {name} not found; {fetch}put it at {where} "
         f"(or set ${WEIGHTS_ENV} to a folder holding it, or pass its path explicitly)"
+    )
+
+
+HUB_TIMEOUT_S = 2.0
+_reachable_hosts: set[str] = set()  # hosts that answered once in this process
+
+
+def hub_offline_reason(timeout: float = HUB_TIMEOUT_S) -> str | None:
+    """Why the Hugging Face hub cannot be used now (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``
+    set, or no TCP connection to the hub within ``timeout`` seconds), or None when it can."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{name} is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    if host in _reachable_hosts:
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        return f"{host}:{port} is not reachable ({type(err).__name__}: {err})".replace(" ()", "")
+    _reachable_hosts.add(host)
+    return None
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or huggingface_hub missing): the caller explains
+        return None
+
+
+def resolve_hub_model(source: str, what: str) -> str | Path:
+    """``source`` unchanged when it is a local path or the hub can be reached; offline, the cached
+    snapshot of hub id ``source``, else a :class:`MissingWeightsError` saying how to download the
+    weights on a connected machine and pass the folder."""
+    if Path(source).expanduser().exists() or source.startswith((".", "/", "~")):
+        return source
+    reason = hub_offline_reason()
+    if reason is None:
+        return source
+    cached = _cached_snapshot(source)
+    if cached is not None:
+        return cached
+    folder = source.split("/")[-1] or "weights"
+    raise MissingWeightsError(
+        f"{what} {source!r}: not a local folder, and the Hugging Face hub cannot be used here ({reason}). "
+        f"On a machine with internet run `huggingface-cli download {source} --local-dir {folder}`, copy {folder}/ "
+        "here and pass its path instead of the hub id."
     )

@@ -32,9 +32,9 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from gen4d.config import to_dict
+from gen4d.config import ConfigError, check_non_negative, check_positive, check_range, to_dict
 from gen4d.data.dataset import MultiViewVideo, load_dataset
-from gen4d.deform import DeformConfig, HexPlaneConfig
+from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig, MCMCConfig, build_strategy
 from gen4d.errors import NonFiniteLossError
 from gen4d.eval.split import evaluate_splits
@@ -90,6 +90,11 @@ class InitConfig:
     sh_degree: int = 0
     """Spherical-harmonics degree of the colours (0 = RGB)."""
 
+    def __post_init__(self) -> None:
+        check_positive(self, "num_points", "radius")
+        check_range(self, "opacity", 0.0, 1.0)
+        check_range(self, "sh_degree", 0, 3)
+
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -101,8 +106,16 @@ class StageConfig:
     """Training images rendered per step (one rasteriser call)."""
     static_orbit: bool = True
     """Also train on the static orbit V-bar (time 0) when the dataset has it."""
+    orbit: bool = True
+    """Train on the orbit video V (False: the static orbit alone, when the dataset has one)."""
+    canonical_lr: float = 1.0
+    """Factor on the canonical Gaussians' learning rates in this stage (0 freezes them)."""
     densify: bool = True
     """Run densification in this stage (schedule in ConstructConfig.densify, in stage steps)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, "iterations")
+        check_positive(self, "cameras_per_step")
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,10 @@ class OutputConfig:
     """Report LPIPS-VGG when its weights are available."""
     evaluate: bool = True
     """Compute the per-split image metrics of metrics.json (renders every held-out and training image)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "video_frames", "video_fps")
+        check_non_negative(self, "video_size")
 
 
 def _hexplane(resolution: int, time_res: int, multires: tuple[int, ...], features: int = 32, bounds: float = 1.0) -> HexPlaneConfig:
@@ -185,14 +202,11 @@ class ConstructConfig:
     """Outputs written at the end."""
 
     def __post_init__(self) -> None:
-        for name in ("coarse", "fine"):
-            stage = getattr(self, name)
-            if stage.iterations < 0 or stage.cameras_per_step <= 0:
-                raise ValueError(f"{name}: iterations must be >= 0 and cameras_per_step > 0")
         if self.coarse.iterations + self.fine.iterations <= 0:
-            raise ValueError("ConstructConfig: coarse.iterations + fine.iterations must be > 0")
-        if self.log_every <= 0:
-            raise ValueError("ConstructConfig.log_every must be > 0")
+            raise ConfigError("fine.iterations", "coarse.iterations + fine.iterations must be > 0, got 0 for both",
+                              "ConstructConfig")
+        check_non_negative(self, "size", "checkpoint_every", "eval_every")
+        check_positive(self, "tile_size", "log_every")
 
     @property
     def total_iterations(self) -> int:
@@ -208,11 +222,28 @@ PRESETS: dict[str, ConstructConfig] = {
         init=InitConfig(num_points=10000),
         coarse=StageConfig(iterations=5000, cameras_per_step=1, static_orbit=True),
         fine=StageConfig(iterations=2000, cameras_per_step=1, static_orbit=False),
-        deform=DeformConfig(hexplane=_hexplane(64, 12, (1, 2))),
+        # 4DGaussians' regulariser functionals (summed second differences; STAG4D inherited them).
+        deform=DeformConfig(hexplane=replace(_hexplane(64, 12, (1, 2)), regularizer="stag4d")),
         densify=DensifyConfig(start=500, stop=15000, every=100, reset_every=3000, grad_threshold=2e-4),
         lr=LearningRates(means=1.6e-4 * 2.2, means_final=1.6e-6 * 2.2, field_mlp=1.6e-4 * 2.2, field_mlp_final=1.6e-6 * 2.2,
                          field_grid=1.6e-3 * 2.2, field_grid_final=1.6e-5 * 2.2, decay_steps=0),
-        loss=LossWeights(l1=1.0, dssim=0.0, lpips=0.0, alpha=0.0),
+        # Diffusion4D section 3.4: L1 + LPIPS + depth smoothness (the paper gives no weights;
+        # LPIPS runs only where its VGG weights are on disk, and the run log says so otherwise).
+        loss=LossWeights(l1=1.0, dssim=0.0, lpips=0.1, alpha=0.0, depth_smoothness=0.01),
+        log_every=100,
+        checkpoint_every=0,
+    ),
+    # The SC-GS schedule of the Diffusion4D paper (16k static + 4k dynamic steps): sparse control
+    # points (512, K = 3) with ARAP, otherwise as "paper".
+    "scgs": ConstructConfig(
+        init=InitConfig(num_points=10000),
+        coarse=StageConfig(iterations=16000, cameras_per_step=1, static_orbit=True),
+        fine=StageConfig(iterations=4000, cameras_per_step=1, static_orbit=False),
+        deform=DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=512, neighbours=3)),
+        densify=DensifyConfig(start=500, stop=15000, every=100, reset_every=3000, grad_threshold=2e-4),
+        lr=LearningRates(means=1.6e-4 * 2.2, means_final=1.6e-6 * 2.2, field_mlp=1.6e-4 * 2.2, field_mlp_final=1.6e-6 * 2.2,
+                         decay_steps=0),
+        loss=LossWeights(l1=1.0, dssim=0.0, lpips=0.1, alpha=0.0, depth_smoothness=0.01, arap=1e-2),
         log_every=100,
         checkpoint_every=0,
     ),
@@ -285,8 +316,8 @@ class ConstructTask:
             model.enable_deformation(prepare=True)
             self.strategy_state = self.strategy.initial_state(model)
             LOGGER.info(f"fine stage: deformation ({config.deform.kind}) on, {model.num_gaussians} Gaussians")
-        pool = self.data.pool(stage_cfg.static_orbit)
-        set_learning_rates(self.optimizer, config.lr, stage_step, stage_length)
+        pool = self.data.pool(stage_cfg.static_orbit, stage_cfg.orbit)
+        set_learning_rates(self.optimizer, config.lr, stage_step, stage_length, stage_cfg.canonical_lr)
         cams, target, alpha, bg = self.data.batch(pool, stage_cfg.cameras_per_step, step, self.train_background)
         losses, stats = training_step(
             model, self.optimizer, cams, target, alpha, bg, config.loss, self.options,

@@ -7,9 +7,11 @@ D-SSIM and LPIPS come from :mod:`gen4d.metrics` (one implementation of each in g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
+
+from gen4d.config import check_non_negative
 
 __all__ = ["LossWeights", "l1", "dssim", "alpha_loss", "depth_smoothness", "weighted_regularizers"]
 
@@ -36,6 +38,13 @@ class LossWeights:
     """HexPlane |1 - time planes| (4DGS: 1e-4; STAG4D: 0.05)."""
     arap: float = 1e-2
     """Control-point ARAP regulariser (SC-GS field)."""
+    rigidity: float = 0.0
+    """Local rigidity of neighbouring Gaussians' motion (needs deform.rigidity.samples > 0)."""
+    isometry: float = 0.0
+    """Distances between neighbouring Gaussians kept over time (needs deform.rigidity.samples > 0)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, *(f.name for f in fields(self)))
 
 
 def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -43,9 +52,10 @@ def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def dssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM of (C, H, W, 3) images; no value checks (no host syncs inside a training step)."""
     from gen4d.metrics import ssim
 
-    return 1.0 - ssim(pred, target)
+    return 1.0 - ssim(pred, target, check_values=False)
 
 
 def alpha_loss(pred_alpha: torch.Tensor, target_alpha: torch.Tensor) -> torch.Tensor:

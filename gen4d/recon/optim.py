@@ -10,10 +10,11 @@ log-linear schedule: ``exp(lerp(log(initial), log(final), min(step / decay_steps
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from gen4d.config import check_non_negative, check_positive
 from gen4d.gaussians.dynamic import DynamicGaussians
 
 __all__ = ["LearningRates", "log_linear", "build_optimizer", "set_learning_rates", "learning_rates_at"]
@@ -49,6 +50,10 @@ class LearningRates:
     """Steps of the decay within a stage (0 = the stage's length)."""
     adam_eps: float = 1e-15
     """Adam epsilon (3DGS / STAG4D: 1e-15)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, *(f.name for f in fields(self) if f.name != "adam_eps"))
+        check_positive(self, "adam_eps")
 
 
 def log_linear(step: int, initial: float, final: float, steps: int) -> float:
@@ -90,8 +95,13 @@ def build_optimizer(model: DynamicGaussians, lr: LearningRates, fused: bool | No
     return torch.optim.Adam(groups, lr=rates["means"], eps=lr.adam_eps, fused=bool(fused))
 
 
-def set_learning_rates(optimizer: torch.optim.Optimizer, lr: LearningRates, step: int, stage_length: int) -> None:
-    """Set every named group's rate for ``step`` of the current stage."""
+def set_learning_rates(
+    optimizer: torch.optim.Optimizer, lr: LearningRates, step: int, stage_length: int, canonical_scale: float = 1.0
+) -> None:
+    """Set every named group's rate for ``step`` of the current stage; the canonical Gaussians'
+    groups (not ``field.*``) are multiplied by ``canonical_scale``."""
     rates = learning_rates_at(lr, step, stage_length)
     for group in optimizer.param_groups:
-        group["lr"] = rates.get(group.get("name"), group["lr"])
+        name = group.get("name")
+        rate = rates.get(name, group["lr"])
+        group["lr"] = rate if name is None or name.startswith("field.") else rate * canonical_scale

@@ -4,8 +4,8 @@ densification hooks, Adam step)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -18,9 +18,6 @@ from gen4d.recon.losses import LossWeights
 from gen4d.render import RenderOptions
 from gen4d.run.rng import generator
 
-if TYPE_CHECKING:
-    from gen4d.recon.construct import ConstructConfig
-
 __all__ = ["StepLosses", "TrainData", "check_dataset", "image_losses", "initial_model", "scene_extent", "training_step"]
 
 
@@ -30,8 +27,11 @@ def scene_extent(dataset: MultiViewVideo) -> float:
     return 1.1 * float((centres - centres.mean(0)).norm(dim=-1).max().clamp_min(1e-3))
 
 
-def initial_model(config: ConstructConfig, device: torch.device) -> DynamicGaussians:
-    """Random canonical Gaussians in a ball + a fresh (identity) field; deformation off."""
+def initial_model(config: Any, device: torch.device) -> DynamicGaussians:
+    """Random canonical Gaussians in a ball + a fresh (identity) field; deformation off.
+
+    ``config``: a :class:`gen4d.recon.construct.ConstructConfig` (its ``init``, ``deform`` and
+    ``seed``; not imported here, since construct imports this module)."""
     init = config.init
     gaussians = random_in_sphere(init.num_points, init.radius, init.opacity, init.sh_degree, seed=config.seed)
     return DynamicGaussians(gaussians, config.deform, deform_enabled=False).to(device)
@@ -67,10 +67,13 @@ class TrainData:
         self.cameras = dataset.cameras.to(device)
         self.width, self.height = dataset.width, dataset.height
 
-    def pool(self, static_orbit: bool) -> torch.Tensor:
+    def pool(self, static_orbit: bool, orbit: bool = True) -> torch.Tensor:
+        """Indices a stage trains on: the orbit video V, plus (``static_orbit``) the static orbit
+        V-bar when the dataset has it; ``orbit=False`` leaves V out (the static orbit alone, when present)."""
         index = self.dataset.splits["orbit"]
         if static_orbit and self.dataset.has_split("static_orbit"):
-            index = torch.cat([index, self.dataset.splits["static_orbit"]])
+            static = self.dataset.splits["static_orbit"]
+            index = torch.cat([index, static]) if orbit else static
         return index
 
     def batch(self, pool: torch.Tensor, count: int, step: int, background: str):
@@ -81,12 +84,20 @@ class TrainData:
             bg = torch.rand(k, 3, generator=gen)
         else:
             bg = torch.full((k, 3), 1.0 if background == "white" else 0.0)
-        bg = bg.to(self.device)
-        pick_dev = pick.to(self.device)
+        # Drawn on the CPU generator (the same batches on every device); on CUDA the two small
+        # host->device copies go from pinned memory without blocking the host.
+        bg = _to_device(bg, self.device)
+        pick_dev = _to_device(pick, self.device)
         rgb = self.images[pick_dev]
         alpha = None if self.alphas is None else self.alphas[pick_dev]
         target = rgb if alpha is None else rgb * alpha + bg[:, None, None, :] * (1 - alpha)
         return self.cameras[pick_dev], target, alpha, bg
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 @dataclass
@@ -132,7 +143,8 @@ def training_step(
 ) -> tuple[StepLosses, dict[str, int]]:
     """One optimisation step: render all ``cameras`` in one call, losses, backward, densification
     hooks, Adam step. Returns the losses and the densification stats (empty if nothing changed)."""
-    output = model.render(cameras, background, options)
+    # Inputs were checked where they entered; value checks here would sync with the device every step.
+    output = model.render(cameras, background, replace(options, check_values=False))
     if strategy is not None:
         strategy.step_pre_backward(output, step)
     terms = image_losses(output, target, alpha, weights, lpips_model)

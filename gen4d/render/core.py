@@ -16,73 +16,17 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from gen4d._checks import check_finite
 from gen4d.cameras import Cameras
 from gen4d.gaussians.core import Gaussians
-
-Backend = Literal["auto", "gsplat", "torch"]
+from gen4d.render.gsplat_backend import render_gsplat
+from gen4d.render.reference import render_reference
+from gen4d.render.types import GSPLAT_HINT, Backend, RenderOptions, RenderOutput
 
 __all__ = ["RenderOptions", "RenderOutput", "render", "available_backends", "resolve_backend", "GSPLAT_HINT"]
-
-GSPLAT_HINT = (
-    "the gsplat backend needs a CUDA GPU and gsplat: pip install 'gen4d[cuda]' "
-    "(gsplat JIT-compiles its CUDA extension on first use: about a minute; needs nvcc and ninja)"
-)
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    """How to rasterise (shared by both backends)."""
-
-    backend: Backend = "auto"
-    """'auto' (gsplat if usable, else torch), 'gsplat' or 'torch'."""
-    near: float = 0.01
-    """Gaussians with camera depth <= near are culled."""
-    far: float = 1e10
-    """Gaussians with camera depth >= far are culled."""
-    eps2d: float = 0.3
-    """Low-pass filter added to the 2D covariance diagonal (pixels^2)."""
-    tile_size: int = 8
-    """torch backend: tile edge in pixels (8 was fastest on the CPU for 64-256 px images)."""
-    max_elements: int = 1 << 22
-    """torch backend: most pixel x Gaussian pairs evaluated at once (bounds memory, see reference.py;
-    on the CPU chunks are kept to 2^18 pairs, which is faster)."""
-    checkpoint: bool = True
-    """torch backend: recompute tile chunks in backward instead of storing them (bounded memory)."""
-    absgrad: bool = False
-    """gsplat backend: also accumulate absolute 2D-mean gradients (means2d.absgrad)."""
-
-
-@dataclass
-class RenderOutput:
-    """Renders of C cameras. Call ``means2d.retain_grad()`` before backward to read 2D-mean
-    gradients (densification)."""
-
-    rgb: torch.Tensor
-    """(C, H, W, 3) colour composited over the background."""
-    alpha: torch.Tensor
-    """(C, H, W, 1) accumulated opacity."""
-    depth: torch.Tensor
-    """(C, H, W, 1) expected depth (sum w_i z_i / alpha), 0 where alpha is 0."""
-    means2d: torch.Tensor
-    """(C, N, 2) projected centres in pixels, the tensor the rasteriser used (gsplat with
-    per-camera sets: (C, 1, N, 2)); read gradients through :meth:`means2d_grad`."""
-    radii: torch.Tensor
-    """(C, N, 2) int screen-space half extents; 0 for culled Gaussians."""
-    visible: torch.Tensor
-    """(C, N) bool: the Gaussian touches the image of that camera."""
-    backend: str
-    """Which backend produced this output."""
-
-    def means2d_grad(self) -> torch.Tensor | None:
-        """(C, N, 2) gradient of the loss w.r.t. the 2D means (after retain_grad + backward)."""
-        grad = self.means2d.grad
-        return None if grad is None else grad.reshape(self.visible.shape + (2,))
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,6 +35,7 @@ def _gsplat_importable() -> bool:
 
 
 def available_backends() -> dict[str, bool]:
+    """Which backends can render here: torch always, gsplat with gsplat installed and a CUDA GPU."""
     return {"torch": True, "gsplat": _gsplat_importable() and torch.cuda.is_available()}
 
 
@@ -112,7 +57,9 @@ def resolve_backend(backend: Backend, device: torch.device) -> str:
     raise ValueError(f"RenderOptions.backend: unknown backend {backend!r}; expected 'auto', 'gsplat' or 'torch'")
 
 
-def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | None) -> torch.Tensor:
+def _check_inputs(
+    gaussians: Gaussians, cameras: Cameras, background: torch.Tensor | None, check_values: bool
+) -> torch.Tensor:
     if not isinstance(gaussians, Gaussians):
         raise TypeError(f"render: gaussians must be a gen4d Gaussians, got {type(gaussians).__name__}")
     if not isinstance(cameras, Cameras):
@@ -128,7 +75,7 @@ def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tens
                 if value.dtype != gaussians.means.dtype
                 else f"gaussians.{name}: device {value.device} differs from gaussians.means ({gaussians.means.device})"
             )
-    gaussians.validate("gaussians")
+    gaussians.validate("gaussians", finite=check_values)
     if len(gaussians) == 0:
         raise ValueError("render: gaussians is empty (N = 0); expected at least one Gaussian")
     count = len(cameras)
@@ -150,7 +97,8 @@ def _check_inputs(gaussians: Gaussians, cameras: Cameras, background: torch.Tens
             raise ValueError(
                 f"background: expected shape (3,) or (C, 3) = ({count}, 3), got {tuple(background.shape)}"
             )
-        check_finite("background", background)
+        if check_values:
+            check_finite("background", background)
     return background
 
 
@@ -161,14 +109,15 @@ def render(
     options: RenderOptions = RenderOptions(),
 ) -> RenderOutput:
     """Render ``gaussians`` (N, ...) or (C, N, ...) from ``cameras`` (C) over ``background``
-    ((3,) or (C, 3), default black)."""
-    background = _check_inputs(gaussians, cameras, background)
+    ((3,) or (C, 3), default black).
+
+    Inputs are checked first (errors name the argument); ``options.check_values=False`` skips the
+    checks that read values back to the host (the hot path of training, whose inputs were
+    checked once at its entry point).
+    """
+    background = _check_inputs(gaussians, cameras, background, options.check_values)
     cameras = cameras.to(gaussians.means.device, gaussians.means.dtype)
     backend = resolve_backend(options.backend, gaussians.means.device)
     if backend == "gsplat":
-        from gen4d.render.gsplat_backend import render_gsplat
-
         return render_gsplat(gaussians, cameras, background, options)
-    from gen4d.render.reference import render_reference
-
     return render_reference(gaussians, cameras, background, options)

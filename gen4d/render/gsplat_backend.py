@@ -6,10 +6,13 @@ import torch
 
 from gen4d.cameras import Cameras
 from gen4d.gaussians.core import Gaussians
-from gen4d.render.core import GSPLAT_HINT, RenderOptions, RenderOutput
+from gen4d.render.types import GSPLAT_HINT, RenderOptions, RenderOutput
 
 
-def render_gsplat(gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, options: RenderOptions) -> RenderOutput:
+def render_gsplat(
+    gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, options: RenderOptions
+) -> RenderOutput:
+    """Backend of :func:`gen4d.render.render` (inputs already checked; ``background`` (C, 3))."""
     try:
         from gsplat import rasterization
     except ImportError as err:

@@ -47,8 +47,8 @@ import torch
 
 from gen4d.cameras import Cameras
 from gen4d.gaussians.core import Gaussians
-from gen4d.render.core import RenderOptions, RenderOutput
 from gen4d.render.projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_STOP, project, radii_from_extents
+from gen4d.render.types import RenderOptions, RenderOutput
 
 _CULL_MARGIN = 1e-3
 """Pixels of slack in the conservative tile culling (the per-pixel test stays exact)."""
@@ -318,6 +318,7 @@ class _RasterizeTiles(torch.autograd.Function):
 def render_reference(
     gaussians: Gaussians, cameras: Cameras, background: torch.Tensor, options: RenderOptions
 ) -> RenderOutput:
+    """Backend of :func:`gen4d.render.render` (inputs already checked; ``background`` (C, 3))."""
     for name in ("tile_size", "max_elements"):
         if int(getattr(options, name)) <= 0:
             raise ValueError(f"RenderOptions.{name} must be > 0, got {getattr(options, name)}")

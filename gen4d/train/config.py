@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from gen4d.config import check_non_negative, check_positive, check_range
+
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "TRAIN_PRESETS"]
 
 
@@ -21,6 +23,9 @@ class DataConfig:
     """Folder for cached encodings (latents, CLIP embeddings), shared by runs and processes; None: in memory only."""
     captions: str | None = None
     """JSON file {dataset name: caption} (text variant)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "size", "num_frames")
 
 
 @dataclass
@@ -53,6 +58,11 @@ class ModelConfig:
     """Set every dropout layer of the UNet to this rate (None: the architecture's own, e.g. 0.1 in the
     temporal convolutions; 0 makes N-process runs match 1-process runs exactly)."""
 
+    def __post_init__(self) -> None:
+        check_positive(self, "motion_scale", "motion_freq_dim", "fps")
+        if self.dropout is not None:
+            check_range(self, "dropout", 0.0, 1.0, high_open=True)
+
 
 @dataclass
 class OptimConfig:
@@ -80,6 +90,11 @@ class OptimConfig:
     """EMA decay of the exported weights (0: export the raw weights)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, slower; where the UNet supports it)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "steps", "batch_size", "grad_accum", "lr")
+        check_non_negative(self, "minutes", "warmup_steps", "weight_decay", "grad_clip")
+        check_range(self, "ema_decay", 0.0, 1.0, high_open=True)
 
 
 @dataclass
@@ -109,6 +124,11 @@ class TrainConfig:
     """Model."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimisation."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, "mr_weight")
+        check_range(self, "uncond_prob", 0.0, 1.0, high_open=True)
+        check_positive(self, "log_every", "checkpoint_every", "keep_checkpoints")
 
     def validate(self) -> "TrainConfig":
         from gen4d.diffusion.vdm.model import check_variant

@@ -6,17 +6,18 @@ standard 3DGS layout) - so it works for any run, and for PLY sequences made else
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from gen4d.gaussians import Gaussians, load_ply
 
-__all__ = ["find_ply_sequence", "splat_arrays", "serve"]
+__all__ = ["find_ply_sequence", "splat_arrays", "framing_camera", "serve"]
 
 VIEWER_HINT = "the viewer needs viser: pip install 'gen4d[viewer]'"
 
@@ -56,21 +57,61 @@ def splat_arrays(gaussians: Gaussians) -> dict[str, np.ndarray]:
         }
 
 
-def serve(frames: Sequence[dict[str, np.ndarray]], port: int = 8080, fps: float = 12.0, duration: float | None = None):
+def framing_camera(
+    frames: Sequence[dict[str, np.ndarray]], fov_deg: float = 50.0, azimuth_deg: float = 30.0,
+    elevation_deg: float = 20.0, margin: float = 1.15,
+) -> dict[str, np.ndarray | float]:
+    """An initial camera that frames the Gaussians of every frame: it looks at the centre of their
+    bounding sphere from ``azimuth_deg`` off the front (gen4d's front faces -Y, Z up) and
+    ``elevation_deg`` above, at the distance where the sphere (times ``margin``) fills the field of
+    view. The sphere holds 99% of the centres, so a few far-off floaters do not shrink the object.
+    Returns ``position``, ``look_at`` (3,) float64 and ``fov`` (radians)."""
+    centers = np.concatenate([np.asarray(f["centers"], dtype=np.float64).reshape(-1, 3) for f in frames])
+    centers = centers[np.isfinite(centers).all(axis=1)]
+    if len(centers) == 0:
+        raise ValueError("framing_camera: no finite Gaussian centres to frame")
+    low, high = np.percentile(centers, 0.5, axis=0), np.percentile(centers, 99.5, axis=0)
+    look_at = (low + high) / 2
+    radius = float(np.percentile(np.linalg.norm(centers - look_at, axis=1), 99.0))
+    radius = max(radius, 1e-3)
+    fov = math.radians(fov_deg)
+    distance = margin * radius / math.sin(fov / 2)
+    az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+    direction = np.array([math.sin(az) * math.cos(el), -math.cos(az) * math.cos(el), math.sin(el)])
+    return {"position": look_at + distance * direction, "look_at": look_at, "fov": fov}
+
+
+def serve(
+    frames: Sequence[dict[str, np.ndarray]],
+    port: int = 8080,
+    fps: float = 12.0,
+    duration: float | None = None,
+    announce: Callable[[str], None] | None = print,
+):
     """Serve the frames on http://localhost:PORT with a frame slider and play/pause; runs until
-    interrupted (or ``duration`` seconds). Returns the viser server after ``duration``."""
+    interrupted (or ``duration`` seconds). When ``port`` is taken the server takes the next free
+    one; ``announce`` gets the line with the URL actually served. The initial camera frames the
+    object (:func:`framing_camera`). Returns the viser server after ``duration``."""
     try:
         import viser
     except ImportError as err:
         raise ImportError(VIEWER_HINT) from err
     if not frames:
         raise ValueError("serve: no frames to show")
-    server = viser.ViserServer(host="127.0.0.1", port=port)
+    server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
     server.scene.set_up_direction("+z")  # gen4d's world is Z up
+    camera = framing_camera(frames)
+    server.initial_camera.fov = camera["fov"]
+    server.initial_camera.look_at = camera["look_at"]
+    server.initial_camera.position = camera["position"]
     handles = [server.scene.add_gaussian_splats(f"/frame_{i:04d}", **f, visible=(i == 0)) for i, f in enumerate(frames)]
     slider = server.gui.add_slider("frame", min=0, max=max(len(frames) - 1, 1), step=1, initial_value=0, disabled=len(frames) == 1)
     playing = server.gui.add_checkbox("play", initial_value=len(frames) > 1)
     shown = [0]
+    if announce is not None:
+        served = server.get_port()
+        moved = f" (port {port} is taken)" if served != port else ""
+        announce(f"serving {len(frames)} frame(s) on http://localhost:{served}{moved} (Ctrl+C to stop)")
 
     @slider.on_update
     def _(_event) -> None:

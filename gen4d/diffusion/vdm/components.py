@@ -279,6 +279,9 @@ def _looks_like_hub_id(source: str) -> bool:
 
 
 def _from_pretrained(cls: Any, source: str, subfolder: str, what: str, **kwargs):
+    from gen4d.metrics.weights import resolve_hub_model
+
+    source = resolve_hub_model(str(source), f"the {what} of")  # offline: the cached copy, or how to get it
     try:
         return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from gen4d._checks import check_shape
+from gen4d.config import check_non_negative, check_positive
 from gen4d.diffusion.vdm.components import VideoModel, composite_white, orbit_cameras
 from gen4d.diffusion.vdm.model import VideoCondition, image_condition_latents, null_condition
 from gen4d.diffusion.vdm.sampling import ddim_sample, guided_output
@@ -44,6 +45,12 @@ class SampleConfig:
     """Also generate the static orbit with the base model (image / text variants), for the coarse stage."""
     static_guidance: float = 7.0
     """Classifier-free guidance scale of that static orbit (plain CFG)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "steps")
+        check_non_negative(self, "eta", "static_guidance")
+        if self.motion is not None:
+            check_non_negative(self, "motion")
 
 
 @dataclass

@@ -47,10 +47,13 @@ def load_guidance(config: SDSConfig, device: torch.device):
 
     dtype = torch_dtype(config.dtype, device)
     if config.model == "random:tiny":
-        return Zero123Guidance.tiny().to(device)
-    if config.model == "random:full":
-        return Zero123Guidance.full_size(device=device).to(device, dtype)
-    return Zero123Guidance.from_pretrained(config.model, device=device, dtype=dtype)
+        guidance = Zero123Guidance.tiny().to(device)
+    elif config.model == "random:full":
+        guidance = Zero123Guidance.full_size(device=device).to(device, dtype)
+    else:
+        guidance = Zero123Guidance.from_pretrained(config.model, device=device, dtype=dtype)
+    guidance.condition_prep, guidance.posterior = config.condition_prep, config.posterior
+    return guidance
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
+from gen4d.config import ConfigError, check_non_negative, check_positive, check_range
 from gen4d.data.video_input import VideoInputConfig
 from gen4d.deform import DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig
@@ -30,6 +31,14 @@ class RandomViews:
     black_background_prob: float = 0.5
     """Probability of a black (instead of white) background for a random view."""
 
+    def __post_init__(self) -> None:
+        if not self.sizes or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in self.sizes):
+            raise ConfigError("sizes", f"expected integers > 0, got {self.sizes!r}", "RandomViews")
+        if len(self.sizes) != len(self.size_steps) + 1:
+            raise ConfigError("size_steps", f"expected {len(self.sizes) - 1} value(s) (one fewer than sizes), "
+                                            f"got {len(self.size_steps)}", "RandomViews")
+        check_range(self, "black_background_prob", 0.0, 1.0)
+
 
 @dataclass(frozen=True)
 class SDSConfig:
@@ -49,6 +58,14 @@ class SDSConfig:
     """Views with |azimuth| below this are conditioned on the input frame."""
     input_prob: float = 0.6
     """Otherwise the input frame conditions with this probability, else the nearest anchored view."""
+    condition_prep: Literal["pil", "torch"] = "pil"
+    """CLIP input of a condition image: 'pil' (the public code: uint8, PIL bicubic) or 'torch' (antialiased bicubic)."""
+    posterior: Literal["mean", "sample"] = "mean"
+    """VAE latents: posterior 'mean' (deterministic, exact resume) or 'sample' (the public code)."""
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, "weight", "guidance_scale", "input_azimuth_deg")
+        check_range(self, "input_prob", 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,9 @@ class Stag4DLoss:
     anisotropy_ratio: float = 7.5
     """Allowed ratio of a Gaussian's largest to smallest scale."""
 
+    def __post_init__(self) -> None:
+        check_non_negative(self, *(f.name for f in fields(self)))
+
 
 @dataclass(frozen=True)
 class Stag4DOutput:
@@ -94,6 +114,9 @@ class Stag4DOutput:
     renders: bool = True
     """Write renders of the held-out eval views (when the input dataset has them)."""
 
+    def __post_init__(self) -> None:
+        check_positive(self, "video_size", "round_frames", "loops", "fps")
+
 
 @dataclass(frozen=True)
 class Stag4DConfig:
@@ -110,7 +133,7 @@ class Stag4DConfig:
     static_steps: int = 700
     """First steps with the deformation bypassed (trained on the middle frame only)."""
     views_per_step: int = 4
-    """Random SDS views per step (one render call, one batched SDS)."""
+    """Frames per step (STAG4D's batch): each gets the reference-view loss and one random SDS view."""
     anchored_per_step: int = 0
     """Anchored views rendered per step for the photometric loss (0 = all six of the frame)."""
     ramp_steps: int = 2000
@@ -125,8 +148,8 @@ class Stag4DConfig:
     """Radius of that ball."""
     init_opacity: float = 0.1
     """Initial opacity."""
-    deform: DeformConfig = field(default_factory=DeformConfig)
-    """Deformation field (HexPlane 32 features, [64, 64, 64, 25], multires 1/2/4/8, bounds 1.6)."""
+    deform: DeformConfig = field(default_factory=lambda: DeformConfig(hexplane=HexPlaneConfig(regularizer="stag4d")))
+    """Deformation field (HexPlane 32 features, [64, 64, 64, 25], multires 1/2/4/8, bounds 1.6, STAG4D's regularisers)."""
     densify: DensifyConfig = field(
         default_factory=lambda: DensifyConfig(
             start=1200,
@@ -183,12 +206,11 @@ class Stag4DConfig:
     """Held-out PSNR every this many steps when eval views exist (0 = only at the end)."""
 
     def __post_init__(self) -> None:
-        if self.steps <= 0 or self.views_per_step < 0 or self.static_steps < 0:
-            raise ValueError("Stag4DConfig: steps must be > 0, views_per_step and static_steps >= 0")
-        if len(self.views.sizes) != len(self.views.size_steps) + 1:
-            raise ValueError("RandomViews: expected one more size than size_steps")
-        if self.log_every <= 0:
-            raise ValueError("Stag4DConfig.log_every must be > 0")
+        check_positive(self, "steps", "ref_radius", "num_points", "init_radius", "log_every")
+        check_non_negative(self, "static_steps", "views_per_step", "anchored_per_step", "ramp_steps",
+                           "checkpoint_every", "eval_every")
+        check_range(self, "ref_fov_deg", 1.0, 179.0)
+        check_range(self, "init_opacity", 0.0, 1.0)
 
 
 PRESETS: dict[str, Stag4DConfig] = {
@@ -200,7 +222,7 @@ PRESETS: dict[str, Stag4DConfig] = {
         steps=2000,
         static_steps=300,
         ramp_steps=800,
-        deform=DeformConfig(hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4))),
+        deform=DeformConfig(hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4), regularizer="stag4d")),
         densify=DensifyConfig(
             start=400,
             stop=1600,

@@ -1,9 +1,9 @@
 """STAG4D's 4D optimisation as a :class:`gen4d.run.Task` (the loop, checkpoints, logging and NaN
 policy are :class:`gen4d.run.Engine`'s).
 
-Per step: the reference view at the step's frame (ramped MSE of colour and alpha on white), the
-anchored views' photometric loss (optional), ``views_per_step`` random views scored by
-Zero-1-to-3 SDS, the HexPlane and anisotropy regularisers, densification from every render.
+Per step: the reference view at each of the step's ``views_per_step`` frames (ramped MSE of colour
+and alpha on white, summed over the frames: :func:`reference_losses`), the anchored views'
+photometric loss (optional), one random view at each of those frames scored by Zero-1-to-3 SDS, the HexPlane and anisotropy regularisers, densification from every render.
 Every random choice of step s comes from a generator seeded by (seed, s), so a resumed run repeats
 exactly the choices an uninterrupted run makes.
 """
@@ -11,6 +11,7 @@ exactly the choices an uninterrupted run makes.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,13 @@ from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.recon.losses import LossWeights, weighted_regularizers
 from gen4d.recon.optim import build_optimizer, set_learning_rates
 from gen4d.recon.stag4d.conditions import Conditions, choose_conditions, encode_conditions, on_white, spherical
-from gen4d.recon.stag4d.config import Stag4DConfig
+from gen4d.recon.stag4d.config import Stag4DConfig, Stag4DLoss
 from gen4d.render import RenderOptions
 from gen4d.run import Engine, LoopSettings, read_training_state
 from gen4d.run.logs import LOGGER
 from gen4d.run.rng import generator
 
-__all__ = ["Stag4DTask", "evaluate_views", "optimise", "render_size"]
+__all__ = ["Stag4DTask", "evaluate_views", "optimise", "reference_losses", "render_size"]
 
 
 def uses_sds(config: Stag4DConfig, guidance) -> bool:
@@ -49,6 +50,27 @@ def render_size(config: Stag4DConfig, step: int) -> int:
 def _anisotropy(model: DynamicGaussians, ratio: float) -> torch.Tensor:
     scales = torch.exp(model.params["log_scales"])
     return torch.relu(scales.max(-1).values / (scales.min(-1).values + 1e-8) - ratio).sum()
+
+
+def reference_losses(
+    rgb: torch.Tensor,
+    alpha: torch.Tensor,
+    target_rgb: torch.Tensor,
+    target_alpha: torch.Tensor,
+    ramp: float,
+    weights: Stag4DLoss,
+) -> dict[str, torch.Tensor]:
+    """STAG4D's reference-view loss over the K frames of a step: renders rgb (K, H, W, 3) and alpha
+    (K, H, W, 1) against the input frames on white; per frame ``r * (w_rgb MSE(rgb) + w_alpha
+    MSE(alpha))``, summed over the frames (the public code adds one such loss per frame of its batch)."""
+    if rgb.shape != target_rgb.shape or alpha.shape != target_alpha.shape:
+        raise ValueError(
+            f"reference_losses: renders {tuple(rgb.shape)} / {tuple(alpha.shape)} vs targets "
+            f"{tuple(target_rgb.shape)} / {tuple(target_alpha.shape)}; expected equal shapes"
+        )
+    rgb_mse = (rgb - target_rgb).square().flatten(1).mean(1).sum()
+    alpha_mse = (alpha - target_alpha).square().flatten(1).mean(1).sum()
+    return {"ref_rgb": ramp * weights.ref_rgb * rgb_mse, "ref_alpha": ramp * weights.ref_alpha * alpha_mse}
 
 
 def evaluate_views(model: DynamicGaussians, evaluation: MultiViewVideo, options: RenderOptions):
@@ -84,6 +106,9 @@ class Stag4DTask:
             evaluation,
         )
         self.options = RenderOptions(backend=config.backend)
+        # The step's renders: inputs were checked where they entered, and value checks there
+        # would sync with the device every step.
+        self.step_options = replace(self.options, check_values=False)
         self.num_frames = len(reference)
         self.middle = self.num_frames // 2
         self.ref_images = on_white(reference).to(device)
@@ -130,15 +155,21 @@ class Stag4DTask:
         terms: dict[str, torch.Tensor] = {}
         outputs = []
 
-        # -- reference view --------------------------------------------------------------
-        frame = self.middle if static else int(torch.randint(self.num_frames, (1,), generator=gen))
+        # -- reference view at each of the step's frames (STAG4D's batch of 4) -------------
+        count = max(config.views_per_step, 1)
+        step_frames = (
+            torch.full((count,), self.middle) if static else torch.randint(self.num_frames, (count,), generator=gen)
+        )
+        frame = int(step_frames[0])
         white = torch.ones(3, device=device)
-        out = model.render(self.ref_cams[[frame]], white, self.options)
+        ref_index = step_frames.to(device)
+        out = model.render(self.ref_cams[ref_index], white, self.step_options)
         strategy.step_pre_backward(out, step)
         outputs.append((out, self.ref_cams.width, self.ref_cams.height))
-        terms["ref_rgb"] = ramp * config.loss.ref_rgb * (out.rgb - self.ref_images[frame : frame + 1]).square().mean()
-        terms["ref_alpha"] = (
-            ramp * config.loss.ref_alpha * (out.alpha - self.ref_alphas[frame : frame + 1]).square().mean()
+        terms.update(
+            reference_losses(
+                out.rgb, out.alpha, self.ref_images[ref_index], self.ref_alphas[ref_index], ramp, config.loss
+            )
         )
 
         # -- anchored views (photometric) ------------------------------------------------
@@ -152,7 +183,7 @@ class Stag4DTask:
                 index = index[torch.randperm(index.numel(), generator=gen)[: config.anchored_per_step]]
             index = index.to(device)
             cams = self.view_cams[index]
-            out = model.render(cams, white, self.options)
+            out = model.render(cams, white, self.step_options)
             strategy.step_pre_backward(out, step)
             outputs.append((out, cams.width, cams.height))
             terms["mv_rgb"] = ramp * config.loss.multiview_rgb * (out.rgb - self.view_images[index]).square().mean()
@@ -162,7 +193,7 @@ class Stag4DTask:
 
         # -- random views + SDS ----------------------------------------------------------
         if self.use_sds:
-            terms["sds"] = self._sds(step, static, gen, outputs)
+            terms["sds"] = self._sds(step, step_frames, gen, outputs)
 
         # -- regularisers ------------------------------------------------------------------
         if model.deform_enabled:
@@ -188,23 +219,22 @@ class Stag4DTask:
             )
         return {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
 
-    def _sds(self, step: int, static: bool, gen: torch.Generator, outputs: list) -> torch.Tensor:
-        """Render ``views_per_step`` random views in one call and score them with Zero-1-to-3 SDS."""
+    def _sds(self, step: int, step_frames: torch.Tensor, gen: torch.Generator, outputs: list) -> torch.Tensor:
+        """Render ``views_per_step`` random views (one at each of the step's frames) in one call and
+        score them with Zero-1-to-3 SDS."""
         config, device = self.config, self.device
         count = config.views_per_step
         lo_el, hi_el = config.views.elevation_deg
         lo_az, hi_az = config.views.azimuth_deg
         elevation = lo_el + (hi_el - lo_el) * torch.rand(count, generator=gen)
         azimuth = lo_az + (hi_az - lo_az) * torch.rand(count, generator=gen)
-        frames = (
-            torch.full((count,), self.middle) if static else torch.randint(self.num_frames, (count,), generator=gen)
-        )
+        frames = step_frames[:count]  # one random view per reference frame, as STAG4D
         times = self.ref_cams.times.cpu()[frames]
         size = render_size(config, step)
         cams = orbit(elevation, azimuth, self.radius, self.fov, size, size, times).to(device)
         black = torch.rand(count, generator=gen) < config.views.black_background_prob
         background = torch.where(black[:, None], 0.0, 1.0).expand(count, 3).to(device)
-        out = self.model.render(cams, background, self.options)
+        out = self.model.render(cams, background, self.step_options)
         self.strategy.step_pre_backward(out, step)
         outputs.append((out, size, size))
         use_input = (azimuth.abs() < config.sds.input_azimuth_deg) | (

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 
 from gen4d.cameras import orbit
-from gen4d.config import from_dict, to_dict
+from gen4d.config import load_config, to_dict
 from gen4d.data.dataset import MultiViewVideo
 from gen4d.diffusion.zero123pp import MultiViewConfig
 from gen4d.gaussians.dynamic import DynamicGaussians
-from gen4d.io import read_json, write_json
+from gen4d.io import write_json
 from gen4d.recon.outputs import write_renders
 from gen4d.recon.stag4d.conditions import load_guidance, spherical, torch_dtype
 from gen4d.recon.stag4d.config import Stag4DConfig
@@ -159,7 +159,7 @@ def _run(input_path, run_dir: Path, config: Stag4DConfig, multiview: str, resume
 
     config_path = run_dir / "config.json"
     if resume and config_path.is_file():
-        stored = to_dict(from_dict(Stag4DConfig, read_json(config_path)))  # fills fields added since
+        stored = to_dict(load_config(Stag4DConfig, config_path))  # fills fields added since
         write_json(config_path, stored)
         check_resume_config(run_dir, to_dict(config), MAY_CHANGE_ON_RESUME)
     write_json(config_path, to_dict(config))

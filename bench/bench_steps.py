@@ -1,0 +1,93 @@
+"""Training steps per second of 4D construction (no outputs), for before/after comparisons.
+
+    python bench/bench_steps.py --data ../shared/data/diffusion4d_sample --presets default,paper --steps 600
+
+Runs each preset for ``--steps`` steps in the fine (dynamic) stage and in the coarse stage
+separately (a short warm-up first, excluded), synchronising the GPU only around the timed span,
+and prints steps per second. Run it from two checkouts to compare code versions; with
+``--sync-debug`` it also counts host-device synchronisations per step through
+``torch.cuda.set_sync_debug_mode("warn")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> int:
+    from gen4d.data.dataset import load_dataset
+    from gen4d.recon.construct import PRESETS, reconstruct
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--presets", default="default,paper")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--out", default="bench_out/steps")
+    parser.add_argument("--sync-debug", action="store_true", help="count host-device syncs (slower; separate runs)")
+    args = parser.parse_args()
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    print(f"# steps/s {datetime.datetime.now().isoformat(timespec='seconds')} {device} torch {torch.__version__}")
+    print(f"# code: {Path(__file__).resolve().parents[1]}")
+    dataset = load_dataset(args.data)
+    for name in args.presets.split(","):
+        base = PRESETS[name]
+        quiet = replace(base.output, ply=False, video=False, renders=False, lpips=False, evaluate=False)
+        for stage in ("coarse", "fine"):
+            warm = 50
+            if stage == "coarse":
+                config = replace(base, coarse=replace(base.coarse, iterations=warm + args.steps), fine=replace(base.fine, iterations=0))
+            else:
+                config = replace(base, coarse=replace(base.coarse, iterations=warm), fine=replace(base.fine, iterations=args.steps))
+            config = replace(config, output=quiet, log_every=100, checkpoint_every=0)
+            if stage == "fine":
+                # Time the fine stage alone: first run the warm-up coarse steps, then resume.
+                run = Path(args.out) / f"{name}_{stage}"
+                reconstruct(dataset, config, run, overwrite=True, progress=False, echo=None, stop_after=warm)
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                reconstruct(dataset, config, run, resume=True, progress=False, echo=None)
+            else:
+                run = Path(args.out) / f"{name}_{stage}"
+                start = time.perf_counter()
+                reconstruct(dataset, config, run, overwrite=True, progress=False, echo=None)
+                args_steps = args.steps + warm
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            steps = args.steps if stage == "fine" else args_steps
+            print(f"{name} {stage}: {steps} steps in {elapsed:.2f} s = {steps / elapsed:.1f} steps/s "
+                  f"({base.coarse.cameras_per_step if stage == 'coarse' else base.fine.cameras_per_step} images/step)", flush=True)
+            if args.sync_debug and torch.cuda.is_available():
+                count = 0
+
+                def counting(*a, **k):
+                    nonlocal count
+                    count += 1
+
+                sync_config = replace(config, coarse=replace(config.coarse, iterations=warm + 100), fine=replace(config.fine, iterations=100 if stage == "fine" else 0))
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
+                    try:
+                        reconstruct(dataset, sync_config, Path(args.out) / f"{name}_{stage}_sync", overwrite=True, progress=False, echo=None)
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
+                syncs = sum("synchroniz" in str(w.message) for w in caught)
+                total = sync_config.total_iterations
+                print(f"{name} {stage}: {syncs} host-device syncs in {total} steps (whole run incl. set-up) = {syncs / total:.1f} per step", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Local rigidity of the motion between neighbouring Gaussians (field-agnostic regulariser).
+
+With one view per time step (an orbital video), a deformation field can explain each frame by
+moving every Gaussian on its own: the training view is matched, but moving parts fall apart at
+the views that time was not seen from. Real parts move (nearly) rigidly, so neighbouring
+Gaussians should keep their distances and turn together. For a Gaussian ``i`` with canonical
+position ``x_i``, canonical rotation ``q_i`` and its ``K`` nearest canonical neighbours ``j``,
+at time ``t`` (primes: deformed):
+
+* ``rigidity``: ``|(x'_j - x'_i) - R_i (x_j - x_i)|^2`` with ``R_i = R(q'_i) R(q_i)^T``, the
+  rotation the field applied to ``i`` (Dynamic 3D Gaussians' local-rigidity loss, with the
+  canonical set as the reference frame);
+* ``isometry``: ``| |x'_j - x'_i| - |x_j - x_i| |`` (distances are kept).
+
+Both are averaged over edges weighted by ``exp(-|x_j - x_i|^2 / (2 s^2))`` (``s^2`` = the mean
+squared neighbour distance of the sample, so far neighbours count less) and over the step's
+times, and divided by ``s^2`` and ``s`` respectively, so they are relative to the local spacing
+of the Gaussians and their weights do not depend on the scene's scale.
+
+Cost: a random sample of ``samples`` anchor Gaussians per call; their neighbours are found
+among all canonical Gaussians on the fly (chunked distances), so there is no cached state to
+keep in lockstep with densification and a resumed run draws the same samples (the global RNG
+state is part of every checkpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gen4d.gaussians.core import Gaussians, quaternion_to_matrix
+
+__all__ = ["RigidityConfig", "nearest_neighbours", "rigidity_terms"]
+
+
+@dataclass(frozen=True)
+class RigidityConfig:
+    """Local-rigidity regularisers of the motion (weights: LossWeights.rigidity / isometry)."""
+
+    samples: int = 0
+    """Anchor Gaussians drawn per step (0 = off)."""
+    neighbours: int = 8
+    """Nearest canonical neighbours of each anchor."""
+
+    def __post_init__(self) -> None:
+        if self.samples < 0 or self.neighbours < 1:
+            raise ValueError(
+                f"RigidityConfig: samples must be >= 0 and neighbours >= 1, got {self.samples}, {self.neighbours}"
+            )
+
+
+def nearest_neighbours(query: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Indices (Q, k) of the ``k`` nearest ``points`` (N, 3) of each ``query`` (Q, 3), the point
+    itself excluded when it is among ``points`` (distance 0 is skipped by taking k + 1)."""
+    out = []
+    for start in range(0, query.shape[0], chunk):
+        dist = torch.cdist(query[start : start + chunk], points)
+        out.append(dist.topk(k + 1, largest=False).indices[:, 1:])
+    return torch.cat(out)
+
+
+def rigidity_terms(
+    field, canonical: Gaussians, times: torch.Tensor, config: RigidityConfig
+) -> dict[str, torch.Tensor]:
+    """``{"rigidity", "isometry"}`` of ``field`` (a deformation field: ``(Gaussians (n), times (B,))
+    -> Gaussians (B, n)``) on a random sample of the canonical set (N, ...) at ``times`` (B,)."""
+    count = canonical.means.shape[0]
+    k = min(config.neighbours, count - 1)
+    if config.samples <= 0 or k < 1:
+        return {}
+    means = canonical.means
+    anchors = torch.randint(0, count, (min(config.samples, count),), device=means.device)
+    with torch.no_grad():
+        neighbours = nearest_neighbours(means[anchors].detach(), means.detach(), k)  # (S, K)
+    rows = torch.cat([anchors[:, None], neighbours], 1)  # (S, 1 + K)
+    subset = canonical.map(lambda x: x[rows.reshape(-1)])
+    moved = field(subset, times)  # (B, S * (1 + K), ...)
+    batch, samples = times.shape[0], rows.shape[0]
+    rest = subset.means.reshape(samples, 1 + k, 3)
+    now = moved.means.reshape(batch, samples, 1 + k, 3)
+    rest_offset = rest[:, 1:] - rest[:, :1]  # (S, K, 3)
+    now_offset = now[:, :, 1:] - now[:, :, :1]  # (B, S, K, 3)
+    rest_sq = rest_offset.square().sum(-1)  # (S, K)
+    scale = rest_sq.detach().mean().clamp_min(1e-12)
+    weights = torch.exp(-rest_sq.detach() / (2 * scale))
+    weights = weights / weights.sum()
+    # Rotation the field gave each anchor: R(q') R(q)^T.
+    q_rest = F.normalize(subset.quats.reshape(samples, 1 + k, 4)[:, 0], dim=-1)
+    q_now = F.normalize(moved.quats.reshape(batch, samples, 1 + k, 4)[:, :, 0], dim=-1)
+    turn = quaternion_to_matrix(q_now) @ quaternion_to_matrix(q_rest).transpose(-1, -2)[None]  # (B, S, 3, 3)
+    expected = torch.einsum("bsij,skj->bski", turn, rest_offset)
+    # Relative to the mean neighbour distance, so weights do not depend on the scene's scale.
+    rigidity = ((now_offset - expected).square().sum(-1) * weights).sum() / (batch * scale)
+    length_now = (now_offset.square().sum(-1) + 1e-12).sqrt()
+    isometry = ((length_now - (rest_sq + 1e-12).sqrt()).abs() * weights).sum() / (batch * scale.sqrt())
+    return {"rigidity": rigidity, "isometry": isometry}

@@ -1,0 +1,99 @@
+"""Local-rigidity regulariser: zero for rigid motion, positive for tearing, gradients, wiring."""
+
+import math
+
+import pytest
+import torch
+
+from gen4d.deform import DeformConfig, HexPlaneConfig, RigidityConfig, rigidity_terms
+from gen4d.deform.control_points import quaternion_multiply
+from gen4d.deform.rigidity import nearest_neighbours
+from gen4d.gaussians import random_in_sphere
+from gen4d.gaussians.core import Gaussians
+
+
+class Motion(torch.nn.Module):
+    """A test field: a rotation about z by ``angle * t`` plus a translation, and optionally a
+    tear (points with x > 0 shifted along +x by ``tear * t``)."""
+
+    def __init__(self, angle: float = 0.7, tear: float = 0.0, turn_quats: bool = True):
+        super().__init__()
+        self.angle, self.tear, self.turn_quats = angle, tear, turn_quats
+        self.shift = torch.nn.Parameter(torch.tensor([0.1, -0.2, 0.05]))
+
+    def forward(self, canonical: Gaussians, times: torch.Tensor) -> Gaussians:
+        a = self.angle * times  # (B,)
+        c, s, zero, one = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
+        rot = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1), torch.stack([zero, zero, one], -1)], -2)
+        means = torch.einsum("bij,nj->bni", rot, canonical.means) + self.shift * times[:, None, None]
+        means = means + self.tear * times[:, None, None] * (canonical.means[:, :1] > 0).float() * torch.tensor([1.0, 0.0, 0.0])
+        q_turn = torch.stack([torch.cos(a / 2), zero, zero, torch.sin(a / 2)], -1)  # (B, 4) about z
+        quats = canonical.quats[None].expand(times.shape[0], -1, -1)
+        if self.turn_quats:
+            quats = quaternion_multiply(q_turn[:, None, :].expand_as(quats), quats)
+        batch = times.shape[0]
+        expand = lambda x: x.unsqueeze(0).expand((batch,) + tuple(x.shape))  # noqa: E731
+        return Gaussians(means=means, log_scales=expand(canonical.log_scales), quats=quats,
+                         opacity_logits=expand(canonical.opacity_logits), sh=expand(canonical.sh))  # fmt: skip
+
+
+CONFIG = RigidityConfig(samples=64, neighbours=6)
+TIMES = torch.tensor([0.0, 0.5, 1.0])
+
+
+def test_rigid_motion_costs_nothing():
+    canonical = random_in_sphere(300, seed=3)
+    torch.manual_seed(0)
+    terms = rigidity_terms(Motion(), canonical, TIMES, CONFIG)
+    assert float(terms["rigidity"].detach()) < 1e-9 and float(terms["isometry"].detach()) < 1e-5
+
+
+def test_tearing_and_unturned_rotations_cost():
+    canonical = random_in_sphere(300, seed=3)
+    torch.manual_seed(0)
+    torn = rigidity_terms(Motion(tear=0.3), canonical, TIMES, CONFIG)
+    assert float(torn["rigidity"].detach()) > 1e-2 and float(torn["isometry"].detach()) > 1e-2
+    # Positions rotate but the Gaussians' own rotations do not: rigid distances, wrong turn.
+    torch.manual_seed(0)
+    unturned = rigidity_terms(Motion(turn_quats=False), canonical, TIMES, CONFIG)
+    assert float(unturned["rigidity"].detach()) > 1e-3 and float(unturned["isometry"].detach()) < 1e-5
+
+
+def test_scale_invariant():
+    """Relative to the Gaussians' spacing: the same motion of a 10x larger object costs the same."""
+    canonical = random_in_sphere(300, seed=3)
+    big = canonical.with_(means=canonical.means * 10)
+    torch.manual_seed(0)
+    small_terms = rigidity_terms(Motion(tear=0.05), canonical, TIMES, CONFIG)
+    torch.manual_seed(0)
+    big_terms = rigidity_terms(Motion(tear=0.5), big, TIMES, CONFIG)
+    for name in ("rigidity", "isometry"):
+        assert math.isclose(float(small_terms[name].detach()), float(big_terms[name].detach()), rel_tol=1e-3)
+
+
+def test_gradients_reach_the_field_and_off_switch():
+    canonical = random_in_sphere(200, seed=4)
+    field = Motion(tear=0.2)
+    terms = rigidity_terms(field, canonical, TIMES, CONFIG)
+    (terms["rigidity"] + terms["isometry"]).backward()
+    assert field.shift.grad is not None
+    assert rigidity_terms(field, canonical, TIMES, RigidityConfig(samples=0)) == {}
+    with pytest.raises(ValueError, match="samples must be >= 0"):
+        RigidityConfig(samples=-1)
+
+
+def test_nearest_neighbours_excludes_self_and_matches_brute_force():
+    points = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    index = nearest_neighbours(points, points, 4, chunk=7)
+    dist = torch.cdist(points, points) + torch.eye(50) * 1e9
+    assert torch.equal(index.sort(-1).values, dist.topk(4, largest=False).indices.sort(-1).values)
+
+
+def test_model_regularization_includes_rigidity_when_enabled():
+    from gen4d.gaussians.dynamic import DynamicGaussians
+
+    hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
+    on = DynamicGaussians(random_in_sphere(100, seed=1), DeformConfig(hexplane=hexplane, rigidity=CONFIG))
+    off = DynamicGaussians(random_in_sphere(100, seed=1), DeformConfig(hexplane=hexplane))
+    assert {"rigidity", "isometry"} <= set(on.regularization(TIMES))
+    assert not {"rigidity", "isometry"} & set(off.regularization(TIMES))
