@@ -118,8 +118,16 @@ def run_config(backend: str, device: str, gaussians: int, cameras: int, size: in
 
 def run_cpu_child(config: dict, args) -> dict:
     """The CPU config in a fresh process: peak RSS there minus its RSS before rendering."""
-    cmd = [sys.executable, __file__, "--child", json.dumps(config), "--iters", str(args.cpu_iters),
-           "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        json.dumps(config),
+        "--iters",
+        str(args.cpu_iters),
+        "--threads",
+        str(args.threads),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"CPU benchmark child failed:\n{proc.stderr[-2000:]}")
@@ -142,8 +150,7 @@ def parity(gaussians: int, cameras: int, size: int) -> str:
         b = render(g, cams, None, RenderOptions(backend="torch")).rgb
     diff = (a - b).abs()
     return (
-        f"gsplat vs reference rgb on the GPU config: max |diff| {float(diff.max()):.2e}, "
-        f"mean {float(diff.mean()):.2e}"
+        f"gsplat vs reference rgb on the GPU config: max |diff| {float(diff.max()):.2e}, mean {float(diff.mean()):.2e}"
     )
 
 
@@ -211,8 +218,11 @@ def main() -> int:
     elif not args.cpu_only:
         notes.append("no CUDA device: GPU rows skipped")
     if not args.skip_cpu:
-        for config in (dict(gaussians=2_000, cameras=4, size=64), dict(gaussians=10_000, cameras=4, size=128),
-                       dict(gaussians=10_000, cameras=4, size=256)):
+        for config in (
+            dict(gaussians=2_000, cameras=4, size=64),
+            dict(gaussians=10_000, cameras=4, size=128),
+            dict(gaussians=10_000, cameras=4, size=256),
+        ):
             rows.append(run_cpu_child(config, args))
             print_table(rows[-1:])
     print()

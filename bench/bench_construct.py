@@ -89,7 +89,9 @@ def timed_run(data: str, config: ConstructConfig, run_dir: Path) -> tuple[dict, 
     done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"gen4d reconstruct failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"gen4d reconstruct failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return json.loads((run_dir / "metrics.json").read_text()), wall
 
 
@@ -151,13 +153,19 @@ def main() -> int:
     parser.add_argument("--data", required=True, help="dataset folder(s), comma-separated")
     parser.add_argument("--presets", default="paper,default", help="comma-separated presets (default: paper,default)")
     parser.add_argument("--variant", action="append", default=[], help="NAME=BASE:key=value;key=value (repeatable)")
-    parser.add_argument("--out", default="bench_out/construct", help="folder for the runs (default: bench_out/construct)")
+    parser.add_argument(
+        "--out", default="bench_out/construct", help="folder for the runs (default: bench_out/construct)"
+    )
     parser.add_argument("--curve-points", type=int, default=8, help="held-out evaluations per curve run (default 8)")
     parser.add_argument("--no-curves", action="store_true", help="skip the quality-vs-iterations runs")
-    parser.add_argument("--curve-presets", default=None, help="comma-separated presets / variants that get a curve run (default: all)")
+    parser.add_argument(
+        "--curve-presets", default=None, help="comma-separated presets / variants that get a curve run (default: all)"
+    )
     parser.add_argument("--json", default=None, help="also write all results to this JSON file")
     parser.add_argument("--untimed", default="", help="comma-separated presets run all at once first, not timed")
-    parser.add_argument("--results", default=None, help="write one record per run to this JSON file (docs/results/construct.json)")
+    parser.add_argument(
+        "--results", default=None, help="write one record per run to this JSON file (docs/results/construct.json)"
+    )
     parser.add_argument("--sheets", default=None, help="folder for ground-truth / render sheets of held-out views")
     args = parser.parse_args()
 
@@ -189,7 +197,10 @@ def main() -> int:
                 background[(data, name)] = start_run(data, config, out_root / Path(data).name / name / "timed")
     for (data, name), process in background.items():
         if process.wait() != 0:
-            print(f"FAILED (untimed): {Path(data).name} / {name}; see {out_root / Path(data).name / name / 'timed.log'}", flush=True)
+            print(
+                f"FAILED (untimed): {Path(data).name} / {name}; see {out_root / Path(data).name / name / 'timed.log'}",
+                flush=True,
+            )
     for data in filter(None, args.data.split(",")):
         data_name = Path(data).name
         for name, config in configs(args).items():
@@ -202,12 +213,16 @@ def main() -> int:
                     metrics, process_wall = timed_run(data, config, run_dir / "timed")
                 entry = {"data": data_name, "preset": name, "config": to_dict(config), "timed": metrics,
                          "process_wall_s": process_wall}  # fmt: skip
-                wants_curve = (args.curve_presets is None or name in args.curve_presets.split(",")) and name not in untimed
+                wants_curve = (
+                    args.curve_presets is None or name in args.curve_presets.split(",")
+                ) and name not in untimed
                 if not args.no_curves and wants_curve:
                     every = max(config.total_iterations // max(args.curve_points, 1), 1)
                     curve_config = from_dict(ConstructConfig, {**to_dict(config), "eval_every": every,
                                                                "output": {**to_dict(config.output), "ply": False, "video": False, "renders": False}})  # fmt: skip
-                    curve = reconstruct(data, curve_config, run_dir / "curve", progress=False, echo=None, overwrite=True)
+                    curve = reconstruct(
+                        data, curve_config, run_dir / "curve", progress=False, echo=None, overwrite=True
+                    )
                     entry["curve"] = curve["history"]
             except Exception:  # report and go on with the other presets
                 print(f"FAILED: {data_name} / {name}:\n{traceback.format_exc()}", flush=True)
@@ -238,17 +253,24 @@ def main() -> int:
     print()
     print("wall s = a fresh `gen4d reconstruct` process from start to exit (imports, CUDA init, data load, training,")
     print("all outputs); in-run s = the same without interpreter start-up and imports; train s = optimisation only.")
-    print("| data | preset | coarse | fine | cams/step | wall s | in-run s | train s | peak GPU MiB | Gaussians | held-out | PSNR | SSIM | IoU | LPIPS |")
+    print(
+        "| data | preset | coarse | fine | cams/step | wall s | in-run s | train s | peak GPU MiB | Gaussians | held-out | PSNR | SSIM | IoU | LPIPS |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r, record in zip(rows, records):
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:.1f} | {r[13]:.1f} | {r[6]:.1f} | {r[7]:.0f} | {r[8]} | {r[9]} | {r[10]:.2f} | {r[11]:.4f} | {record['iou']} | {r[12]} |")
+        print(
+            f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:.1f} | {r[13]:.1f} | {r[6]:.1f} | {r[7]:.0f} | {r[8]} | {r[9]} | {r[10]:.2f} | {r[11]:.4f} | {record['iou']} | {r[12]} |"
+        )
     if not args.no_curves:
         print("\nQuality vs iterations and training time (held-out PSNR; evaluation time excluded):")
         for entry in results["runs"]:
             if "error" in entry or "curve" not in entry:
                 continue
             keys = [k for k in (entry.get("curve") or [{}])[0] if k.endswith("_psnr")]
-            points = ", ".join(f"{h['step']} it / {h['train_time_s']:.1f} s: " + "/".join(f"{h[k]:.2f}" for k in keys) for h in entry.get("curve", []))
+            points = ", ".join(
+                f"{h['step']} it / {h['train_time_s']:.1f} s: " + "/".join(f"{h[k]:.2f}" for k in keys)
+                for h in entry.get("curve", [])
+            )
             print(f"  {entry['data']} / {entry['preset']} ({'/'.join(keys)}): {points}")
     by_data: dict = {}
     for record in records:
@@ -261,8 +283,14 @@ def main() -> int:
             print(f"{data_name}: default - paper = {gap:+.2f} dB PSNR; default IoU {runs['default']['iou']}, "
                   f"wall {runs['default']['wall_s']} s")  # fmt: skip
     if gaps:
-        ious = [runs["default"]["iou"] for runs in by_data.values() if "default" in runs and runs["default"]["iou"] is not None]
-        walls = [runs["default"]["wall_s"] for runs in by_data.values() if runs.get("default", {}).get("wall_s") is not None]
+        ious = [
+            runs["default"]["iou"]
+            for runs in by_data.values()
+            if "default" in runs and runs["default"]["iou"] is not None
+        ]
+        walls = [
+            runs["default"]["wall_s"] for runs in by_data.values() if runs.get("default", {}).get("wall_s") is not None
+        ]
         print(f"\ndefault - paper over {len(gaps)} datasets: mean {sum(gaps) / len(gaps):+.2f} dB, min {min(gaps):+.2f} dB "
               f"(target: mean >= +1.5, min >= 0); min IoU {min(ious) if ious else None} (target >= 0.95); "
               f"max wall {max(walls) if walls else None} s (target <= 30)")  # fmt: skip

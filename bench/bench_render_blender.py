@@ -29,19 +29,30 @@ def main() -> None:
     parser.add_argument("--samples", type=int, nargs="+", default=[16, 128])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-    parser.add_argument("--fox", default=str(Path(os.environ.get("GEN4D_SHARED", root.parent / "shared")) / "assets/gltf/Fox.glb"))
+    parser.add_argument(
+        "--fox", default=str(Path(os.environ.get("GEN4D_SHARED", root.parent / "shared")) / "assets/gltf/Fox.glb")
+    )
     args = parser.parse_args()
     assets = ["procedural:5:cycles=1"] + ([args.fox] if Path(args.fox).is_file() else [])
     if len(assets) == 1:
         print(f"(Fox.glb not found at {args.fox}; benchmarking the procedural asset only)")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
-          f"threads {args.threads}; device {args.device}; {args.size}x{args.size}; {args.frames} frames; "
-          f"date {time.strftime('%Y-%m-%d')}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
+        f"threads {args.threads}; device {args.device}; {args.size}x{args.size}; {args.frames} frames; "
+        f"date {time.strftime('%Y-%m-%d')}"
+    )
     print(f"{'asset':28s} {'samples':>7s} {'denoise':>7s} {'render s/frame':>15s} {'wall s/frame':>13s}")
     for asset in assets:
         for samples in args.samples:
-            config = RenderConfig(sets=("front",), size=args.size, num_frames=args.frames, samples=samples,
-                                  denoise=True, threads=args.threads, device=args.device)
+            config = RenderConfig(
+                sets=("front",),
+                size=args.size,
+                num_frames=args.frames,
+                samples=samples,
+                denoise=True,
+                threads=args.threads,
+                device=args.device,
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 began = time.perf_counter()
                 manifest = render_asset(asset, Path(tmp) / "r", config, progress=False)

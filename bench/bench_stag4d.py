@@ -109,8 +109,13 @@ def bench_zero123pp(device, tiny: bool):
     reset_peak()
     _, t = timed(lambda: model.generate(images, cfg, frames=[5, 6, 7, 8]))
     batch_peak = peak_gb()
-    report("zero123pp.anchor_batch.1+4_rows", seconds_per_frame=t / 4, peak_gb=batch_peak,
-           anchor_extra_gb_vs_4_frames=batch_peak - off4_peak, compute_overhead="1 extra row per batch (here +25%)")
+    report(
+        "zero123pp.anchor_batch.1+4_rows",
+        seconds_per_frame=t / 4,
+        peak_gb=batch_peak,
+        anchor_extra_gb_vs_4_frames=batch_peak - off4_peak,
+        compute_overhead="1 extra row per batch (here +25%)",
+    )
 
     # 'cache' mode: record frame 0 once, then 4 later frames read the fp16 cache.
     cache = AnchorCache(dtype=torch.float16)
@@ -120,9 +125,15 @@ def bench_zero123pp(device, tiny: bool):
     record_peak = peak_gb()
     _, t_read = timed(lambda: model._denoise(cond, [1, 2, 3, 4], base, AnchorSpec(0.5, 0, "cache", cache)))
     cache_peak = peak_gb()
-    report("zero123pp.anchor_cache", record_seconds=t_record, seconds_per_later_frame=t_read / 4,
-           cache_gb=cache.nbytes() / 1e9, cache_gb_estimate=model.anchor_cache_bytes(steps) / 1e9,
-           peak_gb=cache_peak, record_peak_gb=record_peak)
+    report(
+        "zero123pp.anchor_cache",
+        record_seconds=t_record,
+        seconds_per_later_frame=t_read / 4,
+        cache_gb=cache.nbytes() / 1e9,
+        cache_gb_estimate=model.anchor_cache_bytes(steps) / 1e9,
+        peak_gb=cache_peak,
+        record_peak_gb=record_peak,
+    )
     cache.clear()
     model = None  # free the weights before the next part
     if torch.cuda.is_available():
@@ -136,7 +147,9 @@ def bench_sds(device, tiny: bool):
 
     guidance = Zero123Guidance.tiny() if tiny else Zero123Guidance.full_size(device=device).to(device, torch.float16)
     cond = guidance.encode_condition(torch.rand(4, 3, 256, 256, device=device))
-    pose = zero123_pose_embedding(torch.zeros(4), torch.tensor([30.0, 90.0, -60.0, 150.0]), torch.full((4,), 2.0)).to(device)
+    pose = zero123_pose_embedding(torch.zeros(4), torch.tensor([30.0, 90.0, -60.0, 150.0]), torch.full((4,), 2.0)).to(
+        device
+    )
     renders = torch.rand(4, 3, 256, 256, device=device, requires_grad=True)
     gen = torch.Generator().manual_seed(0)
 
@@ -192,10 +205,18 @@ def bench_video(device, tiny: bool, work: Path):
                             multiview=dc.replace(config.multiview, steps=2), views=dc.replace(config.views, sizes=(16, 32)),
                             output=dc.replace(config.output, video_size=32, round_frames=8))  # fmt: skip
     reset_peak()
-    result, t = timed(lambda: run_video_to_4d(video, work / "video_run", config, "zero123pp", progress=False, echo=None))
-    report("video.fast.%d_frames" % frames, total_seconds=t, **{k: float(v) for k, v in result["timings"].items()},
-           steps=config.steps, gaussians=result["num_gaussians"], peak_gb=peak_gb(),
-           seconds_per_optim_step=result["timings"]["optimise_s"] / config.steps)
+    result, t = timed(
+        lambda: run_video_to_4d(video, work / "video_run", config, "zero123pp", progress=False, echo=None)
+    )
+    report(
+        f"video.fast.{frames}_frames",
+        total_seconds=t,
+        **{k: float(v) for k, v in result["timings"].items()},
+        steps=config.steps,
+        gaussians=result["num_gaussians"],
+        peak_gb=peak_gb(),
+        seconds_per_optim_step=result["timings"]["optimise_s"] / config.steps,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,8 +233,15 @@ def bench_oracle(device, tiny: bool, data: list[str], work: Path):
                                 input=dc.replace(config.input, size=32), anchored_per_step=2)  # fmt: skip
         name = Path(folder).name
         reset_peak()
-        result, t = timed(lambda: run_video_to_4d(folder, work / f"oracle_{name}", config, f"oracle:{folder}", progress=False, echo=None))
-        curve = [(h["step"], round(h["train_time_s"], 1), round(h["psnr"], 2), round(h["ssim"], 3)) for h in result["history"]]
+        result, t = timed(
+            lambda folder=folder, name=name, config=config: run_video_to_4d(
+                folder, work / f"oracle_{name}", config, f"oracle:{folder}", progress=False, echo=None
+            )
+        )
+        curve = [
+            (h["step"], round(h["train_time_s"], 1), round(h["psnr"], 2), round(h["ssim"], 3))
+            for h in result["history"]
+        ]
         report(f"oracle.{name}", psnr=result["eval"]["psnr"], ssim=result["eval"]["ssim"], eval_images=result["eval"]["images"],
                total_seconds=t, optimise_seconds=result["timings"]["optimise_s"], peak_gb=peak_gb(),
                curve_step_time_psnr_ssim=curve)  # fmt: skip
@@ -222,7 +250,12 @@ def bench_oracle(device, tiny: bool, data: list[str], work: Path):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="zero123pp,sds,video,oracle", help="comma-separated parts to run")
-    parser.add_argument("--oracle-data", action="append", default=[], help="gen4d dataset folder with front, zero123pp and eval splits (repeatable)")
+    parser.add_argument(
+        "--oracle-data",
+        action="append",
+        default=[],
+        help="gen4d dataset folder with front, zero123pp and eval splits (repeatable)",
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke test of this script)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()

@@ -45,9 +45,15 @@ def main() -> int:
         for stage in ("coarse", "fine"):
             warm = 50
             if stage == "coarse":
-                config = replace(base, coarse=replace(base.coarse, iterations=warm + args.steps), fine=replace(base.fine, iterations=0))
+                config = replace(
+                    base,
+                    coarse=replace(base.coarse, iterations=warm + args.steps),
+                    fine=replace(base.fine, iterations=0),
+                )
             else:
-                config = replace(base, coarse=replace(base.coarse, iterations=warm), fine=replace(base.fine, iterations=args.steps))
+                config = replace(
+                    base, coarse=replace(base.coarse, iterations=warm), fine=replace(base.fine, iterations=args.steps)
+                )
             config = replace(config, output=quiet, log_every=100, checkpoint_every=0)
             if stage == "fine":
                 # Time the fine stage alone: first run the warm-up coarse steps, then resume.
@@ -66,8 +72,11 @@ def main() -> int:
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
             steps = args.steps if stage == "fine" else args_steps
-            print(f"{name} {stage}: {steps} steps in {elapsed:.2f} s = {steps / elapsed:.1f} steps/s "
-                  f"({base.coarse.cameras_per_step if stage == 'coarse' else base.fine.cameras_per_step} images/step)", flush=True)
+            print(
+                f"{name} {stage}: {steps} steps in {elapsed:.2f} s = {steps / elapsed:.1f} steps/s "
+                f"({base.coarse.cameras_per_step if stage == 'coarse' else base.fine.cameras_per_step} images/step)",
+                flush=True,
+            )
             if args.sync_debug and torch.cuda.is_available():
                 count = 0
 
@@ -75,17 +84,31 @@ def main() -> int:
                     nonlocal count
                     count += 1
 
-                sync_config = replace(config, coarse=replace(config.coarse, iterations=warm + 100), fine=replace(config.fine, iterations=100 if stage == "fine" else 0))
+                sync_config = replace(
+                    config,
+                    coarse=replace(config.coarse, iterations=warm + 100),
+                    fine=replace(config.fine, iterations=100 if stage == "fine" else 0),
+                )
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     torch.cuda.set_sync_debug_mode("warn")
                     try:
-                        reconstruct(dataset, sync_config, Path(args.out) / f"{name}_{stage}_sync", overwrite=True, progress=False, echo=None)
+                        reconstruct(
+                            dataset,
+                            sync_config,
+                            Path(args.out) / f"{name}_{stage}_sync",
+                            overwrite=True,
+                            progress=False,
+                            echo=None,
+                        )
                     finally:
                         torch.cuda.set_sync_debug_mode("default")
                 syncs = sum("synchroniz" in str(w.message) for w in caught)
                 total = sync_config.total_iterations
-                print(f"{name} {stage}: {syncs} host-device syncs in {total} steps (whole run incl. set-up) = {syncs / total:.1f} per step", flush=True)
+                print(
+                    f"{name} {stage}: {syncs} host-device syncs in {total} steps (whole run incl. set-up) = {syncs / total:.1f} per step",
+                    flush=True,
+                )
     return 0
 
 

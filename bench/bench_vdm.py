@@ -30,13 +30,26 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from gen4d.diffusion.schedule import NoiseSchedule  # noqa: E402
-from gen4d.diffusion.vdm.model import VideoCondition, add_motion_embedding, build_unet, image_condition_latents, null_condition  # noqa: E402
+from gen4d.diffusion.vdm.model import (  # noqa: E402
+    VideoCondition,
+    add_motion_embedding,
+    build_unet,
+    image_condition_latents,
+    null_condition,
+)
 from gen4d.diffusion.vdm.presets import SCHEDULE_PRESETS, unet_preset  # noqa: E402
 from gen4d.diffusion.vdm.sampling import ddim_sample, guided_output  # noqa: E402
 
-SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-              layers_per_block=2, sample_size=256)
+SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=2,
+    sample_size=256,
+)
 
 
 def sync(device):
@@ -74,10 +87,12 @@ def bench_training(args, accelerator) -> list[dict]:
         try:
             for step in range(args.warmup + args.iters):
                 z0, zbar, noise = (torch.randn(shape, device=device) for _ in range(3))
-                cond = VideoCondition(text=torch.zeros(batch, 0, unet.config.cross_attention_dim, device=device),
-                                      image_embeds=torch.randn(batch, unet.config.cross_attention_dim, device=device),
-                                      latents=image_condition_latents(z0[:, :, 0], args.frames),
-                                      motion=torch.rand(batch, device=device) * 0.05)
+                cond = VideoCondition(
+                    text=torch.zeros(batch, 0, unet.config.cross_attention_dim, device=device),
+                    image_embeds=torch.randn(batch, unet.config.cross_attention_dim, device=device),
+                    latents=image_condition_latents(z0[:, :, 0], args.frames),
+                    motion=torch.rand(batch, device=device) * 0.05,
+                )
                 t = torch.randint(0, 1000, (batch,), device=device)
                 sync(device)
                 start = time.perf_counter()
@@ -91,11 +106,27 @@ def bench_training(args, accelerator) -> list[dict]:
                     timings.append(time.perf_counter() - start)
             step_s = sorted(timings)[len(timings) // 2]
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-            rows.append({"per_gpu_batch": batch, "gpus": accelerator.num_processes, "step_s": step_s,
-                         "videos_per_s": batch * accelerator.num_processes / step_s, "peak_gib": peak, "status": "ok"})
+            rows.append(
+                {
+                    "per_gpu_batch": batch,
+                    "gpus": accelerator.num_processes,
+                    "step_s": step_s,
+                    "videos_per_s": batch * accelerator.num_processes / step_s,
+                    "peak_gib": peak,
+                    "status": "ok",
+                }
+            )
         except torch.cuda.OutOfMemoryError:
-            rows.append({"per_gpu_batch": batch, "gpus": accelerator.num_processes, "step_s": float("nan"),
-                         "videos_per_s": float("nan"), "peak_gib": float("nan"), "status": "out of memory"})
+            rows.append(
+                {
+                    "per_gpu_batch": batch,
+                    "gpus": accelerator.num_processes,
+                    "step_s": float("nan"),
+                    "videos_per_s": float("nan"),
+                    "peak_gib": float("nan"),
+                    "status": "out of memory",
+                }
+            )
         del model, opt, unet
         accelerator.free_memory()
         if device.type == "cuda":
@@ -114,14 +145,17 @@ def bench_sampling(args, device) -> list[dict]:
     base = make_unet(args.preset, device, dtype, motion=False).eval()
     cross = unet.config.cross_attention_dim
     image_latent = torch.randn(1, 4, args.latent, args.latent, device=device, dtype=dtype)
-    cond = VideoCondition(text=torch.zeros(1, 0, cross, device=device, dtype=dtype),
-                          image_embeds=torch.randn(1, cross, device=device, dtype=dtype),
-                          latents=image_condition_latents(image_latent, args.frames)).with_motion(0.02)
+    cond = VideoCondition(
+        text=torch.zeros(1, 0, cross, device=device, dtype=dtype),
+        image_embeds=torch.randn(1, cross, device=device, dtype=dtype),
+        latents=image_condition_latents(image_latent, args.frames),
+    ).with_motion(0.02)
     null = null_condition(cond)
     noise = torch.randn(1, 4, args.frames, args.latent, args.latent, device=device)
     rows = []
     for label, base_unet in (("separate base (2 forwards/step)", base), ("shared weights (1 forward/step)", None)):
-        def fn(z, t):
+
+        def fn(z, t, unet=unet, base_unet=base_unet):
             return guided_output(unet, base_unet, "image", z.to(dtype), t, cond, null, w1=7.0, w2=0.5, fps=16)
 
         ddim_sample(fn, schedule, noise, num_steps=2)  # warm-up
@@ -132,8 +166,13 @@ def bench_sampling(args, device) -> list[dict]:
         rows.append({"mode": label, "steps": args.sample_steps, "seconds": time.perf_counter() - start})
     del unet, base
     with torch.device(device):
-        vae = diffusers.AutoencoderKL(**(SD_VAE if not args.tiny else dict(SD_VAE, block_out_channels=(8, 8, 8, 8),
-                                                                            norm_num_groups=4, layers_per_block=1)))
+        vae = diffusers.AutoencoderKL(
+            **(
+                SD_VAE
+                if not args.tiny
+                else dict(SD_VAE, block_out_channels=(8, 8, 8, 8), norm_num_groups=4, layers_per_block=1)
+            )
+        )
     vae = (vae.to(dtype) if dtype != torch.float32 else vae).eval()
     z = torch.randn(args.frames, 4, args.latent, args.latent, device=device, dtype=dtype)
     vae.decode(z[:2])
@@ -142,10 +181,21 @@ def bench_sampling(args, device) -> list[dict]:
     for i in range(0, args.frames, 8):
         vae.decode(z[i : i + 8])
     sync(device)
-    rows.append({"mode": f"VAE decode of the {args.frames} frames (chunks of 8)", "steps": 0, "seconds": time.perf_counter() - start})
+    rows.append(
+        {
+            "mode": f"VAE decode of the {args.frames} frames (chunks of 8)",
+            "steps": 0,
+            "seconds": time.perf_counter() - start,
+        }
+    )
     if device.type == "cuda":
-        rows.append({"mode": "peak GPU memory while sampling (GiB)", "steps": 0,
-                     "seconds": torch.cuda.max_memory_allocated(device) / 2**30})
+        rows.append(
+            {
+                "mode": "peak GPU memory while sampling (GiB)",
+                "steps": 0,
+                "seconds": torch.cuda.max_memory_allocated(device) / 2**30,
+            }
+        )
     return rows
 
 
@@ -165,32 +215,43 @@ def main(argv=None) -> int:
 
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
-                              cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision="bf16" if torch.cuda.is_available() else "no", cpu=not torch.cuda.is_available()
+    )
     device = accelerator.device
     main_process = accelerator.is_main_process
     if main_process:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        params = sum(p.numel() for p in build_unet("image", unet_preset("tiny", "image")).parameters()) if args.tiny else None
-        print(f"device: {name} x {accelerator.num_processes}; UNet preset {args.preset} (I2VGen-XL architecture, random "
-              f"weights); video {args.frames} x {args.latent * 8} x {args.latent * 8} (latents 4 x {args.frames} x "
-              f"{args.latent} x {args.latent})" + (f"; {params} parameters" if params else ""))
+        params = (
+            sum(p.numel() for p in build_unet("image", unet_preset("tiny", "image")).parameters())
+            if args.tiny
+            else None
+        )
+        print(
+            f"device: {name} x {accelerator.num_processes}; UNet preset {args.preset} (I2VGen-XL architecture, random "
+            f"weights); video {args.frames} x {args.latent * 8} x {args.latent * 8} (latents 4 x {args.frames} x "
+            f"{args.latent} x {args.latent})" + (f"; {params} parameters" if params else "")
+        )
     if not args.sample_only:
         rows = bench_training(args, accelerator)
         if main_process:
             print("\ntraining (bf16 autocast, AdamW, L_ldm + L_mr)")
             print(f"{'GPUs':>4} {'batch/GPU':>9} {'s/step':>8} {'videos/s':>9} {'peak GiB':>9}  status")
             for r in rows:
-                print(f"{r['gpus']:>4} {r['per_gpu_batch']:>9} {r['step_s']:8.3f} {r['videos_per_s']:9.2f} "
-                      f"{r['peak_gib']:9.1f}  {r['status']}")
+                print(
+                    f"{r['gpus']:>4} {r['per_gpu_batch']:>9} {r['step_s']:8.3f} {r['videos_per_s']:9.2f} "
+                    f"{r['peak_gib']:9.1f}  {r['status']}"
+                )
     accelerator.wait_for_everyone()
     if not args.train_only and main_process:
         if accelerator.num_processes > 1:
             print("\nsampling skipped under several processes (run it on one GPU)")
         else:
             rows = bench_sampling(args, device)
-            print(f"\nsampling one video: DDIM {args.sample_steps} steps, eq. 3 guidance (w1 = 7, w2 = 0.5), "
-                  f"{'fp16' if device.type == 'cuda' else 'fp32'}")
+            print(
+                f"\nsampling one video: DDIM {args.sample_steps} steps, eq. 3 guidance (w1 = 7, w2 = 0.5), "
+                f"{'fp16' if device.type == 'cuda' else 'fp32'}"
+            )
             for r in rows:
                 print(f"  {r['mode']:45s} {r['seconds']:8.2f}" + (" s" if "GiB" not in r["mode"] else ""))
             print("  target: under 15 s for one video (UNet steps + decode) on one H100 / H200")

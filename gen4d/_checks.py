@@ -7,7 +7,7 @@ inside the rasteriser.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

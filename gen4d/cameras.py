@@ -25,8 +25,9 @@ see :func:`diffusion4d_orbit`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import InitVar, dataclass, replace
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -105,7 +106,7 @@ class Cameras:
     def __len__(self) -> int:
         return int(self.world_to_camera.shape[0])
 
-    def __getitem__(self, index: int | slice | Sequence[int] | torch.Tensor) -> "Cameras":
+    def __getitem__(self, index: int | slice | Sequence[int] | torch.Tensor) -> Cameras:
         if isinstance(index, int):
             index = [index]
         pick = lambda x: x[index]  # noqa: E731
@@ -121,7 +122,7 @@ class Cameras:
         )
 
     @staticmethod
-    def cat(batches: Sequence["Cameras"]) -> "Cameras":
+    def cat(batches: Sequence[Cameras]) -> Cameras:
         """Concatenate batches that share an image size."""
         if not batches:
             raise ValueError("Cameras.cat: expected at least one batch")
@@ -140,7 +141,7 @@ class Cameras:
             check_values=False,
         )
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Cameras":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Cameras:
         move = lambda x: x.to(device=device, dtype=dtype)  # noqa: E731
         return replace(
             self,
@@ -153,13 +154,13 @@ class Cameras:
             check_values=False,
         )
 
-    def with_times(self, times: torch.Tensor | float) -> "Cameras":
+    def with_times(self, times: torch.Tensor | float) -> Cameras:
         """The same poses at other times (a float sets every camera's time)."""
         if not isinstance(times, torch.Tensor):
             times = torch.full_like(self.times, float(times))
         return replace(self, times=times.to(self.times))
 
-    def resized(self, width: int, height: int) -> "Cameras":
+    def resized(self, width: int, height: int) -> Cameras:
         """The same cameras for images resampled to ``width x height``."""
         sx, sy = width / self.width, height / self.height
         return replace(
@@ -255,13 +256,16 @@ def spherical_to_position(elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor
     """Camera positions (C, 3) for gen4d's spherical convention (module docstring)."""
     el, az = torch.deg2rad(elevation_deg), torch.deg2rad(azimuth_deg)
     return torch.stack(
-        [radius * torch.cos(el) * torch.sin(az), -radius * torch.cos(el) * torch.cos(az), radius * torch.sin(el)], dim=-1
+        [radius * torch.cos(el) * torch.sin(az), -radius * torch.cos(el) * torch.cos(az), radius * torch.sin(el)],
+        dim=-1,
     )
 
 
 def focal_from_fov(fov_deg: float | torch.Tensor, size: int) -> torch.Tensor:
     """Focal length in pixels for a field of view (degrees) spanning ``size`` pixels."""
-    return torch.as_tensor(0.5 * size, dtype=torch.float32) / torch.tan(torch.deg2rad(torch.as_tensor(fov_deg, dtype=torch.float32)) / 2)
+    return torch.as_tensor(0.5 * size, dtype=torch.float32) / torch.tan(
+        torch.deg2rad(torch.as_tensor(fov_deg, dtype=torch.float32)) / 2
+    )
 
 
 def _pinhole(fov_deg: torch.Tensor, width: int, height: int, fov_axis: Literal["x", "y", "larger"]):
@@ -327,7 +331,10 @@ def diffusion4d_orbit(num_views: int = 24, size: int = 256, static: bool = False
 # Zero123++ (Shi et al. 2023): 6 views in a 3x2 grid, row-major order; azimuths relative to the
 # input view, elevations absolute.
 ZERO123PP_AZIMUTHS = (30.0, 90.0, 150.0, 210.0, 270.0, 330.0)
-ZERO123PP_ELEVATIONS = {"v1.1": (30.0, -20.0, 30.0, -20.0, 30.0, -20.0), "v1.2": (20.0, -10.0, 20.0, -10.0, 20.0, -10.0)}
+ZERO123PP_ELEVATIONS = {
+    "v1.1": (30.0, -20.0, 30.0, -20.0, 30.0, -20.0),
+    "v1.2": (20.0, -10.0, 20.0, -10.0, 20.0, -10.0),
+}
 ZERO123PP_V12_FOV = 30.0
 
 
@@ -370,8 +377,13 @@ def zero123_pose_embedding(
 ) -> torch.Tensor:
     """Zero-1-to-3 relative pose embedding (B, 4): [delta polar (rad), sin(delta azimuth),
     cos(delta azimuth), delta radius], polar = 90 deg - elevation."""
-    el_t, az_t, r_t = (torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (target_elevation_deg, target_azimuth_deg, target_radius))
-    el_c, az_c, r_c = (torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (cond_elevation_deg, cond_azimuth_deg, cond_radius))
+    el_t, az_t, r_t = (
+        torch.as_tensor(v, dtype=torch.float32).reshape(-1)
+        for v in (target_elevation_deg, target_azimuth_deg, target_radius)
+    )
+    el_c, az_c, r_c = (
+        torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (cond_elevation_deg, cond_azimuth_deg, cond_radius)
+    )
     delta_polar = torch.deg2rad((90.0 - el_t) - (90.0 - el_c))
     delta_az = torch.deg2rad(az_t - az_c)
     delta_r = r_t - r_c

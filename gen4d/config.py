@@ -21,14 +21,24 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 __all__ = [
-    "field_docs", "to_dict", "from_dict", "add_config_arguments", "apply_overrides", "set_fields", "dumps",
-    "load_config", "ConfigError", "check_positive", "check_non_negative", "check_range",
+    "field_docs",
+    "to_dict",
+    "from_dict",
+    "add_config_arguments",
+    "apply_overrides",
+    "set_fields",
+    "dumps",
+    "load_config",
+    "ConfigError",
+    "check_positive",
+    "check_non_negative",
+    "check_range",
 ]
 
 T = TypeVar("T")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """Docstrings written under each field of a dataclass (its bases included)."""
     docs: dict[str, str] = {}
@@ -80,7 +90,7 @@ class ConfigError(ValueError):
         self.owner = owner
         super().__init__(f"{owner + '.' if owner else ''}{field}: {message}")
 
-    def within(self, parent: str, owner: str = "") -> "ConfigError":
+    def within(self, parent: str, owner: str = "") -> ConfigError:
         """The same error seen from the config that holds this one in its field ``parent``."""
         return ConfigError(f"{parent}.{self.field}", self.message, owner)
 
@@ -253,8 +263,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
             default = obj
         help_text = doc + (f" (default: {default})" if defaults is not None else "")
         choices = list(get_args(hint)) if get_origin(hint) is Literal else None
-        group.add_argument(f"--{path}", dest=f"cfg:{path}", default=None, metavar="V", help=help_text, choices=choices,
-                           type=_OptionType(path, hint))
+        group.add_argument(
+            f"--{path}",
+            dest=f"cfg:{path}",
+            default=None,
+            metavar="V",
+            help=help_text,
+            choices=choices,
+            type=_OptionType(path, hint),
+        )
 
 
 class _OptionType:

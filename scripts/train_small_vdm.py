@@ -61,8 +61,7 @@ def prepare(args: argparse.Namespace) -> int:
     from gen4d.data.blender import RenderConfig, render_asset
 
     out = Path(args.out)
-    config = RenderConfig(sets=("orbit", "static_orbit"), num_frames=args.frames, size=args.size,
-                          samples=args.samples)
+    config = RenderConfig(sets=("orbit", "static_orbit"), num_frames=args.frames, size=args.size, samples=args.samples)
     names = asset_names(args.count, args.seed)
     started = time.time()
     for i, name in enumerate(names):
@@ -141,9 +140,15 @@ def curve(run: Path, points: int = 8) -> list[dict]:
     size = max(1, math.ceil(len(rows) / points))
     for i in range(0, len(rows), size):
         window = rows[i : i + size]
-        out.append({"step": window[-1]["step"], "loss": sum(r["loss"] for r in window) / len(window),
-                    "ldm": sum(r["ldm"] for r in window) / len(window), "mr": sum(r["mr"] for r in window) / len(window),
-                    "elapsed_s": window[-1]["elapsed_s"]})
+        out.append(
+            {
+                "step": window[-1]["step"],
+                "loss": sum(r["loss"] for r in window) / len(window),
+                "ldm": sum(r["ldm"] for r in window) / len(window),
+                "mr": sum(r["mr"] for r in window) / len(window),
+                "elapsed_s": window[-1]["elapsed_s"],
+            }
+        )
     return out
 
 
@@ -175,12 +180,32 @@ def sample_batch(model, clips, index, motions, w1, w2, steps, seed, static: bool
     noise = torch.randn((len(index),) + tuple(clips.latents.shape[1:]), generator=gen).to(device)
     if static:
         base = model.base_unet if model.base_unet is not None else model.unet
-        fn = lambda z, t: guided_output(base, None, model.spec.variant, z, t, cond, null, w1=w1, w2=0.0,  # noqa: E731
-                                        fps=model.spec.fps)
+        fn = lambda z, t: guided_output(  # noqa: E731
+            base,
+            None,
+            model.spec.variant,
+            z,
+            t,
+            cond,
+            null,
+            w1=w1,
+            w2=0.0,
+            fps=model.spec.fps,
+        )
     else:
         moving = VideoCondition(latents=latents, motion=torch.tensor(motions, dtype=torch.float32, device=device))
-        fn = lambda z, t: guided_output(model.unet, model.base_unet, model.spec.variant, z, t, moving, null,  # noqa: E731
-                                        w1=w1, w2=w2, fps=model.spec.fps)
+        fn = lambda z, t: guided_output(  # noqa: E731
+            model.unet,
+            model.base_unet,
+            model.spec.variant,
+            z,
+            t,
+            moving,
+            null,
+            w1=w1,
+            w2=w2,
+            fps=model.spec.fps,
+        )
     z0 = ddim_sample(fn, model.schedule, noise, steps)
     rgb, alpha = model.codec.decode(z0)
     return rgb.cpu(), alpha.cpu()
@@ -207,12 +232,18 @@ def evaluate(args, train: list[Path], test: list[Path]) -> dict:
     n = len(clips)
     index = torch.arange(n)
     stats = models["d4_mr"].spec.motion_stats
-    report: dict = {"held_out": [p.name for p in test], "held_out_paths": [str(p) for p in test], "train_assets": len(train), "motion_stats": stats,
-                    "gt_motion": clips.motion.tolist()}
+    report: dict = {
+        "held_out": [p.name for p in test],
+        "held_out_paths": [str(p) for p in test],
+        "train_assets": len(train),
+        "motion_stats": stats,
+        "gt_motion": clips.motion.tolist(),
+    }
 
     # static orbit V-bar' from the base model (same noise), the reference for measured motion
-    sv_rgb, sv_alpha = sample_batch(models["d4_mr"], clips, index, None, args.static_guidance - 1, 0.0, args.steps,
-                                    seed=7, static=True)
+    sv_rgb, sv_alpha = sample_batch(
+        models["d4_mr"], clips, index, None, args.static_guidance - 1, 0.0, args.steps, seed=7, static=True
+    )
     gen_vbar = white(sv_rgb, sv_alpha)
     report["static_psnr_vs_gt_static"] = float(psnr(gen_vbar.flatten(0, 1), gt_vbar.flatten(0, 1)).mean())
 
@@ -228,18 +259,23 @@ def evaluate(args, train: list[Path], test: list[Path]) -> dict:
         measured_gen.append(float(motion_magnitude(v[r], gen_vbar[rows_index[r]])))
         measured_gt.append(float(motion_magnitude(v[r], gt_vbar[rows_index[r]])))
     report["motion_control"] = {
-        "grid": grid, "requested": requested, "measured_vs_generated_static": measured_gen,
+        "grid": grid,
+        "requested": requested,
+        "measured_vs_generated_static": measured_gen,
         "measured_vs_gt_static": measured_gt,
-        "pearson": _pearson(requested, measured_gen), "spearman": _spearman(requested, measured_gen),
+        "pearson": _pearson(requested, measured_gen),
+        "spearman": _spearman(requested, measured_gen),
         "pearson_vs_gt_static": _pearson(requested, measured_gt),
-        "mean_measured_by_request": [sum(measured_gen[i::len(grid)]) / n for i in range(len(grid))],
+        "mean_measured_by_request": [sum(measured_gen[i :: len(grid)]) / n for i in range(len(grid))],
     }
 
     # ablation at each held-out asset's own m: L_mr x 3D-aware guidance
     ablation = {}
     for name in ("d4_nomr", "d4_mr"):
         for w2 in (0.0, args.w2):
-            rgb, alpha = sample_batch(models[name], clips, index, clips.motion.tolist(), args.w1, w2, args.steps, seed=11)
+            rgb, alpha = sample_batch(
+                models[name], clips, index, clips.motion.tolist(), args.w1, w2, args.steps, seed=11
+            )
             v = white(rgb, alpha)
             m = [float(motion_magnitude(v[i], gen_vbar[i])) for i in range(n)]
             ablation[f"{'with' if name == 'd4_mr' else 'without'} L_mr, w2={w2}"] = {
@@ -265,10 +301,28 @@ def train(args: argparse.Namespace) -> int:
     budget = args.minutes
     phases = [
         ("base", phase_config(args, "base", train_set, 0.25 * budget, task="static")),
-        ("d4_mr", phase_config(args, "d4_mr", train_set, 0.375 * budget, task="4d",
-                               **{"model.init": str(out / "base" / "model"), "mr_weight": args.omega})),
-        ("d4_nomr", phase_config(args, "d4_nomr", train_set, 0.375 * budget, task="4d",
-                                 **{"model.init": str(out / "base" / "model"), "mr_weight": 0.0})),
+        (
+            "d4_mr",
+            phase_config(
+                args,
+                "d4_mr",
+                train_set,
+                0.375 * budget,
+                task="4d",
+                **{"model.init": str(out / "base" / "model"), "mr_weight": args.omega},
+            ),
+        ),
+        (
+            "d4_nomr",
+            phase_config(
+                args,
+                "d4_nomr",
+                train_set,
+                0.375 * budget,
+                task="4d",
+                **{"model.init": str(out / "base" / "model"), "mr_weight": 0.0},
+            ),
+        ),
     ]
     results, main = {}, True
     for name, config in phases:
@@ -277,8 +331,11 @@ def train(args: argparse.Namespace) -> int:
         results[name] = {k: result.get(k) for k in ("step", "stopped_by", "wall_s", "clips")}
     if not main:
         return 0
-    report = {"phases": results, "curves": {name: curve(out / name) for name, _ in phases},
-              "settings": {k: v for k, v in vars(args).items() if k != "func"}}
+    report = {
+        "phases": results,
+        "curves": {name: curve(out / name) for name, _ in phases},
+        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+    }
     started = time.time()
     report.update(evaluate(args, train_set, test_set))
     report["eval_s"] = round(time.time() - started, 1)
@@ -295,19 +352,27 @@ def print_report(report: dict) -> None:
         phase = report["phases"].get(name, {})
         print(f"{name}: {phase.get('step')} steps ({phase.get('stopped_by')}), {phase.get('wall_s')} s")
         for r in rows:
-            print(f"  step {r['step']:6d}  loss {r['loss']:.4f}  ldm {r['ldm']:.4f}  mr {r['mr']:.3e}  t {r['elapsed_s']:.0f}s")
+            print(
+                f"  step {r['step']:6d}  loss {r['loss']:.4f}  ldm {r['ldm']:.4f}  mr {r['mr']:.3e}  t {r['elapsed_s']:.0f}s"
+            )
     mc = report["motion_control"]
     print("\n== motion control (held-out conditions; m measured against the base model's static orbit) ==")
     for m, got in zip(mc["grid"], mc["mean_measured_by_request"]):
         print(f"  requested m {m:.4f} -> measured {got:.4f}")
-    print(f"  Pearson {mc['pearson']:.3f}  Spearman {mc['spearman']:.3f}  (vs ground-truth static orbit: "
-          f"Pearson {mc['pearson_vs_gt_static']:.3f})")
+    print(
+        f"  Pearson {mc['pearson']:.3f}  Spearman {mc['spearman']:.3f}  (vs ground-truth static orbit: "
+        f"Pearson {mc['pearson_vs_gt_static']:.3f})"
+    )
     print(f"\n== ablation (held-out, m = each asset's own; ground-truth mean m {report['gt_mean_m']:.4f}) ==")
     print(f"  {'setting':28s} {'mean m':>9s} {'|m err|':>9s} {'PSNR':>7s}")
     for name, row in report["ablation"].items():
-        print(f"  {name:28s} {row['mean_measured_m']:9.4f} {row['mean_abs_m_error']:9.4f} {row['psnr_vs_gt_orbit']:7.2f}")
-    print(f"\nstatic orbit from the base model: PSNR {report['static_psnr_vs_gt_static']:.2f} vs ground truth; "
-          f"weights {report['weights_mb']} MB; eval {report['eval_s']} s")
+        print(
+            f"  {name:28s} {row['mean_measured_m']:9.4f} {row['mean_abs_m_error']:9.4f} {row['psnr_vs_gt_orbit']:7.2f}"
+        )
+    print(
+        f"\nstatic orbit from the base model: PSNR {report['static_psnr_vs_gt_static']:.2f} vs ground truth; "
+        f"weights {report['weights_mb']} MB; eval {report['eval_s']} s"
+    )
     out = Path(report["settings"]["out"])
     front = report.get("held_out_front_image")
     print("\nimage -> orbital video -> 4D on a held-out asset:")
@@ -336,10 +401,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--held-out", type=int, default=6)
     t.add_argument("--batch-size", type=int, default=16, help="global batch")
     t.add_argument("--lr", type=float, default=2e-4)
-    t.add_argument("--warmup", type=int, default=50, help="learning-rate warm-up steps per phase (a few-minute "
-                   "phase makes only a few hundred steps)")
+    t.add_argument(
+        "--warmup",
+        type=int,
+        default=50,
+        help="learning-rate warm-up steps per phase (a few-minute phase makes only a few hundred steps)",
+    )
     t.add_argument("--omega", type=float, default=1.0, help="weight of L_mr")
-    t.add_argument("--max-steps", type=int, default=100000, help="step cap per phase (the time budget normally stops first)")
+    t.add_argument(
+        "--max-steps", type=int, default=100000, help="step cap per phase (the time budget normally stops first)"
+    )
     t.add_argument("--mixed-precision", default="bf16", choices=["no", "fp16", "bf16"])
     t.add_argument("--steps", type=int, default=50, help="DDIM steps at evaluation")
     t.add_argument("--w1", type=float, default=7.0)

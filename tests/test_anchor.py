@@ -48,7 +48,9 @@ def test_plain_phase_matches_diffusers_default_processor(model):
 
     sample, _, text = _unet_inputs(model, 2)
     layout = BatchLayout.for_frames([0], guidance=True)
-    ours = model.unet(sample, 10, encoder_hidden_states=text, cross_attention_kwargs={"gen4d": AttentionContext("plain", layout)}).sample
+    ours = model.unet(
+        sample, 10, encoder_hidden_states=text, cross_attention_kwargs={"gen4d": AttentionContext("plain", layout)}
+    ).sample
     saved = dict(model.unet.attn_processors)
     try:
         model.unet.set_attn_processor(AttnProcessor2_0())
@@ -157,7 +159,9 @@ def test_context_errors(model):
         model.unet(sample, 10, encoder_hidden_states=text)
     wrong = BatchLayout.for_frames([0, 1, 2], guidance=True)  # 6 rows named, 4 given
     with pytest.raises(ValueError, match="batch has 4 rows but the context layout names 6"):
-        model.unet(sample, 10, encoder_hidden_states=text, cross_attention_kwargs={"gen4d": AttentionContext("plain", wrong)})
+        model.unet(
+            sample, 10, encoder_hidden_states=text, cross_attention_kwargs={"gen4d": AttentionContext("plain", wrong)}
+        )
     no_anchor_row = BatchLayout.for_frames([1, 2], guidance=True)
     with pytest.raises(ValueError, match="frame 0 has no 'uncond' row"):
         _read_pass(model, sample, cond, text, no_anchor_row, AnchorSpec(0.5, source="batch"))

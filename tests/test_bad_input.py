@@ -12,8 +12,13 @@ from gen4d.render import RenderOptions, render
 
 
 def _gaussians(n: int = 5, k: int = 1) -> Gaussians:
-    return Gaussians(torch.zeros(n, 3), torch.full((n, 3), -2.0), torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4).clone(),
-                     torch.zeros(n), torch.zeros(n, k, 3))
+    return Gaussians(
+        torch.zeros(n, 3),
+        torch.full((n, 3), -2.0),
+        torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4).clone(),
+        torch.zeros(n),
+        torch.zeros(n, k, 3),
+    )
 
 
 def _cameras(count: int = 2) -> Cameras:
@@ -82,7 +87,10 @@ def test_wrong_types_and_dtypes():
     with pytest.raises(TypeError, match="cameras must be gen4d Cameras"):
         render(_gaussians(), torch.eye(4)[None])
     g = _gaussians()
-    with pytest.raises(ValueError, match=r"gaussians\.log_scales: dtype torch\.float64 differs from gaussians\.means \(torch\.float32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"gaussians\.log_scales: dtype torch\.float64 differs from gaussians\.means \(torch\.float32\)",
+    ):
         _render(g.with_(log_scales=g.log_scales.double()))
     with pytest.raises(ValueError, match=r"gaussians\.means: expected a floating-point tensor, got torch\.int64"):
         _render(g.map(lambda x: x.long()))
@@ -101,8 +109,16 @@ def test_wrong_types_and_dtypes():
 ])  # fmt: skip
 def test_bad_cameras(field, value, pattern):
     cams = _cameras()
-    parts = dict(world_to_camera=cams.world_to_camera, fx=cams.fx, fy=cams.fy, cx=cams.cx, cy=cams.cy,
-                 width=cams.width, height=cams.height, times=cams.times)
+    parts = dict(
+        world_to_camera=cams.world_to_camera,
+        fx=cams.fx,
+        fy=cams.fy,
+        cx=cams.cx,
+        cy=cams.cy,
+        width=cams.width,
+        height=cams.height,
+        times=cams.times,
+    )
     parts[field] = value
     with pytest.raises(ValueError, match=pattern):
         Cameras(**parts)
@@ -135,7 +151,9 @@ def test_bad_pose_builders():
 
 @pytest.mark.parametrize("backend", ["cuda", "", "Torch"])
 def test_unknown_backend(backend):
-    with pytest.raises(ValueError, match=rf"RenderOptions\.backend: unknown backend {backend!r}; expected 'auto', 'gsplat' or 'torch'"):
+    with pytest.raises(
+        ValueError, match=rf"RenderOptions\.backend: unknown backend {backend!r}; expected 'auto', 'gsplat' or 'torch'"
+    ):
         render(_gaussians(), _cameras(), None, RenderOptions(backend=backend))
 
 
@@ -155,7 +173,9 @@ def test_explicit_gsplat_without_cuda(monkeypatch):
         render(_gaussians(), _cameras(), None, options)
     # gsplat importable but the tensors live on the CPU.
     monkeypatch.setattr(render_core, "_gsplat_importable", lambda: True)
-    with pytest.raises(RuntimeError, match=rf"RenderOptions\.backend='gsplat' needs tensors on a CUDA device \(got cpu\).*{hint}"):
+    with pytest.raises(
+        RuntimeError, match=rf"RenderOptions\.backend='gsplat' needs tensors on a CUDA device \(got cpu\).*{hint}"
+    ):
         render(_gaussians(), _cameras(), None, options)
     # 'auto' falls back to the torch reference on the CPU.
     out = render(_gaussians(), _cameras(), None, RenderOptions(backend="auto"))

@@ -19,8 +19,14 @@ def dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad_manifest") / "toy"
     times = torch.arange(3) / 2
     cameras = orbit(0.0, 120.0 * torch.arange(3), 2.0, 40.0, 8, 8, times)
-    video = MultiViewVideo(images=torch.rand(3, 8, 8, 3), alphas=torch.ones(3, 8, 8, 1), cameras=cameras,
-                           splits={"orbit": torch.arange(3)}, num_frames=3, name="toy")
+    video = MultiViewVideo(
+        images=torch.rand(3, 8, 8, 3),
+        alphas=torch.ones(3, 8, 8, 1),
+        cameras=cameras,
+        splits={"orbit": torch.arange(3)},
+        num_frames=3,
+        name="toy",
+    )
     save_dataset(video, folder)
     return folder
 

@@ -40,7 +40,9 @@ def _assert_rigid(world_to_camera: torch.Tensor):
     R = world_to_camera[:, :3, :3].double()
     torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand_as(R), atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.linalg.det(R), torch.ones(R.shape[0], dtype=torch.float64), atol=1e-5, rtol=0)
-    torch.testing.assert_close(world_to_camera[:, 3], torch.tensor([0.0, 0, 0, 1]).expand(R.shape[0], 4).to(world_to_camera))
+    torch.testing.assert_close(
+        world_to_camera[:, 3], torch.tensor([0.0, 0, 0, 1]).expand(R.shape[0], 4).to(world_to_camera)
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,8 +124,13 @@ def test_small_gaussian_renders_at_the_projected_pixel(kind):
     gen = torch.Generator().manual_seed(0)
     points = (torch.rand(3, 3, generator=gen) * 2 - 1) * 0.25
     for p in points:
-        g = Gaussians(p[None], torch.full((1, 3), math.log(0.035)), torch.tensor([[1.0, 0, 0, 0]]),
-                      torch.tensor([5.0]), torch.zeros(1, 1, 3))
+        g = Gaussians(
+            p[None],
+            torch.full((1, 3), math.log(0.035)),
+            torch.tensor([[1.0, 0, 0, 0]]),
+            torch.tensor([5.0]),
+            torch.zeros(1, 1, 3),
+        )
         out = render(g, cams, None, RenderOptions(backend="torch"))
         alpha = out.alpha[..., 0]  # (C, H, W)
         vv, uu = torch.meshgrid(torch.arange(cams.height) + 0.5, torch.arange(cams.width) + 0.5, indexing="ij")
@@ -135,8 +142,9 @@ def test_small_gaussian_renders_at_the_projected_pixel(kind):
         torch.testing.assert_close(centroid, expected[:, 0], atol=0.05, rtol=0)
         # The brightest pixel is the one containing the projected point.
         flat = alpha.reshape(len(cams), -1).argmax(-1)
-        torch.testing.assert_close(torch.stack([flat % cams.width, flat // cams.width], -1),
-                                   expected[:, 0].floor().long(), atol=0, rtol=0)
+        torch.testing.assert_close(
+            torch.stack([flat % cams.width, flat // cams.width], -1), expected[:, 0].floor().long(), atol=0, rtol=0
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,12 +153,15 @@ def test_small_gaussian_renders_at_the_projected_pixel(kind):
 @pytest.mark.parametrize("version,elevations,fov", [("v1.1", (30.0, -20.0), 49.1), ("v1.2", (20.0, -10.0), 30.0)])
 @pytest.mark.parametrize("input_azimuth,direction", [(0.0, 1), (40.0, 1), (40.0, -1)])
 def test_zero123pp_pose_angles(version, elevations, fov, input_azimuth, direction):
-    cams = zero123pp_poses(version, input_azimuth_deg=input_azimuth, radius=2.0, input_fov_deg=49.1, size=320,
-                           azimuth_direction=direction)
+    cams = zero123pp_poses(
+        version, input_azimuth_deg=input_azimuth, radius=2.0, input_fov_deg=49.1, size=320, azimuth_direction=direction
+    )
     assert len(cams) == 6 and cams.width == cams.height == 320
     el, az, r = _angles(cams)
     assert ZERO123PP_AZIMUTHS == (30.0, 90.0, 150.0, 210.0, 270.0, 330.0)
-    want_az = torch.tensor([(input_azimuth + direction * a) % 360 for a in (30, 90, 150, 210, 270, 330)], dtype=torch.float64)
+    want_az = torch.tensor(
+        [(input_azimuth + direction * a) % 360 for a in (30, 90, 150, 210, 270, 330)], dtype=torch.float64
+    )
     diff = (az - want_az + 180) % 360 - 180
     assert float(diff.abs().max()) < 1e-3
     torch.testing.assert_close(el, torch.tensor(elevations * 3, dtype=torch.float64), atol=1e-3, rtol=0)
@@ -189,8 +200,12 @@ def test_diffusion4d_orbit_matches_the_sample_readme(static):
     # Camera position -2 (sin a, cos a, 0), looking at the origin with +Z up (image y has -Z).
     for i in (0, 5, 17, 23):
         a = 2 * math.pi * (1 - i / 23)
-        torch.testing.assert_close(cams.centers[i].double(), torch.tensor([-2 * math.sin(a), -2 * math.cos(a), 0.0],
-                                   dtype=torch.float64), atol=2e-6, rtol=0)
+        torch.testing.assert_close(
+            cams.centers[i].double(),
+            torch.tensor([-2 * math.sin(a), -2 * math.cos(a), 0.0], dtype=torch.float64),
+            atol=2e-6,
+            rtol=0,
+        )
     assert bool((cams.world_to_camera[:, 1, 2] < -0.999).all())
     focal = 128 / (18 / 50)  # FOV 2 atan(18 / 50) over 256 pixels
     torch.testing.assert_close(cams.fx, torch.full((24,), focal), rtol=1e-6, atol=0)
@@ -199,7 +214,9 @@ def test_diffusion4d_orbit_matches_the_sample_readme(static):
     want_t = torch.zeros(24) if static else torch.arange(24) / 23
     torch.testing.assert_close(cams.times, want_t)
     # Pose 0 is the front pose and pose 23 closes the orbit.
-    torch.testing.assert_close(cams.world_to_camera[0], orbit(0.0, 0.0, 2.0, 39.6, 256, 256).world_to_camera[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        cams.world_to_camera[0], orbit(0.0, 0.0, 2.0, 39.6, 256, 256).world_to_camera[0], atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(cams.world_to_camera[23], cams.world_to_camera[0], atol=2e-6, rtol=0)
 
 
@@ -241,7 +258,7 @@ def test_diffusion4d_orbit_matches_blender():
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     if proc.returncode != 0 or not lines:
         pytest.skip(f"bpy could not run here: {proc.stderr.strip()[-300:]}")
-    result = json.loads(lines[-1][len("RESULT"):])
+    result = json.loads(lines[-1][len("RESULT") :])
     assert result["sensor_fit"] == "AUTO"
     assert result["angle"] == pytest.approx(2 * math.atan(18 / 50), abs=1e-6)
     blender = torch.tensor(result["c2w"], dtype=torch.float64)
@@ -300,7 +317,9 @@ def test_zero123_pose_embedding_hand_worked():
     emb = zero123_pose_embedding(-20.0, 210.0, 2.5, cond_elevation_deg=10.0, cond_azimuth_deg=30.0, cond_radius=2.0)
     torch.testing.assert_close(emb, torch.tensor([[math.pi / 6, 0.0, -1.0, 0.5]]), atol=1e-6, rtol=0)
     # Batched targets against one condition; -90 azimuth = sin -1.
-    emb = zero123_pose_embedding(torch.tensor([0.0, 0.0, 15.0]), torch.tensor([0.0, -90.0, 45.0]), torch.tensor([2.0, 2.0, 1.5]))
+    emb = zero123_pose_embedding(
+        torch.tensor([0.0, 0.0, 15.0]), torch.tensor([0.0, -90.0, 45.0]), torch.tensor([2.0, 2.0, 1.5])
+    )
     want = torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0],
                          [-math.pi / 12, math.sqrt(0.5), math.sqrt(0.5), -0.5]])  # fmt: skip
     torch.testing.assert_close(emb, want, atol=1e-6, rtol=0)
@@ -316,7 +335,9 @@ def test_cameras_batch_helpers():
     both = Cameras.cat([cams[0], cams[1:]])
     torch.testing.assert_close(both.world_to_camera, cams.world_to_camera)
     torch.testing.assert_close(cams.with_times(0.25).times, torch.full((3,), 0.25))
-    torch.testing.assert_close(cams.camera_to_world @ cams.world_to_camera, torch.eye(4).expand(3, 4, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        cams.camera_to_world @ cams.world_to_camera, torch.eye(4).expand(3, 4, 4), atol=1e-5, rtol=0
+    )
     K = cams.intrinsics
     assert K.shape == (3, 3, 3) and float(K[0, 2, 2]) == 1.0 and float(K[0, 0, 2]) == 32.0
     pts = torch.tensor([[0.1, 0.2, -0.1], [0.0, 0.0, 0.3]])

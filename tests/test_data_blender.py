@@ -25,20 +25,29 @@ from gen4d.data.procedural import MOTIONS, creature_spec, joint_angles, parse_pr
 SHARED = Path(os.environ.get("GEN4D_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FOX = SHARED / "assets" / "gltf" / "Fox.glb"
 
-needs_bpy = pytest.mark.skipif(not bpy_available(), reason="bpy is not installed (pip install 'gen4d[render]', Python 3.11)")
+needs_bpy = pytest.mark.skipif(
+    not bpy_available(), reason="bpy is not installed (pip install 'gen4d[render]', Python 3.11)"
+)
 needs_fox = pytest.mark.skipif(not FOX.is_file(), reason=f"Fox.glb not found at {FOX} (set GEN4D_SHARED)")
 TINY = RenderConfig(size=64, samples=4, num_frames=4, denoise=False)
 
 
 # -- pure planning / spec tests (no Blender) ----------------------------------------------------
 def test_plan_matches_gen4d_cameras():
-    config = RenderConfig(sets=("orbit", "static-orbit", "front", "zero123pp", "eval"), size=32, num_frames=24,
-                          zero123pp_frames=(0, 5))
+    config = RenderConfig(
+        sets=("orbit", "static-orbit", "front", "zero123pp", "eval"), size=32, num_frames=24, zero123pp_frames=(0, 5)
+    )
     records = plan_images(config)
     by_split: dict[str, list] = {}
     for r in records:
         by_split.setdefault(r["split"], []).append(r)
-    assert {k: len(v) for k, v in by_split.items()} == {"orbit": 24, "static_orbit": 24, "front": 24, "zero123pp": 12, "eval": 96}
+    assert {k: len(v) for k, v in by_split.items()} == {
+        "orbit": 24,
+        "static_orbit": 24,
+        "front": 24,
+        "zero123pp": 12,
+        "eval": 96,
+    }
     data = {"width": 32, "height": 32, "images": records}
     cams = manifest_cameras(data)  # also checks the Blender matrices against world_to_camera
     orbit_idx = [i for i, r in enumerate(records) if r["split"] == "orbit"]
@@ -207,8 +216,12 @@ bpy.ops.export_scene.gltf(filepath=sys.argv[1], export_format="GLB")
 @pytest.fixture(scope="module")
 def marker_asset(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("markers") / "markers.glb"
-    subprocess.run([sys.executable, "-c", MARKER_SCRIPT.format(markers=MARKERS), str(path)], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", MARKER_SCRIPT.format(markers=MARKERS), str(path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return path
 
 
@@ -216,8 +229,15 @@ def marker_asset(tmp_path_factory) -> Path:
 def test_markers_land_where_gen4d_cameras_project_them(marker_asset, tmp_path):
     """A small sphere at a known 3D position appears at the pixel gen4d's camera projects it to
     (orbit, front, Zero123++ v1.2 poses); a static asset renders time-varying sets with allow_static."""
-    config = RenderConfig(sets=("orbit", "front", "zero123pp"), size=64, samples=4, num_frames=5, denoise=False,
-                          zero123pp_frames=(0,), allow_static=True)
+    config = RenderConfig(
+        sets=("orbit", "front", "zero123pp"),
+        size=64,
+        samples=4,
+        num_frames=5,
+        denoise=False,
+        zero123pp_frames=(0,),
+        allow_static=True,
+    )
     render_asset(marker_asset, tmp_path / "m", config, progress=False)
     video = load_manifest(tmp_path / "m")
     data = read_manifest(tmp_path / "m")
@@ -262,16 +282,21 @@ def test_bad_assets(tmp_path):
     assert len(video) == 4 and float(video.alphas.max()) == 1.0
     # Unknown clip.
     with pytest.raises(ValueError, match="no clip named 'dance'.*hop"):
-        render_asset("procedural:1:motion=hop", tmp_path / "e", RenderConfig(
-            sets=("front",), size=64, samples=4, num_frames=2, denoise=False, clip="dance"), progress=False)
+        render_asset(
+            "procedural:1:motion=hop",
+            tmp_path / "e",
+            RenderConfig(sets=("front",), size=64, samples=4, num_frames=2, denoise=False, clip="dance"),
+            progress=False,
+        )
 
 
 @needs_bpy
 @needs_fox
 def test_fox_requested_clip_is_rendered(tmp_path):
     def front(clip: str, name: str, normalise: str = "box"):
-        config = RenderConfig(sets=("front",), size=64, samples=4, num_frames=3, denoise=False, clip=clip,
-                              normalise=normalise)
+        config = RenderConfig(
+            sets=("front",), size=64, samples=4, num_frames=3, denoise=False, clip=clip, normalise=normalise
+        )
         path = render_asset(FOX, tmp_path / name, config, progress=False)
         return load_manifest(path), read_manifest(path)
 
@@ -304,7 +329,9 @@ def test_procedural_glb_export_round_trip(tmp_path):
     glb = export_procedural_glb("procedural:7:motion=wave,cycles=1", tmp_path / "c7.glb")
     assert glb.is_file() and inspect_asset(glb)["clips"] == ["wave"]
     config = RenderConfig(sets=("front",), size=64, samples=4, num_frames=3, denoise=False)
-    direct = load_manifest(render_asset("procedural:7:motion=wave,cycles=1", tmp_path / "direct", config, progress=False))
+    direct = load_manifest(
+        render_asset("procedural:7:motion=wave,cycles=1", tmp_path / "direct", config, progress=False)
+    )
     via_glb = load_manifest(render_asset(glb, tmp_path / "glb", config, progress=False))
     for t in range(3):
         a, b = direct.alphas[t, ..., 0] > 0.5, via_glb.alphas[t, ..., 0] > 0.5
@@ -317,8 +344,21 @@ def test_render_command(tmp_path, capsys):
     from gen4d.cli import main
 
     out = tmp_path / "cli"
-    args = ["render", "procedural:1", "--out", str(out), "--preset", "tiny", "--sets", "front,static-orbit",
-            "--num_frames", "2", "--samples", "2", "--no-progress"]
+    args = [
+        "render",
+        "procedural:1",
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--sets",
+        "front,static-orbit",
+        "--num_frames",
+        "2",
+        "--samples",
+        "2",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "4 images (front 2, static_orbit 2)" in capsys.readouterr().out
     assert read_manifest(out)["render"]["settings"]["samples"] == 2
@@ -347,8 +387,13 @@ def test_blend_and_fbx_assets_render_like_the_procedural_original(tmp_path):
     asset = "procedural:5:motion=wave,cycles=1"
     blend, fbx = tmp_path / "c.blend", tmp_path / "c.fbx"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    subprocess.run([sys.executable, "-c", CONVERT_SCRIPT, asset, str(blend), str(fbx)], check=True,
-                   capture_output=True, timeout=120, env=env)
+    subprocess.run(
+        [sys.executable, "-c", CONVERT_SCRIPT, asset, str(blend), str(fbx)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env=env,
+    )
     config = RenderConfig(sets=("front",), size=64, samples=2, num_frames=5, denoise=False)
     original = load_manifest(render_asset(asset, tmp_path / "orig", config, progress=False))
     for path, floor in ((blend, 0.99), (fbx, 0.8)):

@@ -38,7 +38,12 @@ def test_ssim_matches_scikit_image():
     ]
     for a, b in cases:
         expected = skm.structural_similarity(
-            a, b, data_range=1.0, channel_axis=-1 if a.ndim == 3 else None, gaussian_weights=True, sigma=1.5,
+            a,
+            b,
+            data_range=1.0,
+            channel_axis=-1 if a.ndim == 3 else None,
+            gaussian_weights=True,
+            sigma=1.5,
             use_sample_covariance=False,
         )
         assert abs(ssim(a, b) - expected) < 1e-10
@@ -89,7 +94,9 @@ def test_decide_thresholds():
     base = {"ssim_t0_quarter": 0.8, "ssim_t0_half": 0.7, "border_alpha": 0.0, "motion_magnitude": 0.01, "coverage": 0.1}
     assert decide(base)[0] == "keep"
     assert decide({**base, "ssim_t0_quarter": 0.97, "ssim_t0_half": 0.99}) == (
-        "reject", "too static: front-view SSIMs 0.970, 0.990 both > 0.95")
+        "reject",
+        "too static: front-view SSIMs 0.970, 0.990 both > 0.95",
+    )
     assert decide({**base, "ssim_t0_quarter": 0.97})[0] == "keep"  # only one above: moves
     assert decide({**base, "ssim_t0_half": 0.3})[1].startswith("distorted")
     assert decide({**base, "ssim_t0_half": 0.3}, CurationConfig(distorted_if="both"))[0] == "keep"
@@ -106,7 +113,9 @@ def _blob_video(centres, size=32, radius=5.0):
     for cx, cy in centres:
         d = np.hypot(xs - cx, ys - cy)
         a = np.clip(radius + 0.5 - d, 0, 1)[..., None]
-        shade = np.stack([0.2 + 0.6 * (xs - cx + radius) / (2 * radius), np.full_like(xs, 0.3), 0.8 - 0.02 * (ys - cy)], -1)
+        shade = np.stack(
+            [0.2 + 0.6 * (xs - cx + radius) / (2 * radius), np.full_like(xs, 0.3), 0.8 - 0.02 * (ys - cy)], -1
+        )
         rgb.append(np.clip(shade, 0, 1))
         alpha.append(a)
     return np.stack(rgb), np.stack(alpha)
@@ -136,7 +145,9 @@ def test_synthetic_assets_static_moving_and_leaving():
 # -- end to end with Blender ------------------------------------------------------------------
 from gen4d.data.blender import RenderConfig, bpy_available  # noqa: E402
 
-needs_bpy = pytest.mark.skipif(not bpy_available(), reason="bpy is not installed (pip install 'gen4d[render]', Python 3.11)")
+needs_bpy = pytest.mark.skipif(
+    not bpy_available(), reason="bpy is not installed (pip install 'gen4d[render]', Python 3.11)"
+)
 
 
 @needs_bpy
@@ -147,8 +158,9 @@ def test_curate_procedural_assets_end_to_end(tmp_path):
     corrupt.write_bytes(b"glTF" + b"\x00" * 64)
     assets = ["procedural:5:motion=still", "procedural:5:motion=leave,magnitude=1", "procedural:5:cycles=1", corrupt]
     # Normalised at the first time (as a script that normalises once does), so "leave" leaves.
-    config = RenderConfig(sets=("orbit", "static_orbit", "front"), size=48, samples=4, num_frames=8, denoise=False,
-                          normalise_over="first")
+    config = RenderConfig(
+        sets=("orbit", "static_orbit", "front"), size=48, samples=4, num_frames=8, denoise=False, normalise_over="first"
+    )
     out = tmp_path / "curated.jsonl"
     results = curate_assets(assets, out, config, workers=2, progress=False)
     by_name = {k.split("/")[-1]: v for k, v in results.items()}
@@ -176,7 +188,19 @@ def test_curate_command_records_import_errors_and_goes_on(tmp_path, capsys):
     (assets / "bad.fbx").write_bytes(b"\x00garbage" * 20)
     (assets / "notes.txt").write_text("ignored")
     out = tmp_path / "out.jsonl"
-    args = ["curate", str(assets), "--out", str(out), "--size", "32", "--samples", "2", "--frames", "4", "--no-progress"]
+    args = [
+        "curate",
+        str(assets),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--samples",
+        "2",
+        "--frames",
+        "4",
+        "--no-progress",
+    ]
     assert main(args) == 0
     header, *records = [json.loads(line) for line in out.read_text().splitlines()]
     assert header == RESULTS_HEADER
@@ -190,7 +214,7 @@ def test_curate_refuses_an_unrelated_existing_file(tmp_path, capsys):
     from gen4d.cli import main
 
     notes = tmp_path / "notes.jsonl"
-    notes.write_text("my notes\n{\"not\": \"curation\"}\n")
+    notes.write_text('my notes\n{"not": "curation"}\n')
     before = notes.read_bytes()
     with pytest.raises(ValueError, match=r"notes\.jsonl: exists and is not a gen4d curation results file"):
         curate_assets([], notes, progress=False)

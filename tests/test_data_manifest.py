@@ -142,7 +142,9 @@ def test_diffusion4d_sample_splits_and_documented_angles(d4d):
     # Every camera looks at the origin, FOV = 2 atan(18/50), times as documented.
     assert torch.allclose(orbit_v.cameras.fov_x_deg, torch.tensor(math.degrees(2 * math.atan(18 / 50))), atol=1e-3)
     pix, depth = orbit_v.cameras.project(torch.zeros(1, 3))
-    assert torch.allclose(pix, torch.full_like(pix, 128.0), atol=1e-3) and torch.allclose(depth, torch.full_like(depth, 2.0))
+    assert torch.allclose(pix, torch.full_like(pix, 128.0), atol=1e-3) and torch.allclose(
+        depth, torch.full_like(depth, 2.0)
+    )
     assert torch.allclose(orbit_v.cameras.times, torch.arange(24) / 23)
     assert torch.all(static_v.cameras.times == 0)
     assert torch.allclose(front_v.cameras.times, torch.arange(24) / 23)

@@ -105,7 +105,9 @@ def _second_difference_along_rows(plane, features, rows, cols):
 
 
 def _l1_from_one(plane, features, rows, cols):
-    return sum(abs(1 - plane[f][r][c]) for f in range(features) for r in range(rows) for c in range(cols)) / (features * rows * cols)
+    return sum(abs(1 - plane[f][r][c]) for f in range(features) for r in range(rows) for c in range(cols)) / (
+        features * rows * cols
+    )
 
 
 def test_hexplane_stag4d_regularisers_match_a_hand_computation():
@@ -136,8 +138,18 @@ def test_hexplane_kplanes_regularisers_match_a_hand_computation():
     grid = field.grid
     tv, count = 0.0, 0
     for plane, features, rows, cols in _loop_planes(grid.spatial):
-        along_rows = sum((plane[f][r + 1][c] - plane[f][r][c]) ** 2 for f in range(features) for r in range(rows - 1) for c in range(cols))
-        along_cols = sum((plane[f][r][c + 1] - plane[f][r][c]) ** 2 for f in range(features) for r in range(rows) for c in range(cols - 1))
+        along_rows = sum(
+            (plane[f][r + 1][c] - plane[f][r][c]) ** 2
+            for f in range(features)
+            for r in range(rows - 1)
+            for c in range(cols)
+        )
+        along_cols = sum(
+            (plane[f][r][c + 1] - plane[f][r][c]) ** 2
+            for f in range(features)
+            for r in range(rows)
+            for c in range(cols - 1)
+        )
         tv += along_rows / (features * (rows - 1) * cols) + along_cols / (features * rows * (cols - 1))
         count += 1
     planes = list(_loop_planes(grid.temporal))

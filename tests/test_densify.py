@@ -150,11 +150,15 @@ def test_percentile_threshold_grows_the_top_fraction():
 def test_max_gaussians_caps_growth_to_largest_gradients():
     model = make_model(count=6)
     optimizer = build_optimizer(model, LearningRates())
-    config = DensifyConfig(start=1, every=1, stop=100, grad_threshold=1e-3, percent_dense=1.0, max_gaussians=8, prune_opacity=0.0)
+    config = DensifyConfig(
+        start=1, every=1, stop=100, grad_threshold=1e-3, percent_dense=1.0, max_gaussians=8, prune_opacity=0.0
+    )
     strategy = DensifyStrategy(config, scene_extent=1.0)
     state = strategy.initial_state(model)
     grads = torch.arange(6, dtype=torch.float32)[None, :, None].expand(1, 6, 2).clone()
-    stats = strategy.step_post_backward(model, optimizer, state, 1, fake_output(grads, torch.ones(1, 6, dtype=torch.bool)), 8, 8)
+    stats = strategy.step_post_backward(
+        model, optimizer, state, 1, fake_output(grads, torch.ones(1, 6, dtype=torch.bool)), 8, 8
+    )
     assert stats["cloned"] == 2 and model.num_gaussians == 8
     means = model.params["means"].data
     assert torch.equal(means[6:], means[[4, 5]])  # the two largest gradients were cloned
@@ -179,7 +183,9 @@ def test_prune_screen_size_removes_only_gaussians_that_were_too_large_on_screen(
     model = make_model(count=4)
     means = model.params["means"].data.clone()
     optimizer = build_optimizer(model, LearningRates())
-    config = DensifyConfig(start=2, every=2, stop=100, grad_threshold=1e-3, percent_dense=1.0, prune_opacity=0.0, prune_screen_size=0.5)
+    config = DensifyConfig(
+        start=2, every=2, stop=100, grad_threshold=1e-3, percent_dense=1.0, prune_opacity=0.0, prune_screen_size=0.5
+    )
     strategy = DensifyStrategy(config, scene_extent=1.0)
     state = strategy.initial_state(model)
     grads = torch.zeros(1, 4, 2)

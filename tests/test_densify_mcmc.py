@@ -15,7 +15,9 @@ CP = DeformConfig(kind="control_points", control_points=ControlPointConfig(num_p
 
 
 def brute_force_denominator(o_new: float, n: int) -> float:
-    return sum(math.comb(i - 1, k) * (-1) ** k * o_new ** (k + 1) / math.sqrt(k + 1) for i in range(1, n + 1) for k in range(i))
+    return sum(
+        math.comb(i - 1, k) * (-1) ** k * o_new ** (k + 1) / math.sqrt(k + 1) for i in range(1, n + 1) for k in range(i)
+    )
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7])

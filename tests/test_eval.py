@@ -124,7 +124,9 @@ CONFIG = EvalConfig(backend="torch", device="cpu", lpips_net="alex", orbit_views
 
 def test_group_views_sorts_by_time():
     times = torch.tensor([0.5, 0.0, 1.0, 0.25])
-    cams = type(orbit(0.0, 0.0)).cat([orbit(0.0, 10.0, times=times[:2]), orbit(0.0, 80.0, times=times[2:]), orbit(0.0, 10.0, times=0.75)])
+    cams = type(orbit(0.0, 0.0)).cat(
+        [orbit(0.0, 10.0, times=times[:2]), orbit(0.0, 80.0, times=times[2:]), orbit(0.0, 10.0, times=0.75)]
+    )
     groups = group_views(cams)
     assert [g.tolist() for g in groups] == [[1, 0, 4], [3, 2]]
 
@@ -161,7 +163,9 @@ def test_consistent4d_protocol(gt_model, c4d_gt, loaders):
     assert reports["other"]["metrics"]["fvd"] > 0
     assert "generation_time" in reports["other"]["skipped"]
     text = markdown_report(same, [reports["static"], reports["other"]])
-    assert "| Method | LPIPS (alex) ↓ | CLIP ↑ | FVD ↓ | PSNR ↑ | SSIM ↑ | Silhouette IoU ↑ | Generation time ↓ |" in text
+    assert (
+        "| Method | LPIPS (alex) ↓ | CLIP ↑ | FVD ↓ | PSNR ↑ | SSIM ↑ | Silhouette IoU ↑ | Generation time ↓ |" in text
+    )
     assert "| static |" in text and "2 min" in text
 
 
@@ -177,7 +181,10 @@ def test_diffusion4d_protocol(gt_model, d4d_gt, loaders):
     assert "front image at t=0.000" in report["notes"]["clip_reference"]
     assert report["cases"][0]["metrics"]["clip_f"] < 1.0 + 1e-6
     text = markdown_report(report)
-    assert "| Method | CLIP-F ↑ | CLIP-O ↑ | Generation time ↓ | SSIM ↑ | PSNR ↑ | LPIPS (alex) ↓ | FVD ↓ | Silhouette IoU ↑ |" in text
+    assert (
+        "| Method | CLIP-F ↑ | CLIP-O ↑ | Generation time ↓ | SSIM ↑ | PSNR ↑ | LPIPS (alex) ↓ | FVD ↓ | Silhouette IoU ↑ |"
+        in text
+    )
 
 
 def test_missing_weights_are_reported_as_skipped(gt_model, c4d_gt, tmp_path, monkeypatch):
@@ -247,7 +254,14 @@ def test_cli_end_to_end(gt_model, d4d_gt, tmp_path, monkeypatch, capsys):
     assert "| toy_run |" in md and "1.5 min" in md
     assert "toy_run" in capsys.readouterr().out
     # a second method compared against the first report
-    assert main(args[:1] + [str(run), "--gt", str(gt_dir), "--out", str(tmp_path / "r2"), "--name", "again", "--compare", str(out)] + args[6:]) == 0
+    assert (
+        main(
+            args[:1]
+            + [str(run), "--gt", str(gt_dir), "--out", str(tmp_path / "r2"), "--name", "again", "--compare", str(out)]
+            + args[6:]
+        )
+        == 0
+    )
     assert "| toy_run |" in (tmp_path / "r2" / "report.md").read_text()
     # user errors come back as exit code 2 with a message
     assert main(["eval", str(tmp_path / "missing_run"), "--gt", str(gt_dir), "--out", str(out)]) == 2
@@ -260,7 +274,9 @@ def test_cli_end_to_end(gt_model, d4d_gt, tmp_path, monkeypatch, capsys):
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "diffusion4d_sample"
 
 
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"Diffusion4D sample not found at {SAMPLE} (shared data is not part of the repo)")
+@pytest.mark.skipif(
+    not SAMPLE.is_dir(), reason=f"Diffusion4D sample not found at {SAMPLE} (shared data is not part of the repo)"
+)
 def test_diffusion4d_sample_pairs_cameras_and_times():
     """On the real sample: a model that replays the ground truth image of each requested
     (pose, time) scores perfectly, so renders and targets are paired by camera and time; the

@@ -42,7 +42,9 @@ def test_bench_table_and_reuse(dataset_dir, tmp_path, monkeypatch):
     assert again[0]["psnr"] == row["psnr"]
     assert any("reusing" in line for line in lines)
     # the full protocol on top of the reused run (no pretrained weights here: those metrics are skipped)
-    full = run_bench([dataset_dir], BenchConfig(**{**SMOKE.__dict__, "full_eval": True}), out, progress=False, echo=None)
+    full = run_bench(
+        [dataset_dir], BenchConfig(**{**SMOKE.__dict__, "full_eval": True}), out, progress=False, echo=None
+    )
     assert full[0]["eval"]["protocol"] == "consistent4d"
     assert full[0]["eval"]["metrics"]["psnr"] > 0 and "fvd" in full[0]["eval"]["skipped"]
     assert (out / "toy_scene__demo" / "eval" / "report.md").is_file()

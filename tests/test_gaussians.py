@@ -20,8 +20,11 @@ def _random_gaussians(n: int, degree: int, seed: int = 0) -> Gaussians:
 
 def _standard_names(degree: int) -> list[str]:
     rest = 3 * (num_sh_bases(degree) - 1)
-    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(rest)]
-            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    return (
+        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        + [f"f_rest_{i}" for i in range(rest)]
+        + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -64,7 +67,7 @@ def test_ply_values_sit_in_the_documented_columns(tmp_path):
     g = _random_gaussians(3, 2)
     path = save_ply(g, tmp_path / "g.ply")
     raw = path.read_bytes()
-    body = raw[raw.index(b"end_header\n") + len(b"end_header\n"):]
+    body = raw[raw.index(b"end_header\n") + len(b"end_header\n") :]
     names = _standard_names(2)
     table = np.frombuffer(body, dtype="<f4").reshape(3, len(names))
     col = {n: torch.from_numpy(table[:, i].copy()) for i, n in enumerate(names)}

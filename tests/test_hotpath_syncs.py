@@ -203,7 +203,6 @@ def test_public_entry_points_still_check_values():
     assert torch.isnan(ssim(nan, torch.zeros_like(nan), check_values=False))
 
 
-
 def test_datasets_check_their_values_where_they_enter(scene):
     from gen4d.data.multiview import MultiViewVideo
 

@@ -24,7 +24,9 @@ def clip_dir(tmp_path_factory):
     vocab["<|endoftext|>"] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    tokenizer = transformers.CLIPTokenizer(
+        vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt")
+    )
     config = transformers.CLIPConfig(
         text_config=dict(
             hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, vocab_size=len(vocab),
@@ -55,7 +57,11 @@ def _model_embeddings(scorer, images, text="a"):
     embedding code; the pixels come from the scorer's preprocessing, tested against transformers below)."""
     with torch.no_grad():
         tokens = scorer.tokenizer([text], padding=True, return_tensors="pt")
-        out = scorer.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=scorer.preprocess(images))
+        out = scorer.model(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            pixel_values=scorer.preprocess(images),
+        )
     return out.image_embeds.float(), out.text_embeds.float()
 
 

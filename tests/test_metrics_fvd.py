@@ -10,9 +10,9 @@ import torch
 from gen4d.metrics import MissingWeightsError
 from gen4d.metrics.fvd import (
     InceptionI3d,
+    frechet_distance,
     fvd,
     fvd_from_features,
-    frechet_distance,
     gaussian_stats,
     i3d_features,
     load_i3d,
@@ -64,7 +64,10 @@ def test_i3d_parameter_layout():
     assert not any("bias" in k for k in shapes if k.endswith("conv3d.bias") and not k.startswith("logits"))
     convs = [k for k in shapes if k.endswith("conv3d.weight")]
     assert len(convs) == 3 + 9 * 6 + 1  # three stem units, nine inception blocks of six units, logits
-    assert sum(v.numel() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k) == 12_697_264
+    assert (
+        sum(v.numel() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k)
+        == 12_697_264
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +110,13 @@ def test_i3d_features_and_fvd_plumbing(tiny_i3d):
     expected = _low_rank_frechet(feats, i3d_features(tiny_i3d, generated, size=32))
     assert value == pytest.approx(expected, rel=1e-5) and value > 0
     # inputs of another size are resized to the network size first (antialiased when shrinking)
-    bigger = torch.nn.functional.interpolate(real.reshape(30, 32, 32, 3).permute(0, 3, 1, 2), size=(48, 48), mode="bilinear")
+    bigger = torch.nn.functional.interpolate(
+        real.reshape(30, 32, 32, 3).permute(0, 3, 1, 2), size=(48, 48), mode="bilinear"
+    )
     bigger = bigger.permute(0, 2, 3, 1).reshape(3, 10, 48, 48, 3)
-    back = torch.nn.functional.interpolate(bigger.reshape(30, 48, 48, 3).permute(0, 3, 1, 2), size=(32, 32), mode="bilinear", antialias=True)
+    back = torch.nn.functional.interpolate(
+        bigger.reshape(30, 48, 48, 3).permute(0, 3, 1, 2), size=(32, 32), mode="bilinear", antialias=True
+    )
     back = back.permute(0, 2, 3, 1).reshape(3, 10, 32, 32, 3)
     resized = fvd(real, bigger, model=tiny_i3d, size=32)
     assert resized == pytest.approx(_low_rank_frechet(feats, i3d_features(tiny_i3d, back, size=32)), rel=1e-5)

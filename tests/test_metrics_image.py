@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,7 +16,9 @@ def _pair(seed: int, batch: int = 3, height: int = 32, width: int = 40, dtype=to
     gen = torch.Generator().manual_seed(seed)
     target = torch.rand(batch, height, width, 3, generator=gen, dtype=dtype)
     # Smooth structure plus noise so SSIM is far from both 0 and 1.
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, height, dtype=dtype), torch.linspace(0, 1, width, dtype=dtype), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.linspace(0, 1, height, dtype=dtype), torch.linspace(0, 1, width, dtype=dtype), indexing="ij"
+    )
     target = 0.5 * target + 0.5 * (torch.sin(6 * xx) * torch.cos(4 * yy) * 0.5 + 0.5)[None, :, :, None]
     pred = (target + 0.1 * torch.randn(target.shape, generator=gen, dtype=dtype)).clamp(0, 1)
     return pred, target

@@ -23,7 +23,9 @@ TV_ALEX = {0: (64, 3, 11, 11), 3: (192, 64, 5, 5), 6: (384, 192, 3, 3), 8: (256,
 @pytest.mark.parametrize("cls,layout", [(VGG16Features, TV_VGG16), (AlexNetFeatures, TV_ALEX)])
 def test_trunk_matches_torchvision_layout(cls, layout):
     state = cls().state_dict()
-    expected = {f"features.{i}.weight": s for i, s in layout.items()} | {f"features.{i}.bias": (s[0],) for i, s in layout.items()}
+    expected = {f"features.{i}.weight": s for i, s in layout.items()} | {
+        f"features.{i}.bias": (s[0],) for i, s in layout.items()
+    }
     assert {k: tuple(v.shape) for k, v in state.items()} == expected
 
 
@@ -59,7 +61,7 @@ def test_missing_trunk_weights_say_where_to_put_them(tmp_path, monkeypatch):
         LPIPS.from_pretrained("vgg", trunk_weights=tmp_path / "nowhere.pth")
 
 
-@functools.lru_cache(maxsize=None)  # building VGG16 is the slow part; the model is frozen
+@functools.cache  # building VGG16 is the slow part; the model is frozen
 def _random_model(net, seed=0):
     torch.manual_seed(seed)
     model = LPIPS(net)

@@ -49,7 +49,9 @@ def tiny_config(kind="hexplane", coarse=4, fine=5, points=60, cameras=1, **chang
         coarse=StageConfig(iterations=coarse, cameras_per_step=cameras, static_orbit=True),
         fine=StageConfig(iterations=fine, cameras_per_step=cameras, static_orbit=False),
         deform=DeformConfig(kind=kind, hexplane=SMALL_HEX, control_points=SMALL_CP),
-        densify=DensifyConfig(start=2, stop=10_000, every=2, reset_every=0, prune_opacity=0.01, max_gaussians=4 * points),
+        densify=DensifyConfig(
+            start=2, stop=10_000, every=2, reset_every=0, prune_opacity=0.01, max_gaussians=4 * points
+        ),
         log_every=2,
         checkpoint_every=0,
         output=NO_OUTPUTS,
@@ -111,7 +113,9 @@ def quality_config(kind: str, coarse: int, fine: int) -> ConstructConfig:
 def static_baseline(scene, tmp_path_factory):
     """Held-out PSNR of a static fit (deformation never on) with the same step budget."""
     total = sum(QUALITY_STEPS)
-    metrics = reconstruct(scene, quality_config("hexplane", total, 0), tmp_path_factory.mktemp("static"), progress=False, echo=None)
+    metrics = reconstruct(
+        scene, quality_config("hexplane", total, 0), tmp_path_factory.mktemp("static"), progress=False, echo=None
+    )
     return metrics["splits"]["eval"]["psnr"]
 
 
@@ -174,7 +178,9 @@ def test_cli_run_layout_and_resume(scene, tmp_path, capsys):
     assert torch.allclose(frame3.means, model.at(torch.tensor([3 / 7])).means[0], atol=1e-5)
     assert (run / "videos" / "orbit.mp4").stat().st_size > 0 and (run / "videos" / "orbit.gif").stat().st_size > 0
     assert len(list((run / "renders" / "eval").glob("*.png"))) == 4
-    assert len(list((run / "renders" / "front").glob("*.png"))) == 7  # front frame 0 = orbit pose 0 at t = 0: trained on
+    assert (
+        len(list((run / "renders" / "front").glob("*.png"))) == 7
+    )  # front frame 0 = orbit pose 0 at t = 0: trained on
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["splits"]) == {"eval", "front", "train"}
     for values in metrics["splits"].values():

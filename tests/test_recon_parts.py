@@ -55,7 +55,10 @@ def test_log_linear_schedule():
     assert rates["means"] == pytest.approx(math.sqrt(1.6e-3 * 1.6e-5))
 
 
-@pytest.mark.parametrize("deform", [HEX, DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=4, width=8, depth=1))])
+@pytest.mark.parametrize(
+    "deform",
+    [HEX, DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=4, width=8, depth=1))],
+)
 def test_optimizer_groups_cover_every_parameter(deform):
     model = DynamicGaussians(random_in_sphere(10), deform)
     optimizer = build_optimizer(model, LearningRates())
@@ -93,7 +96,9 @@ def test_heldout_excludes_trained_view_time_pairs():
     orbit_cams = orbit(0.0, [0.0, 120.0, 240.0, 360.0], 2.0, 40.0, 16, 16, times=[0.0, 1 / 3, 2 / 3, 1.0])
     front = orbit(0.0, 0.0, 2.0, 40.0, 16, 16, times=[0.0, 1 / 3, 2 / 3, 1.0])
     cams = Cameras.cat([orbit_cams, front])
-    video = MultiViewVideo(torch.zeros(8, 16, 16, 3), None, cams, {"orbit": torch.arange(4), "front": torch.arange(4, 8)})
+    video = MultiViewVideo(
+        torch.zeros(8, 16, 16, 3), None, cams, {"orbit": torch.arange(4), "front": torch.arange(4, 8)}
+    )
     held = heldout_splits(video, video.splits["orbit"])
     # front frame 0 = orbit pose 0 at t = 0; front frame 3 = orbit pose 3 (azimuth 360) at t = 1
     assert held["front"].tolist() == [5, 6]
@@ -120,7 +125,9 @@ def test_each_stage_runs_its_own_learning_rate_schedule(tmp_path, monkeypatch):
     from gen4d.recon.construct import InitConfig, OutputConfig, reconstruct
 
     coarse, fine = 3, 4
-    lr = LearningRates(means=1e-2, means_final=1e-4, field_grid=1e-2, field_grid_final=1e-4, field_mlp=1e-3, field_mlp_final=1e-5)
+    lr = LearningRates(
+        means=1e-2, means_final=1e-4, field_grid=1e-2, field_grid_final=1e-4, field_mlp=1e-3, field_mlp_final=1e-5
+    )
     config = ConstructConfig(
         device="cpu", backend="torch", tile_size=8, init=InitConfig(num_points=40), lr=lr,
         coarse=StageConfig(iterations=coarse, cameras_per_step=1, static_orbit=True),

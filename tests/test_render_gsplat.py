@@ -44,8 +44,15 @@ needs_cuda = pytest.mark.skipif(
 FIELDS = ("means", "log_scales", "quats", "opacity_logits", "sh")
 
 
-def random_scene(n: int, seed: int, sh_degree: int = 1, batch: int | None = None, device="cpu",
-                 dtype=torch.float32, max_opacity: float = 0.35) -> Gaussians:
+def random_scene(
+    n: int,
+    seed: int,
+    sh_degree: int = 1,
+    batch: int | None = None,
+    device="cpu",
+    dtype=torch.float32,
+    max_opacity: float = 0.35,
+) -> Gaussians:
     gen = torch.Generator().manual_seed(seed)
     lead = (batch,) if batch else ()
     u = lambda *s: torch.rand(*lead, *s, generator=gen, dtype=torch.float64)  # noqa: E731

@@ -73,7 +73,9 @@ def _brute_force_camera(g: Gaussians, cam: Cameras, background: torch.Tensor, st
         if not bool(in_range[i]):
             continue
         d = pix - mean2d[i]
-        sigma = 0.5 * (conic[i, 0, 0] * d[:, 0] ** 2 + conic[i, 1, 1] * d[:, 1] ** 2) + conic[i, 0, 1] * d[:, 0] * d[:, 1]
+        sigma = (
+            0.5 * (conic[i, 0, 0] * d[:, 0] ** 2 + conic[i, 1, 1] * d[:, 1] ** 2) + conic[i, 0, 1] * d[:, 0] * d[:, 1]
+        )
         raw = opacity[i] * torch.exp(-sigma)
         alpha = torch.clamp(raw, max=0.999)
         take = (sigma >= 0) & (alpha >= 1.0 / 255.0) & ~done
@@ -113,8 +115,15 @@ def brute_force(g: Gaussians, cams: Cameras, background: torch.Tensor, stats: di
 # ---------------------------------------------------------------------------------------
 # Scenes
 # ---------------------------------------------------------------------------------------
-def make_scene(n: int, seed: int, sh_degree: int = 1, batch: int | None = None, dtype=torch.float64,
-               opacity=(0.05, 0.95), scale=(-3.2, -1.8)) -> Gaussians:
+def make_scene(
+    n: int,
+    seed: int,
+    sh_degree: int = 1,
+    batch: int | None = None,
+    dtype=torch.float64,
+    opacity=(0.05, 0.95),
+    scale=(-3.2, -1.8),
+) -> Gaussians:
     gen = torch.Generator().manual_seed(seed)
     lead = (batch,) if batch else ()
     u = lambda *s: torch.rand(*lead, *s, generator=gen, dtype=dtype)  # noqa: E731
@@ -132,10 +141,32 @@ def add_special_gaussians(g: Gaussians) -> Gaussians:
     cameras look at it and odd image sizes put it on a pixel centre: exercises the 0.999 clamp)
     and an almost opaque stack (exercises the transmittance stop)."""
     dt = g.means.dtype
-    extra_means = torch.tensor([[1.6, 0.2, 0.1], [0.0, -2.6, 0.0], [0.0, 0.0, 0.0], [0.05, 0.1, 0.02],
-                                [0.05, 0.2, 0.02], [0.05, 0.3, 0.03], [0.06, 0.35, 0.01]], dtype=dt)
-    extra_scales = torch.log(torch.tensor([[0.5, 0.3, 0.4], [0.2, 0.2, 0.2], [0.15, 0.15, 0.15], [0.12, 0.1, 0.1],
-                                           [0.1, 0.12, 0.1], [0.1, 0.1, 0.12], [0.11, 0.1, 0.1]], dtype=dt))
+    extra_means = torch.tensor(
+        [
+            [1.6, 0.2, 0.1],
+            [0.0, -2.6, 0.0],
+            [0.0, 0.0, 0.0],
+            [0.05, 0.1, 0.02],
+            [0.05, 0.2, 0.02],
+            [0.05, 0.3, 0.03],
+            [0.06, 0.35, 0.01],
+        ],
+        dtype=dt,
+    )
+    extra_scales = torch.log(
+        torch.tensor(
+            [
+                [0.5, 0.3, 0.4],
+                [0.2, 0.2, 0.2],
+                [0.15, 0.15, 0.15],
+                [0.12, 0.1, 0.1],
+                [0.1, 0.12, 0.1],
+                [0.1, 0.1, 0.12],
+                [0.11, 0.1, 0.1],
+            ],
+            dtype=dt,
+        )
+    )
     extra_quats = torch.tensor([[0.9, 0.1, -0.3, 0.2]] + [[1.0, 0.0, 0.0, 0.0]] * 6, dtype=dt)
     extra_opacity = torch.logit(torch.tensor([0.7, 0.9, 0.99999, 0.9999, 0.9999, 0.9999, 0.995], dtype=dt))
     k = g.sh.shape[-2]
@@ -145,14 +176,26 @@ def add_special_gaussians(g: Gaussians) -> Gaussians:
         grow = lambda a, b: torch.cat([a, b.unsqueeze(0).expand(B, *b.shape)], 1)  # noqa: E731
     else:
         grow = lambda a, b: torch.cat([a, b], 0)  # noqa: E731
-    return Gaussians(grow(g.means, extra_means), grow(g.log_scales, extra_scales), grow(g.quats, extra_quats),
-                     grow(g.opacity_logits, extra_opacity), grow(g.sh, extra_sh))
+    return Gaussians(
+        grow(g.means, extra_means),
+        grow(g.log_scales, extra_scales),
+        grow(g.quats, extra_quats),
+        grow(g.opacity_logits, extra_opacity),
+        grow(g.sh, extra_sh),
+    )
 
 
 def make_cameras(width=29, height=23, dtype=torch.float64) -> Cameras:
     # The second camera sits on -Y looking at +Y: the Gaussian at y = -2.6 is behind it.
-    return orbit([10.0, 0.0, -25.0], [30.0, 180.0, 250.0], [2.2, 2.3, 2.0], [50.0, 45.0, 60.0], width, height,
-                 times=[0.0, 0.5, 1.0]).to(dtype=dtype)
+    return orbit(
+        [10.0, 0.0, -25.0],
+        [30.0, 180.0, 250.0],
+        [2.2, 2.3, 2.0],
+        [50.0, 45.0, 60.0],
+        width,
+        height,
+        times=[0.0, 0.5, 1.0],
+    ).to(dtype=dtype)
 
 
 def requires_grad(g: Gaussians) -> Gaussians:
@@ -162,8 +205,11 @@ def requires_grad(g: Gaussians) -> Gaussians:
 def _loss_weights(shape_rgb, seed=3, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
     C, H, W, _ = shape_rgb
-    return (torch.randn(C, H, W, 3, generator=gen, dtype=dtype), torch.randn(C, H, W, 1, generator=gen, dtype=dtype),
-            torch.randn(C, H, W, 1, generator=gen, dtype=dtype))
+    return (
+        torch.randn(C, H, W, 3, generator=gen, dtype=dtype),
+        torch.randn(C, H, W, 1, generator=gen, dtype=dtype),
+        torch.randn(C, H, W, 1, generator=gen, dtype=dtype),
+    )
 
 
 def _loss(rgb, alpha, depth, weights):
@@ -226,7 +272,8 @@ def dense_opaque_scene(seed: int = 0, dtype=torch.float64) -> Gaussians:
     """150 fairly opaque Gaussians packed in a small ball: pixel lists run to 100+ splats (several
     of the reference's 32-splat slabs) and most pixels stop early."""
     return make_scene(150, seed=seed, sh_degree=1, dtype=dtype, opacity=(0.3, 0.95), scale=(-2.6, -1.6)).with_(
-        means=make_scene(150, seed=seed + 1, dtype=dtype).means * 0.5)
+        means=make_scene(150, seed=seed + 1, dtype=dtype).means * 0.5
+    )
 
 
 def test_dense_opaque_scene_matches_brute_force():
@@ -282,8 +329,10 @@ def test_tiling_and_chunking_do_not_change_the_image(tile_size, max_elements, dt
     g = add_special_gaussians(make_scene(80, seed=2, sh_degree=2)).to(dtype=dtype)
     cams = make_cameras(dtype=dtype)
     outs, grads = [], []
-    for options in (RenderOptions(backend="torch", tile_size=4),
-                    RenderOptions(backend="torch", tile_size=tile_size, max_elements=max_elements)):
+    for options in (
+        RenderOptions(backend="torch", tile_size=4),
+        RenderOptions(backend="torch", tile_size=tile_size, max_elements=max_elements),
+    ):
         gg = requires_grad(g)
         out = render(gg, cams, None, options)
         _loss(out.rgb, out.alpha, out.depth, _loss_weights(out.rgb.shape, dtype=dtype)).backward()
@@ -371,10 +420,23 @@ def test_depth_of_a_flat_wall_is_its_distance():
     grid = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
     means = torch.cat([grid, torch.full((grid.shape[0], 1), 1.5)], -1)
     n = means.shape[0]
-    g = Gaussians(means, torch.full((n, 3), math.log(0.08)), torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4),
-                  torch.full((n,), 4.0), torch.zeros(n, 1, 3))
-    cam = Cameras(torch.eye(4)[None], torch.tensor([20.0]), torch.tensor([20.0]), torch.tensor([8.0]),
-                  torch.tensor([8.0]), 16, 16, torch.tensor([0.0]))
+    g = Gaussians(
+        means,
+        torch.full((n, 3), math.log(0.08)),
+        torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4),
+        torch.full((n,), 4.0),
+        torch.zeros(n, 1, 3),
+    )
+    cam = Cameras(
+        torch.eye(4)[None],
+        torch.tensor([20.0]),
+        torch.tensor([20.0]),
+        torch.tensor([8.0]),
+        torch.tensor([8.0]),
+        16,
+        16,
+        torch.tensor([0.0]),
+    )
     out = render(g, cam, None, RenderOptions(backend="torch"))
     assert float(out.alpha.min()) > 0.999
     torch.testing.assert_close(out.depth, torch.full_like(out.depth, 1.5), atol=1e-5, rtol=0)

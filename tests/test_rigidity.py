@@ -24,9 +24,13 @@ class Motion(torch.nn.Module):
     def forward(self, canonical: Gaussians, times: torch.Tensor) -> Gaussians:
         a = self.angle * times  # (B,)
         c, s, zero, one = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
-        rot = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1), torch.stack([zero, zero, one], -1)], -2)
+        rot = torch.stack(
+            [torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1), torch.stack([zero, zero, one], -1)], -2
+        )
         means = torch.einsum("bij,nj->bni", rot, canonical.means) + self.shift * times[:, None, None]
-        means = means + self.tear * times[:, None, None] * (canonical.means[:, :1] > 0).float() * torch.tensor([1.0, 0.0, 0.0])
+        means = means + self.tear * times[:, None, None] * (canonical.means[:, :1] > 0).float() * torch.tensor(
+            [1.0, 0.0, 0.0]
+        )
         q_turn = torch.stack([torch.cos(a / 2), zero, zero, torch.sin(a / 2)], -1)  # (B, 4) about z
         quats = canonical.quats[None].expand(times.shape[0], -1, -1)
         if self.turn_quats:

@@ -14,7 +14,6 @@ from gen4d.diffusion.sds import (
     timestep_range,
 )
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
@@ -166,7 +165,9 @@ def test_condition_pixels_are_pil_bicubic_of_the_uint8_image():
     for image, got in zip(images, pixels):
         truncated = (image.permute(1, 2, 0).numpy() * 255).astype("uint8")  # numpy's cast truncates, as .byte()
         resized = Image.fromarray(truncated).resize((31, 24), Image.BICUBIC)  # shorter side 40 -> 24, 52 -> 31
-        expected = torch.from_numpy(__import__("numpy").asarray(resized)[:, 3:27].copy()).permute(2, 0, 1)  # centre crop
+        expected = torch.from_numpy(__import__("numpy").asarray(resized)[:, 3:27].copy()).permute(
+            2, 0, 1
+        )  # centre crop
         assert torch.equal(got, expected)
 
 

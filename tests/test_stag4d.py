@@ -23,15 +23,49 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def test_stag4d_preset_is_the_published_settings():
     c = preset("stag4d")
-    assert (c.steps, c.static_steps, c.views_per_step, c.num_points, c.init_radius, c.init_opacity) == (8000, 700, 4, 10000, 0.5, 0.1)
-    assert (c.loss.ref_rgb, c.loss.ref_alpha, c.loss.plane_tv, c.loss.time_smoothness, c.loss.time_l1) == (20000, 5000, 0.05, 5, 0.05)
+    assert (c.steps, c.static_steps, c.views_per_step, c.num_points, c.init_radius, c.init_opacity) == (
+        8000,
+        700,
+        4,
+        10000,
+        0.5,
+        0.1,
+    )
+    assert (c.loss.ref_rgb, c.loss.ref_alpha, c.loss.plane_tv, c.loss.time_smoothness, c.loss.time_l1) == (
+        20000,
+        5000,
+        0.05,
+        5,
+        0.05,
+    )
     assert c.loss.multiview_rgb == 0  # the public code used the anchored views only as SDS conditions
-    assert (c.lr.means, c.lr.means_final, c.lr.field_grid, c.lr.field_mlp, c.lr.decay_steps, c.lr.adam_eps) == (2e-3, 2e-5, 1.6e-2, 1.6e-3, 2000, 1e-15)
+    assert (c.lr.means, c.lr.means_final, c.lr.field_grid, c.lr.field_mlp, c.lr.decay_steps, c.lr.adam_eps) == (
+        2e-3,
+        2e-5,
+        1.6e-2,
+        1.6e-3,
+        2000,
+        1e-15,
+    )
     d = c.densify
-    assert (d.threshold_mode, d.percentile, d.start, d.stop, d.every, d.reset_every) == ("percentile", 2.5, 1200, 6000, 100, 0)
+    assert (d.threshold_mode, d.percentile, d.start, d.stop, d.every, d.reset_every) == (
+        "percentile",
+        2.5,
+        1200,
+        6000,
+        100,
+        0,
+    )
     assert (d.percent_dense, d.prune_opacity, d.prune_max_scale, d.prune_min_scale) == (0.1, 0.01, 0.1, 0.001)
     h = c.deform.hexplane
-    assert (h.features, h.resolution, h.multires, h.bounds, h.width, h.deform_opacity) == (32, (64, 64, 64, 25), (1, 2, 4, 8), 1.6, 64, False)
+    assert (h.features, h.resolution, h.multires, h.bounds, h.width, h.deform_opacity) == (
+        32,
+        (64, 64, 64, 25),
+        (1, 2, 4, 8),
+        1.6,
+        64,
+        False,
+    )
     assert h.regularizer == "stag4d" and preset("fast").deform.hexplane.regularizer == "stag4d"
     assert (c.sds.guidance_scale, c.sds.input_prob, c.sds.input_azimuth_deg) == (5.0, 0.6, 30.0)
     a = c.sds.anneal
@@ -49,7 +83,9 @@ def test_render_size_schedule_and_spherical():
     el, az, r = spherical(cams)
     torch.testing.assert_close(el, torch.tensor([10.0, -20.0, 0.0]), atol=1e-3, rtol=0)
     torch.testing.assert_close(r, torch.tensor([2.0, 2.5, 1.5]), atol=1e-4, rtol=0)
-    torch.testing.assert_close(torch.cos(torch.deg2rad(az)), torch.cos(torch.deg2rad(torch.tensor([30.0, -150.0, 180.0]))), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        torch.cos(torch.deg2rad(az)), torch.cos(torch.deg2rad(torch.tensor([30.0, -150.0, 180.0]))), atol=1e-4, rtol=0
+    )
 
 
 def _tiny(config, **changes):
@@ -59,7 +95,11 @@ def _tiny(config, **changes):
         device="cpu",
         backend="torch",
         num_points=800,
-        deform=DeformConfig(hexplane=HexPlaneConfig(features=8, resolution=(16, 16, 16, 8), multires=(1, 2), width=32, regularizer="stag4d")),
+        deform=DeformConfig(
+            hexplane=HexPlaneConfig(
+                features=8, resolution=(16, 16, 16, 8), multires=(1, 2), width=32, regularizer="stag4d"
+            )
+        ),
         output=Stag4DOutput(video_size=24, round_frames=6, loops=1),
         log_every=10,
     )
@@ -82,7 +122,9 @@ def test_oracle_run_on_the_default_data_set(tmp_path):
         densify=dc.replace(fast.densify, start=33, stop=80, every=10, max_gaussians=4000), lr=dc.replace(fast.lr, decay_steps=100),
         sds=dc.replace(fast.sds, weight=0.0), output=Stag4DOutput(videos=False, ply=False, renders=True),
     )  # fmt: skip
-    result = run_video_to_4d(DEFAULT_SET, tmp_path, config, multiview=f"oracle:{DEFAULT_SET}", progress=False, echo=None)
+    result = run_video_to_4d(
+        DEFAULT_SET, tmp_path, config, multiview=f"oracle:{DEFAULT_SET}", progress=False, echo=None
+    )
     assert result["eval"]["images"] == 96
     assert result["eval"]["psnr"] > 19.0, result["eval"]
     assert len(list((tmp_path / "renders" / "eval").glob("*.png"))) == 96
@@ -128,7 +170,9 @@ def test_gen4d_video_end_to_end_tiny_models(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["multiview"] == "zero123pp" and metrics["frames"] == 3
     assert set(metrics["timings"]) >= {"input_s", "multiview_s", "optimise_s", "outputs_s"}
-    assert metrics["sds_conditions"]["input"] > 0 and metrics["sds_conditions"]["view"] > 0  # both condition sources used
+    assert (
+        metrics["sds_conditions"]["input"] > 0 and metrics["sds_conditions"]["view"] > 0
+    )  # both condition sources used
     log = (run / "log.txt").read_text()
     assert "deformation on" in log and "sds" in log
 
@@ -171,9 +215,9 @@ def test_resume_after_an_interrupt_equals_the_uninterrupted_run(tmp_path, monkey
     pytest.importorskip("diffusers", reason="the Zero-1-to-3 model needs diffusers (gen4d[diffusion])")
     from safetensors.torch import load_file
 
+    from gen4d.data.video_input import VideoInputConfig
     from gen4d.errors import RunInterrupted
     from gen4d.recon.stag4d import Stag4DTask
-    from gen4d.data.video_input import VideoInputConfig
 
     fast = preset("fast")
     config = _tiny(

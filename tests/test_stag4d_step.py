@@ -70,14 +70,20 @@ def _reference() -> MultiViewVideo:
     images = colours[:, None, None, None].expand(FRAMES, SIZE, SIZE, 3).contiguous()
     alphas = torch.ones(FRAMES, SIZE, SIZE, 1)
     cams = orbit(0.0, 0.0, 2.0, 49.1, SIZE, SIZE, times)
-    return MultiViewVideo(images=images, alphas=alphas, cameras=cams, splits={"front": torch.arange(FRAMES)}, num_frames=FRAMES)
+    return MultiViewVideo(
+        images=images, alphas=alphas, cameras=cams, splits={"front": torch.arange(FRAMES)}, num_frames=FRAMES
+    )
 
 
 def _views() -> MultiViewVideo:
     """Six anchored views per frame at radius 2 with a 30 deg field of view."""
     times = torch.linspace(0, 1, FRAMES)
     cams = Cameras.cat(
-        [orbit(el, az, 2.0, VIEW_FOV, SIZE, SIZE, times[[f]]) for f in range(FRAMES) for el, az in zip(VIEW_ELEVATIONS, VIEW_AZIMUTHS)]
+        [
+            orbit(el, az, 2.0, VIEW_FOV, SIZE, SIZE, times[[f]])
+            for f in range(FRAMES)
+            for el, az in zip(VIEW_ELEVATIONS, VIEW_AZIMUTHS)
+        ]
     )
     count = FRAMES * 6
     images = torch.rand(count, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(0))
@@ -194,14 +200,20 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     the static -> dynamic switch, SDS conditions and the per-frame reference loss all on the way)."""
     from safetensors.torch import load_file
 
-    config = _config(steps=6, static_steps=2, densify=DensifyConfig(start=3, stop=6, every=2, threshold_mode="percentile", percentile=20.0))
+    config = _config(
+        steps=6,
+        static_steps=2,
+        densify=DensifyConfig(start=3, stop=6, every=2, threshold_mode="percentile", percentile=20.0),
+    )
     full, part = tmp_path / "full", tmp_path / "part"
     full.mkdir(), part.mkdir()
     optimise(_reference(), _views(), RecordingGuidance(), config, full, progress=False)
     optimise(_reference(), _views(), RecordingGuidance(), replace(config, steps=3), part, progress=False)
     optimise(_reference(), _views(), RecordingGuidance(), config, part, resume=True, progress=False)
-    a, b = load_file(str(full / "checkpoint" / "model.safetensors")), load_file(str(part / "checkpoint" / "model.safetensors"))
+    a, b = (
+        load_file(str(full / "checkpoint" / "model.safetensors")),
+        load_file(str(part / "checkpoint" / "model.safetensors")),
+    )
     assert a.keys() == b.keys()
     for key in a:
         assert a[key].shape == b[key].shape and torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), key
-

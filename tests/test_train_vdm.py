@@ -17,9 +17,9 @@ import torch
 pytest.importorskip("diffusers", reason="training needs diffusers (pip install 'gen4d[diffusion]')")
 pytest.importorskip("accelerate", reason="training needs accelerate (pip install 'gen4d[diffusion]')")
 
+from gen4d.config import set_fields  # noqa: E402
 from gen4d.run.checkpoint import flatten_optimizer_state, unflatten_optimizer_state  # noqa: E402
 from gen4d.train.config import TRAIN_PRESETS  # noqa: E402
-from gen4d.config import set_fields  # noqa: E402
 from gen4d.train.data import global_batch_indices  # noqa: E402
 from gen4d.train.synthetic import write_toy_clips  # noqa: E402
 
@@ -108,10 +108,22 @@ def test_two_gloo_processes_give_the_loss_of_one_process(clips, tmp_path):
 
             train_vdm(config, progress=False)
         else:
-            launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                        "--master_port", str(_free_port())]
-            done = subprocess.run(launcher + [str(script), str(tmp_path / f"c{procs}.json")], env=env,
-                                  capture_output=True, text=True, timeout=600)
+            launcher = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                str(procs),
+                "--master_port",
+                str(_free_port()),
+            ]
+            done = subprocess.run(
+                launcher + [str(script), str(tmp_path / f"c{procs}.json")],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert done.returncode == 0, done.stderr[-3000:]
         results[procs] = [json.loads(x) for x in (tmp_path / f"p{procs}" / "metrics.jsonl").read_text().splitlines()]
     assert len(results[1]) == len(results[2]) == 2
@@ -132,15 +144,20 @@ def test_data_and_config_errors_name_what_to_provide(clips, tmp_path):
 
     with pytest.raises(ValueError, match="6-frame videos"):
         train_vdm(tiny_config(clips, tmp_path / "a", 1, **{"data.num_frames": 6}), progress=False)
-    only_orbit = MultiViewVideo(images=torch.rand(FRAMES, SIZE, SIZE, 3), alphas=torch.ones(FRAMES, SIZE, SIZE, 1),
-                                cameras=diffusion4d_orbit(FRAMES, size=SIZE).with_times(torch.linspace(0, 1, FRAMES)),
-                                splits={"orbit": torch.arange(FRAMES)}, name="no_static")
+    only_orbit = MultiViewVideo(
+        images=torch.rand(FRAMES, SIZE, SIZE, 3),
+        alphas=torch.ones(FRAMES, SIZE, SIZE, 1),
+        cameras=diffusion4d_orbit(FRAMES, size=SIZE).with_times(torch.linspace(0, 1, FRAMES)),
+        splits={"orbit": torch.arange(FRAMES)},
+        name="no_static",
+    )
     save_dataset(only_orbit, tmp_path / "no_static")
     with pytest.raises(ValueError, match="static orbit V-bar"):
         train_vdm(tiny_config(tmp_path / "no_static", tmp_path / "b", 1), progress=False)
     with pytest.raises(ValueError, match="not divisible"):
-        train_vdm(tiny_config(clips, tmp_path / "c", 1, **{"optim.batch_size": 3, "optim.grad_accum": 2}),
-                  progress=False)
+        train_vdm(
+            tiny_config(clips, tmp_path / "c", 1, **{"optim.batch_size": 3, "optim.grad_accum": 2}), progress=False
+        )
     with pytest.raises(ValueError, match="codec=vae needs a base model"):
         tiny_config(clips, tmp_path / "d", 1, **{"model.codec": "vae"}).validate()
     with pytest.raises(FileNotFoundError, match="no such training data"):
@@ -177,11 +194,42 @@ def test_cli_train_then_sample_writes_a_dataset(clips, tmp_path):
     from gen4d.data.dataset import load_dataset
 
     run = tmp_path / "run"
-    assert main(["train-vdm", str(clips), "--out", str(run), "--preset", "tiny", "--data.size", str(SIZE),
-                 "--optim.steps", "1", "--no-progress"]) == 0
-    assert main(["sample-vdm", str(run / "model"), "--out", str(tmp_path / "gen"), "--image",
-                 str(clips / "clip_003" / "orbit" / "00000.png"), "--steps", "2", "--motion", "0.02",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train-vdm",
+                str(clips),
+                "--out",
+                str(run),
+                "--preset",
+                "tiny",
+                "--data.size",
+                str(SIZE),
+                "--optim.steps",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sample-vdm",
+                str(run / "model"),
+                "--out",
+                str(tmp_path / "gen"),
+                "--image",
+                str(clips / "clip_003" / "orbit" / "00000.png"),
+                "--steps",
+                "2",
+                "--motion",
+                "0.02",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     video = load_dataset(tmp_path / "gen")
     assert len(video.split("orbit")) == FRAMES and len(video.split("static_orbit")) == FRAMES
     meta = json.loads((tmp_path / "gen" / "manifest.json").read_text())["generator"]

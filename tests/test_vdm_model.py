@@ -67,18 +67,48 @@ def tiny_model(variant: str = "image", separate_base: bool = True, encoders: boo
     text = image = None
     if encoders:
         torch.manual_seed(2)
-        text_model = transformers.CLIPTextModel(transformers.CLIPTextConfig(
-            vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-            max_position_embeddings=8, projection_dim=16)).eval()
+        text_model = transformers.CLIPTextModel(
+            transformers.CLIPTextConfig(
+                vocab_size=50,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                max_position_embeddings=8,
+                projection_dim=16,
+            )
+        ).eval()
         text = TextEncoder(text_model, TinyTokenizer())
-        vision = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(
-            image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-            num_attention_heads=2, projection_dim=16)).eval()
+        vision = transformers.CLIPVisionModelWithProjection(
+            transformers.CLIPVisionConfig(
+                image_size=16,
+                patch_size=8,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                projection_dim=16,
+            )
+        ).eval()
         image = ImageEncoder(vision, size=16)
-    spec = VDMSpec(variant=variant, unet_config=unet_preset("tiny", variant), scheduler=SCHEDULE_PRESETS["pixel_cosine_v"],
-                   codec="pixel", num_frames=T, size=SIZE, motion_stats={"median": 0.01})
-    return VideoModel(spec=spec, unet=unet, base_unet=base, schedule=S.NoiseSchedule.from_diffusers_config(spec.scheduler),
-                      codec=PixelCodec(), text_encoder=text, image_encoder=image)
+    spec = VDMSpec(
+        variant=variant,
+        unet_config=unet_preset("tiny", variant),
+        scheduler=SCHEDULE_PRESETS["pixel_cosine_v"],
+        codec="pixel",
+        num_frames=T,
+        size=SIZE,
+        motion_stats={"median": 0.01},
+    )
+    return VideoModel(
+        spec=spec,
+        unet=unet,
+        base_unet=base,
+        schedule=S.NoiseSchedule.from_diffusers_config(spec.scheduler),
+        codec=PixelCodec(),
+        text_encoder=text,
+        image_encoder=image,
+    )
 
 
 def rgba_video(frames: int, size: int = SIZE, seed: int = 0) -> torch.Tensor:
@@ -92,8 +122,9 @@ def rgba_video(frames: int, size: int = SIZE, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("variant", ["image", "static3d", "text"])
 def test_condition_and_output_shapes(variant):
     model = tiny_model(variant)
-    cond = encode_condition(model, image=rgba_video(1)[0], static_video=rgba_video(T),
-                            prompt="a cat" if variant == "text" else None)
+    cond = encode_condition(
+        model, image=rgba_video(1)[0], static_video=rgba_video(T), prompt="a cat" if variant == "text" else None
+    )
     assert cond.text.shape == (1, 6, 16)  # CLIP text tokens (the empty prompt for image variants)
     if variant == "text":
         assert cond.latents is None and cond.image_embeds is None
@@ -116,9 +147,11 @@ def test_condition_and_output_shapes(variant):
 @pytest.mark.parametrize("variant", ["image", "text"])
 def test_motion_embedding_leaves_base_output_unchanged_at_init(variant):
     base = tiny_unet(variant, 0, motion=False)
-    cond = VideoCondition(text=torch.randn(2, 3, 16),
-                          image_embeds=None if variant == "text" else torch.randn(2, 16),
-                          latents=None if variant == "text" else torch.randn(2, 4, T, SIZE, SIZE))
+    cond = VideoCondition(
+        text=torch.randn(2, 3, 16),
+        image_embeds=None if variant == "text" else torch.randn(2, 16),
+        latents=None if variant == "text" else torch.randn(2, 4, T, SIZE, SIZE),
+    )
     z, t = torch.randn(2, 4, T, SIZE, SIZE), torch.tensor([3, 700])
     with torch.no_grad():
         before = predict(base, variant, z, t, cond)
@@ -222,8 +255,9 @@ def test_guided_output_batches_the_three_predictions(separate_base):
     torch.nn.init.normal_(model.unet.time_embedding.motion.linear_2.weight, std=0.5)  # m matters
     gen = torch.Generator().manual_seed(5)
     z = torch.randn(1, 4, T, SIZE, SIZE, generator=gen)
-    cond = VideoCondition(latents=torch.randn(1, 4, T, SIZE, SIZE, generator=gen),
-                          image_embeds=torch.randn(1, 16, generator=gen)).with_motion(0.03)
+    cond = VideoCondition(
+        latents=torch.randn(1, 4, T, SIZE, SIZE, generator=gen), image_embeds=torch.randn(1, 16, generator=gen)
+    ).with_motion(0.03)
     null = null_condition(cond)
     calls, handle = _count_forwards(model.unet)
     base_calls, base_handle = _count_forwards(model.base_unet) if separate_base else ([], None)
@@ -321,11 +355,21 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="condition latents"):
         predict(image, "image", torch.randn(1, 4, T, SIZE, SIZE), torch.tensor([1]), VideoCondition())
     with pytest.raises(ValueError, match="condition.latents"):  # frame count of the condition != the video's
-        predict(image, "image", torch.randn(1, 4, T, SIZE, SIZE), torch.tensor([1]),
-                VideoCondition(latents=torch.randn(1, 4, T + 1, SIZE, SIZE)))
+        predict(
+            image,
+            "image",
+            torch.randn(1, 4, T, SIZE, SIZE),
+            torch.tensor([1]),
+            VideoCondition(latents=torch.randn(1, 4, T + 1, SIZE, SIZE)),
+        )
     with pytest.raises(ValueError, match="no motion embedding"):
-        predict(tiny_unet("image", motion=False), "image", torch.randn(1, 4, T, SIZE, SIZE), torch.tensor([1]),
-                VideoCondition(latents=torch.randn(1, 4, T, SIZE, SIZE)).with_motion(0.1))
+        predict(
+            tiny_unet("image", motion=False),
+            "image",
+            torch.randn(1, 4, T, SIZE, SIZE),
+            torch.tensor([1]),
+            VideoCondition(latents=torch.randn(1, 4, T, SIZE, SIZE)).with_motion(0.1),
+        )
     with pytest.raises(FileNotFoundError, match="no such weights file"):
         load_unet_weights(image, tmp_path / "missing.safetensors")
     with pytest.raises(FileNotFoundError, match="no model at"):

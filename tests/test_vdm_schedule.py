@@ -7,12 +7,28 @@ import torch
 
 from gen4d.diffusion import schedule as S
 
-diffusers = pytest.importorskip("diffusers", reason="diffusers is needed for the reference scheduler (gen4d[diffusion])")
+diffusers = pytest.importorskip(
+    "diffusers", reason="diffusers is needed for the reference scheduler (gen4d[diffusion])"
+)
 
 CONFIGS = [
-    dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
-    dict(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", rescale_betas_zero_snr=True, clip_sample=False,
-         set_alpha_to_one=False, steps_offset=1, timestep_spacing="trailing"),
+    dict(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    ),
+    dict(
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="trailing",
+    ),
     dict(beta_schedule="linear", prediction_type="epsilon", clip_sample=True, set_alpha_to_one=True),
 ]
 
@@ -52,8 +68,9 @@ def test_prediction_roundtrip_all_types():
     x0, noise = torch.randn(3, 5, generator=gen), torch.randn(3, 5, generator=gen)
     t = torch.tensor([10, 500, 990])
     for kind in ("epsilon", "v_prediction", "sample"):
-        sched = S.NoiseSchedule.from_diffusers_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085,
-                                                       "beta_end": 0.012, "prediction_type": kind})
+        sched = S.NoiseSchedule.from_diffusers_config(
+            {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": kind}
+        )
         xt = S.add_noise(sched, x0, noise, t)
         x0_hat, eps_hat = S.predict_x0_and_eps(sched, S.training_target(sched, x0, noise, t), xt, t)
         torch.testing.assert_close(x0_hat, x0, rtol=1e-3, atol=1e-3)
@@ -78,6 +95,8 @@ def test_ddim_step_with_eta_matches_diffusers():
     x, out, noise = (torch.randn(1, 2, 3, 3, generator=gen) for _ in range(3))
     steps = S.inference_timesteps(ours, 20).tolist()
     x_prev, _ = S.ddim_step(ours, out, x, steps[3], steps[4], eta=0.5, noise=noise)
-    torch.testing.assert_close(x_prev, ref.step(out, steps[3], x, eta=0.5, variance_noise=noise).prev_sample, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        x_prev, ref.step(out, steps[3], x, eta=0.5, variance_noise=noise).prev_sample, rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(ValueError, match="noise"):
         S.ddim_step(ours, out, x, steps[3], steps[4], eta=0.5)

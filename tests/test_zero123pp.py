@@ -117,7 +117,9 @@ def test_views_cached_on_disk(model, images, tmp_path):
     again = generate_multiview_cached(refuse, images, config, tmp_path, progress=False)
     assert torch.equal(again, first)
     # speed-only settings do not invalidate the cache
-    generate_multiview_cached(refuse, images, MultiViewConfig(steps=STEPS, anchor_weight=0.5, frames_per_batch=3), tmp_path, progress=False)
+    generate_multiview_cached(
+        refuse, images, MultiViewConfig(steps=STEPS, anchor_weight=0.5, frames_per_batch=3), tmp_path, progress=False
+    )
     # a lost frame is regenerated alone, and matches (PNG quantisation aside)
     (tmp_path / "frame_0002.png").unlink()
     resumed = generate_multiview_cached(load, images, config, tmp_path, progress=False)
@@ -140,14 +142,28 @@ def _save_tiny_folder(model, folder):
     vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token="!").save_pretrained(folder / "tokenizer")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token="!").save_pretrained(
+        folder / "tokenizer"
+    )
     (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "EulerAncestralDiscreteScheduler", **model.scheduler_config}))
-    for sub, size, mean, std in (("feature_extractor_vae", 16, [0.5] * 3, [0.5] * 3), ("feature_extractor_clip", 32, [0.48, 0.46, 0.41], [0.27, 0.26, 0.28])):
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "EulerAncestralDiscreteScheduler", **model.scheduler_config})
+    )
+    for sub, size, mean, std in (
+        ("feature_extractor_vae", 16, [0.5] * 3, [0.5] * 3),
+        ("feature_extractor_clip", 32, [0.48, 0.46, 0.41], [0.27, 0.26, 0.28]),
+    ):
         (folder / sub).mkdir()
-        config = {"crop_size": {"height": size, "width": size}, "size": {"shortest_edge": size}, "image_mean": mean, "image_std": std}
+        config = {
+            "crop_size": {"height": size, "width": size},
+            "size": {"shortest_edge": size},
+            "image_mean": mean,
+            "image_std": std,
+        }
         (folder / sub / "preprocessor_config.json").write_text(json.dumps(config))
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "Zero123PlusPipeline", "ramping_coefficients": model.ramping.tolist()}))
+    (folder / "model_index.json").write_text(
+        json.dumps({"_class_name": "Zero123PlusPipeline", "ramping_coefficients": model.ramping.tolist()})
+    )
 
 
 def test_from_pretrained_local_folder(model, images, tmp_path):

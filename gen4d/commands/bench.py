@@ -12,8 +12,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.config import add_config_arguments
     from gen4d.eval.bench import BenchConfig
 
-    parser.add_argument("datasets", nargs="+", metavar="DATA", help="datasets (manifest folders or Diffusion4D folders)")
-    parser.add_argument("--out", required=True, help="benchmark folder (one run folder per dataset x preset, bench.md, bench.json)")
+    parser.add_argument(
+        "datasets", nargs="+", metavar="DATA", help="datasets (manifest folders or Diffusion4D folders)"
+    )
+    parser.add_argument(
+        "--out", required=True, help="benchmark folder (one run folder per dataset x preset, bench.md, bench.json)"
+    )
     parser.add_argument("--force", action="store_true", help="rerun runs that already finished (default: reuse them)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_arguments(parser, BenchConfig, BenchConfig())

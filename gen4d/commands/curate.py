@@ -18,17 +18,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     positive = number_type(int, 0, low_open=True)
 
-    parser.add_argument("assets_dir", metavar="ASSETS_DIR", help="folder searched recursively for .glb/.gltf/.fbx/.blend")
-    parser.add_argument("--out", required=True, metavar="MANIFEST.jsonl", help="results, one JSON line per asset (resumable)")
+    parser.add_argument(
+        "assets_dir", metavar="ASSETS_DIR", help="folder searched recursively for .glb/.gltf/.fbx/.blend"
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="MANIFEST.jsonl", help="results, one JSON line per asset (resumable)"
+    )
     parser.add_argument("--renders", metavar="DIR", help="where the curation renders go (default: <out stem>_renders)")
-    parser.add_argument("--workers", type=positive, default=1,
-                        help="assets rendered at once, each in its own Blender process")
+    parser.add_argument(
+        "--workers", type=positive, default=1, help="assets rendered at once, each in its own Blender process"
+    )
     parser.add_argument("--size", type=number_type(int, 8), default=128, help="render size in pixels (default 128)")
     parser.add_argument("--samples", type=positive, default=16, help="Cycles samples (default 16)")
     parser.add_argument("--frames", type=number_type(int, 2), default=24, help="T, orbit views and times (default 24)")
     parser.add_argument("--clip", default="", help="clip name or index (default: the first)")
-    parser.add_argument("--normalise-over", default="sampled", choices=["sampled", "first"],
-                        help="normalisation bounds over every sampled time or the first time only")
+    parser.add_argument(
+        "--normalise-over",
+        default="sampled",
+        choices=["sampled", "first"],
+        help="normalisation bounds over every sampled time or the first time only",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="Cycles device")
     parser.add_argument("--seed", type=int, default=0, help="light / sampling seed")
     parser.add_argument("--drop-renders", action="store_true", help="delete each asset's renders after curating it")
@@ -43,12 +52,24 @@ def run(args: argparse.Namespace) -> int:
 
     config = apply_overrides(CurationConfig(), args)
     render_config = RenderConfig(
-        sets=("orbit", "static_orbit", "front"), num_frames=args.frames, size=args.size, samples=args.samples,
-        clip=args.clip, normalise_over=args.normalise_over, device=args.device, seed=args.seed,
+        sets=("orbit", "static_orbit", "front"),
+        num_frames=args.frames,
+        size=args.size,
+        samples=args.samples,
+        clip=args.clip,
+        normalise_over=args.normalise_over,
+        device=args.device,
+        seed=args.seed,
     )
     results = curate_assets(
-        args.assets_dir, args.out, render_config, config, renders_dir=args.renders, workers=args.workers,
-        progress=not args.no_progress, keep_renders=not args.drop_renders,
+        args.assets_dir,
+        args.out,
+        render_config,
+        config,
+        renders_dir=args.renders,
+        workers=args.workers,
+        progress=not args.no_progress,
+        keep_renders=not args.drop_renders,
     )
     counts: dict[str, int] = {}
     for record in results.values():

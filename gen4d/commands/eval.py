@@ -27,7 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="REPORT", help="folder for report.md and report.json")
     parser.add_argument("--name", default=None, help="method name in the table (default: the first run's folder name)")
     parser.add_argument(
-        "--compare", nargs="*", default=[], metavar="REPORT", help="earlier reports (report.json or its folder) to add as rows"
+        "--compare",
+        nargs="*",
+        default=[],
+        metavar="REPORT",
+        help="earlier reports (report.json or its folder) to add as rows",
     )
     add_config_arguments(parser, EvalConfig, EvalConfig())
 

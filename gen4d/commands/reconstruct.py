@@ -8,12 +8,15 @@ from pathlib import Path
 NAME = "reconstruct"
 HELP = "4D construction: optimise 4D Gaussians (canonical + deformation) to a multi-view video dataset"
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.config import add_config_arguments
     from gen4d.recon.construct import DEFAULT_PRESET, PRESETS, ConstructConfig
 
     parser.add_argument("data", help="dataset: a gen4d render folder (manifest.json) or a Diffusion4D folder")
-    parser.add_argument("--out", required=True, help="run directory (config, checkpoint, ply, videos, renders, metrics)")
+    parser.add_argument(
+        "--out", required=True, help="run directory (config, checkpoint, ply, videos, renders, metrics)"
+    )
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), default=None,
         help=f"settings to start from (default: {DEFAULT_PRESET} on a CUDA GPU, demo on a CPU; with --resume: the "
@@ -21,8 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--config", default=None, help="a config.json to start from (e.g. another run's)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint with RUN/config.json")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier run in --out (deletes only the files gen4d wrote there)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in --out (deletes only the files gen4d wrote there)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     add_config_arguments(parser, ConstructConfig, PRESETS[DEFAULT_PRESET])
 
@@ -63,10 +69,12 @@ def default_preset_name(args: argparse.Namespace) -> str:
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return DEFAULT_PRESET
     demo, gpu = PRESETS["demo"], PRESETS[DEFAULT_PRESET]
-    print(f"gen4d reconstruct: no CUDA GPU, so preset 'demo' ({demo.total_iterations} steps at {demo.size} px, "
-          f"roughly {cpu_minutes(demo):.0f} min on 2 cores); the GPU preset '{DEFAULT_PRESET}' "
-          f"({gpu.total_iterations} steps, roughly {cpu_minutes(gpu):.0f} min here) runs with "
-          f"--preset {DEFAULT_PRESET}")
+    print(
+        f"gen4d reconstruct: no CUDA GPU, so preset 'demo' ({demo.total_iterations} steps at {demo.size} px, "
+        f"roughly {cpu_minutes(demo):.0f} min on 2 cores); the GPU preset '{DEFAULT_PRESET}' "
+        f"({gpu.total_iterations} steps, roughly {cpu_minutes(gpu):.0f} min here) runs with "
+        f"--preset {DEFAULT_PRESET}"
+    )
     return "demo"
 
 
@@ -75,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     out = Path(args.out)
-    metrics = reconstruct(args.data, config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    metrics = reconstruct(
+        args.data, config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
     print(f"run: {out}")
     print(f"  metrics: {out / 'metrics.json'}")
     if config.output.video:

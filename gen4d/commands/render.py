@@ -17,9 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("asset", help="asset file (.glb, .gltf, .fbx, .blend) or procedural:SEED[:key=value,...]")
     parser.add_argument("--out", help="output folder (PNGs + manifest.json); rerun the same command to resume")
-    parser.add_argument("--preset", default="diffusion4d", choices=sorted(PRESETS),
-                        help="base settings, overridden by the options below (default: diffusion4d)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a render of another asset / other settings in --out")
+    parser.add_argument(
+        "--preset",
+        default="diffusion4d",
+        choices=sorted(PRESETS),
+        help="base settings, overridden by the options below (default: diffusion4d)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a render of another asset / other settings in --out"
+    )
     parser.add_argument("--list-clips", action="store_true", help="print the asset's animation clips and exit")
     parser.add_argument("--save-glb", metavar="PATH", help="procedural assets: also save the creature as a .glb file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         counts[image["split"]] = counts.get(image["split"], 0) + 1
     clip = data.get("clip", {})
     sets = ", ".join(f"{k} {v}" for k, v in counts.items())
-    print(f"{manifest}: {len(data['images'])} images ({sets}) of {data['name']}, clip {clip.get('name')!r}, "
-          f"{data['width']}x{data['height']}")
+    print(
+        f"{manifest}: {len(data['images'])} images ({sets}) of {data['name']}, clip {clip.get('name')!r}, "
+        f"{data['width']}x{data['height']}"
+    )
     return 0

@@ -5,26 +5,37 @@ from __future__ import annotations
 import argparse
 
 NAME = "sample-vdm"
-HELP = ("generate the T-view orbital video of a 4D asset from an image, a static orbit or a prompt with the "
-        "Diffusion4D video model (DDIM + 3D-aware guidance); writes a dataset for `gen4d reconstruct`")
+HELP = (
+    "generate the T-view orbital video of a 4D asset from an image, a static orbit or a prompt with the "
+    "Diffusion4D video model (DDIM + 3D-aware guidance); writes a dataset for `gen4d reconstruct`"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.config import add_config_arguments
     from gen4d.diffusion.vdm.pipeline import SampleConfig
 
-    parser.add_argument("model", help="a gen4d model folder (RUN/model from train-vdm) or a diffusers base "
-                                      "(folder or hub id, e.g. ali-vilab/i2vgen-xl) with --weights")
+    parser.add_argument(
+        "model",
+        help="a gen4d model folder (RUN/model from train-vdm) or a diffusers base "
+        "(folder or hub id, e.g. ali-vilab/i2vgen-xl) with --weights",
+    )
     parser.add_argument("--out", required=True, help="output dataset folder (manifest.json + PNGs)")
     parser.add_argument("--image", help="condition image (RGBA with a transparent background preferred)")
-    parser.add_argument("--static", help="static-3D condition: a dataset with a 'static_orbit' split (static3d variant)")
+    parser.add_argument(
+        "--static", help="static-3D condition: a dataset with a 'static_orbit' split (static3d variant)"
+    )
     parser.add_argument("--prompt", help="text prompt (text variant)")
     parser.add_argument("--weights", help="fine-tuned UNet safetensors for a diffusers base model")
     parser.add_argument("--base", help="where the VAE / CLIP encoders / base UNet come from (overrides model.json)")
     parser.add_argument("--variant", choices=["image", "static3d", "text"], help="variant of a diffusers base model")
     parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
-                        help="weights dtype (auto: float16 on CUDA, float32 on CPU)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="weights dtype (auto: float16 on CUDA, float32 on CPU)",
+    )
     parser.add_argument("--name", help="dataset name (default: the output folder's name)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(parser, SampleConfig, SampleConfig())
@@ -49,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if dtype is None:
         dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
     started = time.perf_counter()
-    model = load_video_model(args.model, weights=args.weights, variant=args.variant, base=args.base,
-                             device=device, dtype=dtype)
+    model = load_video_model(
+        args.model, weights=args.weights, variant=args.variant, base=args.base, device=device, dtype=dtype
+    )
     image = static = None
     if args.image:
         rgb, alpha = load_image_rgba(args.image)
@@ -58,30 +70,44 @@ def run(args: argparse.Namespace) -> int:
     if args.static:
         data = load_dataset(args.static)
         if not data.has_split("static_orbit"):
-            raise ValueError(f"{args.static}: no 'static_orbit' split; the static3d variant needs the static orbit V-bar")
+            raise ValueError(
+                f"{args.static}: no 'static_orbit' split; the static3d variant needs the static orbit V-bar"
+            )
         part = data.split("static_orbit")
         alpha = part.alphas if part.alphas is not None else torch.ones_like(part.images[..., :1])
         static = torch.cat([part.images, alpha], dim=-1)
     loaded = time.perf_counter()
-    result = generate(model, image=image, static_video=static, prompt=args.prompt, config=config,
-                      progress=not args.no_progress)
+    result = generate(
+        model, image=image, static_video=static, prompt=args.prompt, config=config, progress=not args.no_progress
+    )
     generated = time.perf_counter()
     out = Path(args.out)
     video = orbit_dataset(result, model, name=args.name or out.name)
     meta = {
         "generator": {
-            "command": "gen4d sample-vdm", "model": str(args.model), "weights": args.weights,
-            "variant": model.spec.variant, "sample": to_dict(config), "motion": result.motion,
-            "measured_motion": result.measured_motion, "image": args.image, "static": args.static,
-            "prompt": args.prompt, "load_s": round(loaded - started, 3), "sample_s": round(generated - loaded, 3),
-            "static_orbit_source": ("given" if model.spec.variant == "static3d" else
-                                    "base model" if result.static_rgb is not None else None),
+            "command": "gen4d sample-vdm",
+            "model": str(args.model),
+            "weights": args.weights,
+            "variant": model.spec.variant,
+            "sample": to_dict(config),
+            "motion": result.motion,
+            "measured_motion": result.measured_motion,
+            "image": args.image,
+            "static": args.static,
+            "prompt": args.prompt,
+            "load_s": round(loaded - started, 3),
+            "sample_s": round(generated - loaded, 3),
+            "static_orbit_source": (
+                "given" if model.spec.variant == "static3d" else "base model" if result.static_rgb is not None else None
+            ),
         }
     }
     save_dataset(video, out, meta=meta)
     measured = "" if result.measured_motion is None else f", measured m {result.measured_motion:.4g}"
-    print(f"wrote {len(video)} views ({', '.join(video.splits)}) to {out} in {generated - loaded:.1f} s "
-          f"(requested m {result.motion:.4g}{measured}); next: {next_command(out)}")
+    print(
+        f"wrote {len(video)} views ({', '.join(video.splits)}) to {out} in {generated - loaded:.1f} s "
+        f"(requested m {result.motion:.4g}{measured}); next: {next_command(out)}"
+    )
     return 0
 
 

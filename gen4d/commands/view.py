@@ -12,10 +12,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.cli import number_type
 
     parser.add_argument("path", help="a gen4d run folder, a folder of .ply files, or one .ply")
-    parser.add_argument("--port", type=number_type(int, 1, 65535), default=8080,
-                        help="port of the local web viewer (default 8080; the next free one when it is taken)")
-    parser.add_argument("--fps", type=number_type(float, 0, 120, low_open=True), default=12.0,
-                        help="playback frames per second")
+    parser.add_argument(
+        "--port",
+        type=number_type(int, 1, 65535),
+        default=8080,
+        help="port of the local web viewer (default 8080; the next free one when it is taken)",
+    )
+    parser.add_argument(
+        "--fps", type=number_type(float, 0, 120, low_open=True), default=12.0, help="playback frames per second"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,15 +37,14 @@ transform, 8-bit RGBA PNG.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from gen4d.config import ConfigError, check_non_negative, check_positive, check_range, to_dict
 
@@ -232,11 +231,20 @@ def plan_images(config: RenderConfig, asset_name: str = "", clip_name: str = "")
             cam_times = times if split == "orbit" else [0.0] * T
             cams = orbit(config.elevation_deg, orbit_az, config.radius, config.fov_deg, size, size, cam_times)
             frame_indices = list(range(T)) if split == "orbit" else [0] * T
-            add(split, cams, frame_indices, list(range(T)), [(config.elevation_deg, a, config.radius) for a in orbit_az])
+            add(
+                split, cams, frame_indices, list(range(T)), [(config.elevation_deg, a, config.radius) for a in orbit_az]
+            )
         elif split == "front":
-            cams = orbit(config.front_elevation_deg, config.front_azimuth_deg, config.radius, config.fov_deg, size, size, times)
-            add(split, cams, list(range(T)), [0] * T,
-                [(config.front_elevation_deg, config.front_azimuth_deg, config.radius)] * T)
+            cams = orbit(
+                config.front_elevation_deg, config.front_azimuth_deg, config.radius, config.fov_deg, size, size, times
+            )
+            add(
+                split,
+                cams,
+                list(range(T)),
+                [0] * T,
+                [(config.front_elevation_deg, config.front_azimuth_deg, config.radius)] * T,
+            )
         elif split == "eval":
             azimuths = _eval_azimuths(config)
             k_views = len(azimuths)
@@ -244,18 +252,26 @@ def plan_images(config: RenderConfig, asset_name: str = "", clip_name: str = "")
             az = [a for _ in range(T) for a in azimuths]
             t = [times[k] for k in range(T) for _ in azimuths]
             cams = orbit(el, az, config.radius, config.fov_deg, size, size, t)
-            add(split, cams, [k for k in range(T) for _ in azimuths], [v for _ in range(T) for v in range(k_views)],
-                [(config.eval_elevation_deg, a, config.radius) for a in az])
+            add(
+                split,
+                cams,
+                [k for k in range(T) for _ in azimuths],
+                [v for _ in range(T) for v in range(k_views)],
+                [(config.eval_elevation_deg, a, config.radius) for a in az],
+            )
         elif split == "zero123pp":
             from gen4d.cameras import ZERO123PP_AZIMUTHS, ZERO123PP_ELEVATIONS
 
             frames = sorted({int(k) for k in config.zero123pp_frames}) or list(range(T))
             for k in frames:
-                cams = zero123pp_poses(config.zero123pp_version, config.front_azimuth_deg, config.radius,
-                                       config.fov_deg, size, times[k])
+                cams = zero123pp_poses(
+                    config.zero123pp_version, config.front_azimuth_deg, config.radius, config.fov_deg, size, times[k]
+                )
                 radius = float(torch.linalg.norm(cams.centers[0]))
-                spherical = [(e, config.front_azimuth_deg + a, radius)
-                             for e, a in zip(ZERO123PP_ELEVATIONS[config.zero123pp_version], ZERO123PP_AZIMUTHS)]
+                spherical = [
+                    (e, config.front_azimuth_deg + a, radius)
+                    for e, a in zip(ZERO123PP_ELEVATIONS[config.zero123pp_version], ZERO123PP_AZIMUTHS)
+                ]
                 add(split, cams, [k] * 6, list(range(6)), spherical)
     return records
 
@@ -270,8 +286,9 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _run_worker(job: dict[str, Any], work_dir: Path, log_path: Path, progress: bool, desc: str,
-                timeout: float | None) -> dict[str, Any]:
+def _run_worker(
+    job: dict[str, Any], work_dir: Path, log_path: Path, progress: bool, desc: str, timeout: float | None
+) -> dict[str, Any]:
     """Run one job in a fresh Python + bpy process; returns its info dict (raises on failure)."""
     if not bpy_available():
         raise ImportError(f"Blender rendering needs bpy: {INSTALL_HINT}")
@@ -293,13 +310,17 @@ def _run_worker(job: dict[str, Any], work_dir: Path, log_path: Path, progress: b
     with open(log_path, "a") as log:
         process = subprocess.Popen(
             [sys.executable, "-u", "-m", "gen4d.data.blender_worker", str(job_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_worker_env(), bufsize=1,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_worker_env(),
+            bufsize=1,
         )
         try:
             assert process.stdout is not None
             for line in process.stdout:
                 if line.startswith(PROGRESS_PREFIX):
-                    payload = json.loads(line[len(PROGRESS_PREFIX):])
+                    payload = json.loads(line[len(PROGRESS_PREFIX) :])
                     if bar is not None:
                         if "todo" in payload:
                             bar.update(payload["total"] - payload["todo"])
@@ -348,7 +369,15 @@ def export_procedural_glb(asset: str, path: str | os.PathLike, timeout: float | 
     if path.suffix.lower() != ".glb":
         raise ValueError(f"{path}: expected a .glb path")
     with tempfile.TemporaryDirectory(prefix="gen4d_export_") as tmp:
-        job = {"asset": asset, "export_glb": str(path), "images": [], "out_dir": tmp, "config": {}, "width": 8, "height": 8}
+        job = {
+            "asset": asset,
+            "export_glb": str(path),
+            "images": [],
+            "out_dir": tmp,
+            "config": {},
+            "width": 8,
+            "height": 8,
+        }
         return Path(_run_worker(job, Path(tmp), Path(tmp) / "render.log", False, "", timeout)["path"])
 
 
@@ -411,7 +440,9 @@ def render_asset(
     images = plan_images(config, asset_name=name)
     meta = {"asset": {**identity, "name": name}, "render": {"settings": settings}}
     size = config.size
-    write_manifest(out, images, width=size, height=size, num_frames=config.num_frames, name=name, complete=False, **meta)
+    write_manifest(
+        out, images, width=size, height=size, num_frames=config.num_frames, name=name, complete=False, **meta
+    )
     job = {
         "asset": asset,
         "out_dir": str(out),
@@ -429,7 +460,11 @@ def render_asset(
     for image, frame in zip(images, info["source_frames"]):
         image["source_frame"] = float(frame)
         image["clip"] = clip["name"]
-    asset_meta = {**meta["asset"], **{k: v for k, v in info["asset"].items() if k != "clip_order"}, "clips": info["clips"]}
+    asset_meta = {
+        **meta["asset"],
+        **{k: v for k, v in info["asset"].items() if k != "clip_order"},
+        "clips": info["clips"],
+    }
     render_meta = {
         "settings": settings,
         "engine": info["engine"],
@@ -439,9 +474,20 @@ def render_asset(
         "view_transform": "Standard",
         "film": "transparent",
         "image_format": "PNG RGBA 8-bit",
-        "seconds_per_image": (sum(info["render_seconds"]) / len(info["render_seconds"])) if info["render_seconds"] else None,
+        "seconds_per_image": (sum(info["render_seconds"]) / len(info["render_seconds"]))
+        if info["render_seconds"]
+        else None,
     }
     return write_manifest(
-        out, images, width=size, height=size, num_frames=config.num_frames, name=name, complete=True,
-        asset=asset_meta, clip=clip, normalisation=info["normalisation"], render=render_meta,
+        out,
+        images,
+        width=size,
+        height=size,
+        num_frames=config.num_frames,
+        name=name,
+        complete=True,
+        asset=asset_meta,
+        clip=clip,
+        normalisation=info["normalisation"],
+        render=render_meta,
     )

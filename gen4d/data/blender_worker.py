@@ -334,7 +334,9 @@ def add_lights(bpy, seed: int) -> list[dict[str, Any]]:
         obj = bpy.data.objects.new(f"gen4d_{name}", data)
         obj.rotation_euler = rotation
         bpy.context.scene.collection.objects.link(obj)
-        lights.append({"name": name, "type": "SUN", "energy": energy, "rotation_euler": list(rotation), "shadow": False})
+        lights.append(
+            {"name": name, "type": "SUN", "energy": energy, "rotation_euler": list(rotation), "shadow": False}
+        )
     return lights
 
 
@@ -434,8 +436,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         start, end = clip_frame_range(bpy)
         if end <= start and dynamic:
             raise AssetError(f"clip {name!r} has a single frame ({start}); nothing moves")
-        info["clip"] = {"name": name, "index": index, "frame_start": start, "frame_end": end,
-                        "fps": scene.render.fps / scene.render.fps_base, "time_mapping": cfg["time_mapping"]}
+        info["clip"] = {
+            "name": name,
+            "index": index,
+            "frame_start": start,
+            "frame_end": end,
+            "fps": scene.render.fps / scene.render.fps_base,
+            "time_mapping": cfg["time_mapping"],
+        }
         frames = source_frames(job, start, end)
     else:
         if dynamic and not cfg.get("allow_static"):
@@ -445,8 +453,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 code="no_animation",
             )
         start = end = float(scene.frame_current)
-        info["clip"] = {"name": None, "index": None, "frame_start": start, "frame_end": end, "fps": scene.render.fps,
-                        "time_mapping": "none (no animation)"}
+        info["clip"] = {
+            "name": None,
+            "index": None,
+            "frame_start": start,
+            "frame_end": end,
+            "fps": scene.render.fps,
+            "time_mapping": "none (no animation)",
+        }
         frames = [start] * len(job["images"])
     info["source_frames"] = frames
     if cfg["normalise_over"] == "first":
@@ -502,7 +516,10 @@ def main(argv: list[str] | None = None) -> int:
     except AssetError as err:
         info, status = {"error": str(err), "kind": "asset", "code": err.code}, 3
     except Exception as err:  # report, do not hide: the parent shows the traceback tail
-        info, status = {"error": f"{type(err).__name__}: {err}", "kind": "internal", "traceback": traceback.format_exc()}, 4
+        info, status = (
+            {"error": f"{type(err).__name__}: {err}", "kind": "internal", "traceback": traceback.format_exc()},
+            4,
+        )
     tmp = info_path.with_name(info_path.name + ".tmp")
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, info_path)

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -81,15 +82,17 @@ class CurationConfig:
         check_range(self, "ssim_high", -1.0, 1.0)
         check_range(self, "ssim_low", -1.0, 1.0)
         if self.ssim_low > self.ssim_high:
-            raise ConfigError("ssim_low", f"expected at most ssim_high = {self.ssim_high}, got {self.ssim_low}",
-                              "CurationConfig")
+            raise ConfigError(
+                "ssim_low", f"expected at most ssim_high = {self.ssim_high}, got {self.ssim_low}", "CurationConfig"
+            )
         check_range(self, "border_alpha", 0.0, 1.0)
         check_range(self, "min_coverage", 0.0, 1.0)
         check_positive(self, "border_pixels")
         check_non_negative(self, "min_motion")
         if len(self.background) != 3 or not all(0.0 <= c <= 1.0 for c in self.background):
-            raise ConfigError("background", f"expected 3 values in [0, 1] (RGB), got {self.background!r}",
-                              "CurationConfig")
+            raise ConfigError(
+                "background", f"expected 3 values in [0, 1] (RGB), got {self.background!r}", "CurationConfig"
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,8 +152,13 @@ def border_alpha(alphas: np.ndarray, pixels: int = 1) -> float:
         alphas = alphas[..., 0]
     p = max(int(pixels), 1)
     border = np.concatenate(
-        [alphas[:, :p].reshape(len(alphas), -1), alphas[:, -p:].reshape(len(alphas), -1),
-         alphas[:, :, :p].reshape(len(alphas), -1), alphas[:, :, -p:].reshape(len(alphas), -1)], axis=1
+        [
+            alphas[:, :p].reshape(len(alphas), -1),
+            alphas[:, -p:].reshape(len(alphas), -1),
+            alphas[:, :, :p].reshape(len(alphas), -1),
+            alphas[:, :, -p:].reshape(len(alphas), -1),
+        ],
+        axis=1,
     )
     return float(border.max())
 
@@ -186,7 +194,9 @@ def curation_figures(
     return {
         "ssim_t0_quarter": s_quarter,
         "ssim_t0_half": s_half,
-        "border_alpha": max(border_alpha(orbit_alpha, config.border_pixels), border_alpha(front_alpha, config.border_pixels)),
+        "border_alpha": max(
+            border_alpha(orbit_alpha, config.border_pixels), border_alpha(front_alpha, config.border_pixels)
+        ),
         "motion_magnitude": motion_magnitude(orbit, static),
         "motion_magnitude_sum": motion_magnitude(orbit, static) * float(np.prod(np.shape(orbit)[1:])),
         "coverage": float(np.asarray(orbit_alpha, dtype=np.float64).mean()),
@@ -199,10 +209,13 @@ def decide(figures: dict[str, float], config: CurationConfig = CurationConfig())
     if min(s) > config.ssim_high:
         return "reject", f"too static: front-view SSIMs {s[0]:.3f}, {s[1]:.3f} both > {config.ssim_high}"
     low = [v < config.ssim_low for v in s]
-    if (any(low) if config.distorted_if == "any" else all(low)):
+    if any(low) if config.distorted_if == "any" else all(low):
         return "reject", f"distorted: front-view SSIMs {s[0]:.3f}, {s[1]:.3f} below {config.ssim_low}"
     if figures["border_alpha"] > config.border_alpha:
-        return "reject", f"leaves the frame: alpha {figures['border_alpha']:.2f} on the image border (> {config.border_alpha})"
+        return (
+            "reject",
+            f"leaves the frame: alpha {figures['border_alpha']:.2f} on the image border (> {config.border_alpha})",
+        )
     if figures.get("coverage", 1.0) < config.min_coverage:
         return "reject", f"too small: covers {figures['coverage']:.4f} of the orbit images (< {config.min_coverage})"
     if figures.get("motion_magnitude", math.inf) < config.min_motion:
@@ -298,8 +311,10 @@ def check_results_file(path: str | Path) -> None:
     try:
         lines = path.read_text().splitlines()
     except (UnicodeDecodeError, OSError) as err:
-        raise ValueError(f"--out {path}: exists and is not a gen4d curation results file ({err}); "
-                         "choose another --out or move the file away") from None
+        raise ValueError(
+            f"--out {path}: exists and is not a gen4d curation results file ({err}); "
+            "choose another --out or move the file away"
+        ) from None
     records = []
     for line in lines:
         try:
@@ -311,8 +326,10 @@ def check_results_file(path: str | Path) -> None:
     complete = records[:-1] if records and records[-1] is None else records  # an interrupted last line
     if complete and all(_is_record(r) for r in complete):
         return  # written by an earlier gen4d, before the header
-    raise ValueError(f"--out {path}: exists and is not a gen4d curation results file (no gen4d header line); "
-                     "gen4d will not overwrite it: choose another --out or move the file away")
+    raise ValueError(
+        f"--out {path}: exists and is not a gen4d curation results file (no gen4d header line); "
+        "gen4d will not overwrite it: choose another --out or move the file away"
+    )
 
 
 def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -360,16 +377,18 @@ def curate_assets(
 
     from gen4d.config import to_dict
     from gen4d.data.blender import NoAnimationError, RenderConfig, render_asset
-    from gen4d.io import atomic_path
-
     from gen4d.data.procedural import is_procedural
+    from gen4d.io import atomic_path
 
     if isinstance(assets_dir, (str, Path)) and not is_procedural(str(assets_dir)):
         root = Path(assets_dir).resolve()
         assets: list[Any] = find_assets(root)
     else:  # an explicit list of asset files and / or procedural:SEED names
         root = Path.cwd()
-        assets = [a if is_procedural(str(a)) else Path(a).resolve() for a in ([assets_dir] if isinstance(assets_dir, str) else assets_dir)]
+        assets = [
+            a if is_procedural(str(a)) else Path(a).resolve()
+            for a in ([assets_dir] if isinstance(assets_dir, str) else assets_dir)
+        ]
     out = Path(out)
     renders = Path(renders_dir) if renders_dir else out.with_name(out.stem + "_renders")
     if render_config is None:

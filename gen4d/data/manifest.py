@@ -43,8 +43,9 @@ World: Z up, object front facing -Y, normalised object at the origin (see gen4d.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,8 +100,13 @@ def camera_records(
     hold one entry per camera; ``extra`` is added to every record (e.g. asset / clip names).
     """
     count = len(cameras)
-    for name, values in (("files", files), ("frame_indices", frame_indices), ("source_frames", source_frames),
-                         ("views", views), ("spherical", spherical)):
+    for name, values in (
+        ("files", files),
+        ("frame_indices", frame_indices),
+        ("source_frames", source_frames),
+        ("views", views),
+        ("spherical", spherical),
+    ):
         if values is not None and len(values) != count:
             raise ValueError(f"camera_records: {name} has {len(values)} entries for {count} cameras")
     blender = to_blender_camera_to_world(cameras)
@@ -182,8 +188,11 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_matrix4(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) == 4
-            and all(isinstance(row, list) and len(row) == 4 and all(_is_number(x) for x in row) for row in value))
+    return (
+        isinstance(value, list)
+        and len(value) == 4
+        and all(isinstance(row, list) and len(row) == 4 and all(_is_number(x) for x in row) for row in value)
+    )
 
 
 def _field_error(where: str, field: str, expected: str, value: Any) -> ValueError:
@@ -197,9 +206,11 @@ def _validate(data: Any, path: Path) -> None:
     (index and file) and the field."""
     where = str(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{where}: not a gen4d manifest (expected \"format\": \"{FORMAT}\")")
+        raise ValueError(f'{where}: not a gen4d manifest (expected "format": "{FORMAT}")')
     if data.get("version") != VERSION:
-        raise ValueError(f"{where}: manifest version {data.get('version')!r} is not supported (this gen4d reads {VERSION})")
+        raise ValueError(
+            f"{where}: manifest version {data.get('version')!r} is not supported (this gen4d reads {VERSION})"
+        )
     for key in ("width", "height", "num_frames", "images"):
         if key not in data:
             raise ValueError(f"{where}: manifest lacks the {key!r} field")

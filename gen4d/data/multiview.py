@@ -11,9 +11,9 @@ The loaders (:mod:`gen4d.data.dataset` for the Diffusion4D format and the dispat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,9 @@ class MultiViewVideo:
         if self.alphas is not None:
             check_finite("dataset.alphas", self.alphas)
         if len(self.cameras) != count:
-            raise ValueError(f"{self.name}: {count} images but {len(self.cameras)} cameras; expected one camera per image")
+            raise ValueError(
+                f"{self.name}: {count} images but {len(self.cameras)} cameras; expected one camera per image"
+            )
         if (self.cameras.width, self.cameras.height) != (width, height):
             raise ValueError(
                 f"{self.name}: images are {width}x{height} but cameras expect {self.cameras.width}x{self.cameras.height}"
@@ -86,7 +88,7 @@ class MultiViewVideo:
     def has_split(self, name: str) -> bool:
         return name in self.splits and self.splits[name].numel() > 0
 
-    def subset(self, index: torch.Tensor | Sequence[int], name: str | None = None) -> "MultiViewVideo":
+    def subset(self, index: torch.Tensor | Sequence[int], name: str | None = None) -> MultiViewVideo:
         """The images at ``index`` as a dataset of their own (splits restricted and renumbered)."""
         index = torch.as_tensor(index, dtype=torch.long)
         position = {int(i): k for k, i in enumerate(index.tolist())}
@@ -105,7 +107,7 @@ class MultiViewVideo:
             files=None if self.files is None else [self.files[i] for i in index.tolist()],
         )
 
-    def split(self, name: str) -> "MultiViewVideo":
+    def split(self, name: str) -> MultiViewVideo:
         if not self.has_split(name):
             raise KeyError(f"{self.name}: no split {name!r}; it has {sorted(self.splits)}")
         return self.subset(self.splits[name], name=f"{self.name}:{name}")
@@ -117,7 +119,7 @@ class MultiViewVideo:
         bg = torch.as_tensor(background, dtype=self.images.dtype)
         return self.images * self.alphas + bg * (1 - self.alphas)
 
-    def resized(self, size: int | tuple[int, int]) -> "MultiViewVideo":
+    def resized(self, size: int | tuple[int, int]) -> MultiViewVideo:
         """Resample every image (area filter) to ``size`` = W = H or (W, H)."""
         width, height = (size, size) if isinstance(size, int) else size
         if (width, height) == (self.width, self.height):

@@ -183,7 +183,7 @@ def parse_procedural_name(asset: str) -> CreatureSpec:
     """``procedural:SEED`` or ``procedural:SEED:key=value,key=value`` -> :class:`CreatureSpec`."""
     if not is_procedural(asset):
         raise ValueError(f"{asset!r} is not a procedural asset name (expected 'procedural:SEED[:key=value,...]')")
-    rest = str(asset)[len(PREFIX):]
+    rest = str(asset)[len(PREFIX) :]
     seed_text, _, options = rest.partition(":")
     try:
         seed = int(seed_text)
@@ -209,7 +209,12 @@ def joint_angles(spec: CreatureSpec, frame: float) -> dict[str, Any]:
     phase = 2 * math.pi * spec.cycles * frame / spec.num_frames
     m = spec.magnitude if spec.motion not in ("still", "none") else 0.0
     s, c = math.sin(phase), math.cos(phase)
-    pose: dict[str, Any] = {"root_location": (0.0, 0.0, 0.0), "root_rotation": (0.0, 0.0, 0.0), "head": (0.0, 0.0, 0.0), "tail": (0.0, 0.0, 0.0)}
+    pose: dict[str, Any] = {
+        "root_location": (0.0, 0.0, 0.0),
+        "root_rotation": (0.0, 0.0, 0.0),
+        "head": (0.0, 0.0, 0.0),
+        "tail": (0.0, 0.0, 0.0),
+    }
     for i in range(spec.leg_count):
         pose[f"leg{i}"] = (0.0, 0.0, 0.0)
     for i in range(spec.arm_count):
@@ -267,8 +272,16 @@ def _material(bpy, name: str, color: tuple[float, float, float], roughness: floa
     return material
 
 
-def _mesh_object(bpy, name: str, kind: str, size: tuple[float, float, float], material, parent=None, location=(0, 0, 0),
-                 along_x: bool = False):
+def _mesh_object(
+    bpy,
+    name: str,
+    kind: str,
+    size: tuple[float, float, float],
+    material,
+    parent=None,
+    location=(0, 0, 0),
+    along_x: bool = False,
+):
     import bmesh
     from mathutils import Matrix
 
@@ -336,7 +349,9 @@ def build_creature(spec: CreatureSpec):
     hs = spec.head_size
     head = _mesh_object(bpy, "head", "ellipsoid", (hs, hs, hs), mats["head"], head_joint, (0.0, -hs * 0.25, hs * 0.25))
     for side in (-1, 1):
-        _mesh_object(bpy, f"eye{side}", "ellipsoid", (hs * 0.22,) * 3, mats["eye"], head, (side * hs * 0.2, -hs * 0.43, hs * 0.1))
+        _mesh_object(
+            bpy, f"eye{side}", "ellipsoid", (hs * 0.22,) * 3, mats["eye"], head, (side * hs * 0.2, -hs * 0.43, hs * 0.1)
+        )
     joints = {"head": head_joint}
     # Legs: pairs along y, left/right at +-x; each hangs from a hip joint.
     pairs = spec.leg_count // 2
@@ -345,19 +360,41 @@ def build_creature(spec: CreatureSpec):
         y = 0.0 if pairs == 1 else -by * 0.35 + (by * 0.7) * pair / max(pairs - 1, 1)
         hip = _joint(bpy, f"hip{i}", body_joint, ((-1 if side == 0 else 1) * bx * 0.3, y, -bz * 0.3))
         r = spec.leg_radius
-        _mesh_object(bpy, f"leg{i}", "cylinder", (2 * r, 2 * r, spec.leg_length + bz * 0.2), mats["limb"], hip,
-                     (0.0, 0.0, -(spec.leg_length + bz * 0.2) / 2 + bz * 0.1))
+        _mesh_object(
+            bpy,
+            f"leg{i}",
+            "cylinder",
+            (2 * r, 2 * r, spec.leg_length + bz * 0.2),
+            mats["limb"],
+            hip,
+            (0.0, 0.0, -(spec.leg_length + bz * 0.2) / 2 + bz * 0.1),
+        )
         joints[f"leg{i}"] = hip
     for i in range(spec.arm_count):
         side = -1 if i % 2 == 0 else 1
         shoulder = _joint(bpy, f"shoulder{i}", body_joint, (side * bx * 0.45, -by * 0.15, bz * 0.15))
-        _mesh_object(bpy, f"arm{i}", "cylinder", (0.09, 0.09, spec.arm_length), mats["limb"], shoulder,
-                     (side * spec.arm_length / 2, 0.0, 0.0), along_x=True)
+        _mesh_object(
+            bpy,
+            f"arm{i}",
+            "cylinder",
+            (0.09, 0.09, spec.arm_length),
+            mats["limb"],
+            shoulder,
+            (side * spec.arm_length / 2, 0.0, 0.0),
+            along_x=True,
+        )
         joints[f"arm{i}"] = shoulder
     if spec.tail_length > 0:
         tail_joint = _joint(bpy, "tail_root", body_joint, (0.0, by * 0.45, bz * 0.1))
-        tail = _mesh_object(bpy, "tail", "cone", (0.12, 0.12, spec.tail_length), mats["limb"], tail_joint,
-                            (0.0, spec.tail_length * 0.45, spec.tail_length * 0.2))
+        tail = _mesh_object(
+            bpy,
+            "tail",
+            "cone",
+            (0.12, 0.12, spec.tail_length),
+            mats["limb"],
+            tail_joint,
+            (0.0, spec.tail_length * 0.45, spec.tail_length * 0.2),
+        )
         tail.rotation_euler = (-math.radians(65), 0.0, 0.0)
         joints["tail"] = tail_joint
     if spec.motion == "none":
@@ -394,7 +431,9 @@ def export_glb(spec: CreatureSpec, path: str | Path) -> Path:
     build_creature(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     bpy.ops.export_scene.gltf(
-        filepath=str(path), export_format="GLB", export_animations=spec.motion != "none",
+        filepath=str(path),
+        export_format="GLB",
+        export_animations=spec.motion != "none",
         export_animation_mode="NLA_TRACKS",
     )
     return path

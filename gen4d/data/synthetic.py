@@ -53,7 +53,9 @@ class SyntheticScene:
         angle = self.spins[k] * t  # (N,)
         cos, sin = torch.cos(angle), torch.sin(angle)
         local = self.canonical.means - self.centres[k]
-        rotated = torch.stack([cos * local[:, 0] - sin * local[:, 1], sin * local[:, 0] + cos * local[:, 1], local[:, 2]], -1)
+        rotated = torch.stack(
+            [cos * local[:, 0] - sin * local[:, 1], sin * local[:, 0] + cos * local[:, 1], local[:, 2]], -1
+        )
         offset = self.amplitudes[k] * torch.sin(2 * math.pi * t + self.phases[k])[:, None]
         means = self.centres[k] + rotated + offset
         half = angle / 2  # rotation about z as a quaternion, composed with the rest rotation (identity here)
@@ -64,7 +66,9 @@ class SyntheticScene:
 def synthetic_scene(blobs: int = 4, per_blob: int = 40, seed: int = 0, motion: float = 1.0) -> SyntheticScene:
     """A reproducible scene of ``blobs`` x ``per_blob`` Gaussians; ``motion`` scales the movement."""
     if blobs < 1 or blobs > len(_COLOURS) or per_blob < 1:
-        raise ValueError(f"synthetic_scene: need 1 <= blobs <= {len(_COLOURS)} and per_blob >= 1, got {blobs}, {per_blob}")
+        raise ValueError(
+            f"synthetic_scene: need 1 <= blobs <= {len(_COLOURS)} and per_blob >= 1, got {blobs}, {per_blob}"
+        )
     gen = torch.Generator().manual_seed(seed)
     angles = torch.arange(blobs, dtype=torch.float32) * (2 * math.pi / blobs)
     centres = torch.stack([0.32 * torch.cos(angles), 0.32 * torch.sin(angles), 0.15 * torch.sin(2 * angles)], -1)

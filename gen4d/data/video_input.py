@@ -22,9 +22,10 @@ its alpha.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -155,7 +156,9 @@ def _read_video(path: Path, limit: int) -> list[np.ndarray]:
     try:
         import imageio.v2 as imageio
     except ImportError as err:  # pragma: no cover - imageio is a core dependency
-        raise ImportError("reading videos needs imageio and imageio-ffmpeg: pip install imageio imageio-ffmpeg") from err
+        raise ImportError(
+            "reading videos needs imageio and imageio-ffmpeg: pip install imageio imageio-ffmpeg"
+        ) from err
     frames = []
     try:
         reader = imageio.get_reader(str(path), format="FFMPEG", input_params=["-hide_banner"])
@@ -194,10 +197,14 @@ def read_frames(path: str | Path, max_frames: int = 128, stride: int = 1) -> tup
         rgba = sorted((p for p in path.iterdir() if p.name.endswith("_rgba.png")), key=_natural_key)
         files = rgba or sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
         if not files:
-            raise ValueError(f"{path}: no frames found; expected 0_rgba.png, 1_rgba.png, ... or images ({', '.join(IMAGE_SUFFIXES)})")
+            raise ValueError(
+                f"{path}: no frames found; expected 0_rgba.png, 1_rgba.png, ... or images ({', '.join(IMAGE_SUFFIXES)})"
+            )
         files = files[::stride]
         if len(files) > max_frames:
-            raise ValueError(f"{path}: {len(files)} frames, more than max_frames={max_frames}; raise the limit or use a stride")
+            raise ValueError(
+                f"{path}: {len(files)} frames, more than max_frames={max_frames}; raise the limit or use a stride"
+            )
         return [_read_image(p) for p in files], [p.name for p in files]
     if not path.exists():
         raise FileNotFoundError(f"no such input: {path}")
@@ -205,11 +212,15 @@ def read_frames(path: str | Path, max_frames: int = 128, stride: int = 1) -> tup
     if suffix in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: a single image is one frame; video-to-4D needs a video (at least 2 frames)")
     if suffix not in VIDEO_SUFFIXES:
-        raise ValueError(f"{path}: unknown input type {suffix!r}; expected a frame folder or a video ({', '.join(VIDEO_SUFFIXES)})")
+        raise ValueError(
+            f"{path}: unknown input type {suffix!r}; expected a frame folder or a video ({', '.join(VIDEO_SUFFIXES)})"
+        )
     frames = _read_gif(path, limit) if suffix == ".gif" else _read_video(path, limit)
     frames = frames[::stride]
     if len(frames) > max_frames:
-        raise ValueError(f"{path}: more than max_frames={max_frames} frames; raise the limit, use a stride or trim the video")
+        raise ValueError(
+            f"{path}: more than max_frames={max_frames} frames; raise the limit, use a stride or trim the video"
+        )
     return frames, [f"{path.name}#{i * stride}" for i in range(len(frames))]
 
 
@@ -277,14 +288,18 @@ def _crop_resample(rgba: torch.Tensor, crop: tuple[int, int, int], size: int) ->
     return torch.cat([colour, alpha], dim=1).permute(0, 2, 3, 1).contiguous()
 
 
-def preprocess_frames(frames: Sequence[np.ndarray], names: Sequence[str], config: VideoInputConfig = VideoInputConfig()) -> VideoFrames:
+def preprocess_frames(
+    frames: Sequence[np.ndarray], names: Sequence[str], config: VideoInputConfig = VideoInputConfig()
+) -> VideoFrames:
     """Check, matte, recentre and rescale raw frames (see the module docstring)."""
     if not 0.0 <= config.border < 1.0:
         raise ValueError(f"border must be in [0, 1), got {config.border}")
     if len(frames) < 2:
         raise ValueError(f"{len(frames)} frame(s): video-to-4D needs a video of at least 2 frames")
     if len(frames) > config.max_frames:
-        raise ValueError(f"{len(frames)} frames, more than max_frames={config.max_frames}; raise the limit or use a stride")
+        raise ValueError(
+            f"{len(frames)} frames, more than max_frames={config.max_frames}; raise the limit or use a stride"
+        )
     shapes = [f.shape[:2] for f in frames]
     if len(set(shapes)) != 1:
         bad = next(i for i, s in enumerate(shapes) if s != shapes[0])
@@ -294,7 +309,9 @@ def preprocess_frames(frames: Sequence[np.ndarray], names: Sequence[str], config
         )
     height, width = shapes[0]
     if max(height, width) > config.max_side:
-        raise ValueError(f"frames are {width}x{height}, larger than max_side={config.max_side}; downscale the video first")
+        raise ValueError(
+            f"frames are {width}x{height}, larger than max_side={config.max_side}; downscale the video first"
+        )
     if min(height, width) < 8:
         raise ValueError(f"frames are {width}x{height}; expected at least 8 pixels per side")
     has_alpha = all(f.ndim == 3 and f.shape[2] == 4 for f in frames)
@@ -303,7 +320,9 @@ def preprocess_frames(frames: Sequence[np.ndarray], names: Sequence[str], config
         frames = remove_background(frames)
     elif not has_alpha or opaque:
         raise ValueError(
-            "the frames have no usable alpha (" + ("opaque everywhere" if opaque else "RGB only") + ") and matting='alpha'; "
+            "the frames have no usable alpha ("
+            + ("opaque everywhere" if opaque else "RGB only")
+            + ") and matting='alpha'; "
             f"provide RGBA frames (0_rgba.png, 1_rgba.png, ...) or set matting to 'auto' / 'rembg' ({REMBG_HINT})"
         )
     rgba = torch.from_numpy(np.stack(frames)).float() / 255.0

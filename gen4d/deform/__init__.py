@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gen4d.deform.base import DeformationField, check_times
-from gen4d.deform.control_points import ControlPointConfig, ControlPointField, farthest_point_sampling, quaternion_multiply
+from gen4d.deform.control_points import (
+    ControlPointConfig,
+    ControlPointField,
+    farthest_point_sampling,
+    quaternion_multiply,
+)
 from gen4d.deform.hexplane import HexPlaneConfig, HexPlaneField, HexPlaneGrid
 from gen4d.deform.rigidity import RigidityConfig, rigidity_terms
 

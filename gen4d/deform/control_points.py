@@ -66,8 +66,11 @@ class ControlPointConfig:
         check_positive(self, "num_points", "neighbours", "arap_neighbours", "width", "knn_every")
         check_non_negative(self, "depth", "position_frequencies", "time_frequencies")
         if self.neighbours > self.num_points:
-            raise ConfigError("neighbours", f"expected at most num_points = {self.num_points}, got {self.neighbours}",
-                              "ControlPointConfig")
+            raise ConfigError(
+                "neighbours",
+                f"expected at most num_points = {self.num_points}, got {self.neighbours}",
+                "ControlPointConfig",
+            )
 
 
 def quaternion_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

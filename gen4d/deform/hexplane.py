@@ -80,8 +80,9 @@ class HexPlaneConfig:
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
                 raise ConfigError(name, f"expected integers > 0, got {values!r}", "HexPlaneConfig")
         if len(self.resolution) != 4:
-            raise ConfigError("resolution", f"expected 4 values (x, y, z, t), got {self.resolution!r}",
-                              "HexPlaneConfig")
+            raise ConfigError(
+                "resolution", f"expected 4 values (x, y, z, t), got {self.resolution!r}", "HexPlaneConfig"
+            )
 
 
 # Plane index pairs over the axes (x, y, z, t) = (0, 1, 2, 3).
@@ -153,7 +154,9 @@ class HexPlaneGrid(nn.Module):
         grid = torch.stack(grids)[:, None]  # (3, 1, B*N, 2)
         out = []
         for plane in self.temporal:
-            values = F.grid_sample(plane, grid.to(plane.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+            values = F.grid_sample(
+                plane, grid.to(plane.dtype), mode="bilinear", padding_mode="border", align_corners=True
+            )
             out.append(values[:, :, 0].prod(0).transpose(0, 1).reshape(batch, count, -1))
         return out
 
@@ -166,7 +169,9 @@ class HexPlaneGrid(nn.Module):
     def plane_tv(self) -> torch.Tensor:
         if self.config.regularizer == "stag4d":
             # sum over scales and the 3 planes of mean squared second differences along the rows
-            terms = [3.0 * _row_second_difference(plane).square().mean() for plane in self.spatial if plane.shape[-2] >= 3]
+            terms = [
+                3.0 * _row_second_difference(plane).square().mean() for plane in self.spatial if plane.shape[-2] >= 3
+            ]
             return sum(terms, torch.zeros((), device=self.spatial[0].device))
         total = 0.0
         for plane in self.spatial:
@@ -252,10 +257,14 @@ class HexPlaneField(DeformationField):
         batch = times.shape[0]
         expand = lambda x: x.unsqueeze(0).expand((batch,) + tuple(x.shape))  # noqa: E731
         means = canonical.means + deltas["means"]
-        log_scales = canonical.log_scales + deltas["log_scales"] if "log_scales" in deltas else expand(canonical.log_scales)
+        log_scales = (
+            canonical.log_scales + deltas["log_scales"] if "log_scales" in deltas else expand(canonical.log_scales)
+        )
         quats = canonical.quats + deltas["quats"] if "quats" in deltas else expand(canonical.quats)
         opacity = (
-            canonical.opacity_logits + deltas["opacity_logits"] if "opacity_logits" in deltas else expand(canonical.opacity_logits)
+            canonical.opacity_logits + deltas["opacity_logits"]
+            if "opacity_logits" in deltas
+            else expand(canonical.opacity_logits)
         )
         sh = expand(canonical.sh)
         if "sh0" in deltas:
@@ -263,7 +272,11 @@ class HexPlaneField(DeformationField):
         return Gaussians(means=means, log_scales=log_scales, quats=quats, opacity_logits=opacity, sh=sh)
 
     def regularization(self, canonical: Gaussians, times: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"plane_tv": self.grid.plane_tv(), "time_smoothness": self.grid.time_smoothness(), "time_l1": self.grid.time_l1()}
+        return {
+            "plane_tv": self.grid.plane_tv(),
+            "time_smoothness": self.grid.time_smoothness(),
+            "time_l1": self.grid.time_l1(),
+        }
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         grid = list(self.grid.parameters())

@@ -61,9 +61,7 @@ def nearest_neighbours(query: torch.Tensor, points: torch.Tensor, k: int, chunk:
     return torch.cat(out)
 
 
-def rigidity_terms(
-    field, canonical: Gaussians, times: torch.Tensor, config: RigidityConfig
-) -> dict[str, torch.Tensor]:
+def rigidity_terms(field, canonical: Gaussians, times: torch.Tensor, config: RigidityConfig) -> dict[str, torch.Tensor]:
     """``{"rigidity", "isometry"}`` of ``field`` (a deformation field: ``(Gaussians (n), times (B,))
     -> Gaussians (B, n)``) on a random sample of the canonical set (N, ...) at ``times`` (B,)."""
     count = canonical.means.shape[0]

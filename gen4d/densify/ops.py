@@ -116,7 +116,9 @@ def duplicate(model: DensifiableModel, optimizers, mask: torch.Tensor) -> int:
     """Clone the Gaussians selected by ``mask`` (N,) bool (3DGS clone); returns how many."""
     selected = torch.nonzero(mask).squeeze(-1)
     count = model.num_gaussians
-    reindex(model, optimizers, torch.cat([torch.arange(count, device=mask.device), selected]), fresh=int(selected.numel()))
+    reindex(
+        model, optimizers, torch.cat([torch.arange(count, device=mask.device), selected]), fresh=int(selected.numel())
+    )
     return int(selected.numel())
 
 

@@ -86,8 +86,19 @@ class DensifyConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "every", "split_children", "split_scale_divisor")
-        check_non_negative(self, "start", "stop", "grad_threshold", "percent_dense", "prune_opacity", "prune_max_scale",
-                           "prune_min_scale", "prune_screen_size", "reset_every", "max_gaussians")
+        check_non_negative(
+            self,
+            "start",
+            "stop",
+            "grad_threshold",
+            "percent_dense",
+            "prune_opacity",
+            "prune_max_scale",
+            "prune_min_scale",
+            "prune_screen_size",
+            "reset_every",
+            "max_gaussians",
+        )
         check_range(self, "percentile", 0.0, 100.0)
         check_range(self, "reset_value", 0.0, 1.0)
 
@@ -158,7 +169,16 @@ class DensifyStrategy:
             state["radii"] = torch.maximum(state["radii"], radius.max(0).values)
 
     @torch.no_grad()
-    def step_post_backward(self, model: DensifiableModel, optimizers, state: dict[str, Any], step: int, output: RenderOutput, width: int, height: int) -> dict[str, int]:
+    def step_post_backward(
+        self,
+        model: DensifiableModel,
+        optimizers,
+        state: dict[str, Any],
+        step: int,
+        output: RenderOutput,
+        width: int,
+        height: int,
+    ) -> dict[str, int]:
         """Accumulate this step's statistics; refine at the scheduled steps. Returns counts of
         what changed (empty dict on steps without refinement)."""
         c = self.config

@@ -27,8 +27,9 @@ Where frame 0's inputs come from (:class:`AnchorSpec.source`):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,9 @@ class BatchLayout:
 
     def __post_init__(self) -> None:
         if len(self.frames) != len(self.roles):
-            raise ValueError(f"BatchLayout: {len(self.frames)} frames but {len(self.roles)} roles; expected one of each per row")
+            raise ValueError(
+                f"BatchLayout: {len(self.frames)} frames but {len(self.roles)} roles; expected one of each per row"
+            )
         bad = sorted(set(self.roles) - set(ROLES))
         if bad:
             raise ValueError(f"BatchLayout: unknown roles {bad}; expected 'uncond' or 'cond'")
@@ -70,7 +73,7 @@ class BatchLayout:
             raise ValueError(f"BatchLayout: repeated (frame, role) rows in {list(zip(self.frames, self.roles))}")
 
     @staticmethod
-    def for_frames(frames: Sequence[int], guidance: bool) -> "BatchLayout":
+    def for_frames(frames: Sequence[int], guidance: bool) -> BatchLayout:
         """The layout gen4d's samplers use: all uncond rows (frame order) then all cond rows."""
         frames = tuple(int(f) for f in frames)
         if guidance:
@@ -167,7 +170,9 @@ def fuse_tokens(own: torch.Tensor, anchor: torch.Tensor, weight: float) -> torch
     return own + weight * (anchor - own)
 
 
-def _attention(attn, hidden_states: torch.Tensor, kv_states: torch.Tensor, attention_mask, temb, residual, input_ndim, shape4):
+def _attention(
+    attn, hidden_states: torch.Tensor, kv_states: torch.Tensor, attention_mask, temb, residual, input_ndim, shape4
+):
     """diffusers' AttnProcessor2_0 maths with separate query and key/value inputs."""
     batch_size = hidden_states.shape[0]
     if attention_mask is not None:
@@ -348,7 +353,9 @@ def self_attention_token_counts(unet, latent_height: int, latent_width: int) -> 
     return out
 
 
-def anchor_cache_bytes(unet, latent_height: int, latent_width: int, steps: int, guidance: bool, bytes_per_value: int = 2) -> int:
+def anchor_cache_bytes(
+    unet, latent_height: int, latent_width: int, steps: int, guidance: bool, bytes_per_value: int = 2
+) -> int:
     """Memory an :class:`AnchorCache` needs for one anchor frame (both CFG halves when ``guidance``)."""
     per_step = sum(tokens * ch for _, tokens, ch in self_attention_token_counts(unet, latent_height, latent_width))
     return per_step * steps * (2 if guidance else 1) * bytes_per_value

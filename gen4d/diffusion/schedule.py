@@ -14,8 +14,9 @@ Diffusion4D video model (training targets, L_mr's x0 estimate, DDIM sampling).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +91,7 @@ class NoiseSchedule:
         return int(self.alphas_cumprod.shape[0])
 
     @classmethod
-    def from_diffusers_config(cls, config: Mapping[str, Any]) -> "NoiseSchedule":
+    def from_diffusers_config(cls, config: Mapping[str, Any]) -> NoiseSchedule:
         """From a diffusers scheduler config dict (unknown keys are ignored: they belong to the
         scheduler class, not to the schedule)."""
         betas = make_betas(
@@ -120,7 +121,7 @@ class NoiseSchedule:
         return _alphabar(self, torch.as_tensor(t).reshape(-1), like)
 
     @classmethod
-    def stable_diffusion(cls, prediction_type: str = "epsilon") -> "NoiseSchedule":
+    def stable_diffusion(cls, prediction_type: str = "epsilon") -> NoiseSchedule:
         """Stable Diffusion 1.x / 2.x (and Zero-1-to-3): scaled linear 0.00085 -> 0.012, 1000 steps."""
         return cls.from_diffusers_config(
             dict(
@@ -138,9 +139,7 @@ class NoiseSchedule:
 def _check_timesteps(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(t, dtype=torch.long)
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= schedule.num_train_timesteps):
-        raise ValueError(
-            f"timesteps must lie in [0, {schedule.num_train_timesteps}), got {t.tolist()}"
-        )
+        raise ValueError(f"timesteps must lie in [0, {schedule.num_train_timesteps}), got {t.tolist()}")
     return t
 
 
@@ -168,7 +167,9 @@ def inference_timesteps(schedule: NoiseSchedule, num_steps: int) -> torch.Tensor
     elif schedule.timestep_spacing == "linspace":
         steps = np.linspace(0, total - 1, num_steps).round()[::-1].copy().astype(np.int64)
     else:
-        raise ValueError(f"unknown timestep_spacing {schedule.timestep_spacing!r}; expected 'leading', 'trailing' or 'linspace'")
+        raise ValueError(
+            f"unknown timestep_spacing {schedule.timestep_spacing!r}; expected 'leading', 'trailing' or 'linspace'"
+        )
     return torch.from_numpy(steps)
 
 

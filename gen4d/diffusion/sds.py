@@ -12,8 +12,8 @@ annealed from [0.5, 0.95] to [0.02, 0.5] of the training range over the first 30
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -54,8 +54,9 @@ class TimestepAnneal:
         check_non_negative(self, "steps")
         for low, high in (("min_start", "max_start"), ("min_end", "max_end")):
             if getattr(self, low) > getattr(self, high):
-                raise ConfigError(low, f"expected at most {high} = {getattr(self, high)}, got {getattr(self, low)}",
-                                  "TimestepAnneal")
+                raise ConfigError(
+                    low, f"expected at most {high} = {getattr(self, high)}, got {getattr(self, low)}", "TimestepAnneal"
+                )
 
 
 def timestep_range(anneal: TimestepAnneal, step: int) -> tuple[float, float]:
@@ -64,7 +65,9 @@ def timestep_range(anneal: TimestepAnneal, step: int) -> tuple[float, float]:
     low = anneal.min_start + (anneal.min_end - anneal.min_start) * ratio
     high = anneal.max_start + (anneal.max_end - anneal.max_start) * ratio
     if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"timestep range [{low}, {high}] at step {step}: expected 0 <= low <= high <= 1; check TimestepAnneal")
+        raise ValueError(
+            f"timestep range [{low}, {high}] at step {step}: expected 0 <= low <= high <= 1; check TimestepAnneal"
+        )
     return low, high
 
 
@@ -136,7 +139,9 @@ def sds_step(
     if timesteps.numel() == 1 and latents.shape[0] > 1:
         timesteps = timesteps.expand(latents.shape[0]).clone()
     if timesteps.shape[0] != latents.shape[0]:
-        raise ValueError(f"sds_step: {timesteps.shape[0]} timesteps for {latents.shape[0]} latents; expected one per latent")
+        raise ValueError(
+            f"sds_step: {timesteps.shape[0]} timesteps for {latents.shape[0]} latents; expected one per latent"
+        )
     if noise is None:
         noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents)
     elif noise.shape != latents.shape:

@@ -45,7 +45,16 @@ import torch.nn.functional as F
 from gen4d._checks import check_shape
 from gen4d.diffusion.schedule import NoiseSchedule
 from gen4d.diffusion.sds import SDSOutput, classifier_free_guidance, sds_step
-from gen4d.diffusion.zero123pp import CLIP_MEAN, CLIP_STD, SD_VAE, TINY_VAE, TINY_VISION, ImagePrep, _require_diffusers, _resolve_folder
+from gen4d.diffusion.zero123pp import (
+    CLIP_MEAN,
+    CLIP_STD,
+    SD_VAE,
+    TINY_VAE,
+    TINY_VISION,
+    ImagePrep,
+    _require_diffusers,
+    _resolve_folder,
+)
 
 __all__ = ["Zero123Condition", "Zero123Guidance", "FULL_UNET", "FULL_VISION", "condition_clip_pixels"]
 
@@ -95,11 +104,11 @@ class Zero123Condition:
     def __len__(self) -> int:
         return int(self.clip.shape[0])
 
-    def index(self, idx) -> "Zero123Condition":
+    def index(self, idx) -> Zero123Condition:
         return Zero123Condition(self.clip[idx], self.latent[idx])
 
     @staticmethod
-    def cat(items: list["Zero123Condition"]) -> "Zero123Condition":
+    def cat(items: list[Zero123Condition]) -> Zero123Condition:
         return Zero123Condition(torch.cat([c.clip for c in items]), torch.cat([c.latent for c in items]))
 
 
@@ -145,7 +154,15 @@ class Zero123Guidance:
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def build(cls, unet_config: dict, vae_config: dict, vision_config: dict, image_size: int = 256, seed: int = 0, device="cpu") -> "Zero123Guidance":
+    def build(
+        cls,
+        unet_config: dict,
+        vae_config: dict,
+        vision_config: dict,
+        image_size: int = 256,
+        seed: int = 0,
+        device="cpu",
+    ) -> Zero123Guidance:
         """Random-weight model of the given architecture (built on ``device``)."""
         _require_diffusers()
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -161,17 +178,19 @@ class Zero123Guidance:
         return cls(unet, vae, vision, projection, SCHEDULER, image_size)
 
     @classmethod
-    def tiny(cls, seed: int = 0, image_size: int = 32) -> "Zero123Guidance":
+    def tiny(cls, seed: int = 0, image_size: int = 32) -> Zero123Guidance:
         """2-level random model for CPU tests (renders resized to ``image_size``)."""
         return cls.build(TINY_UNET, TINY_VAE, TINY_VISION, image_size, seed)
 
     @classmethod
-    def full_size(cls, device="cpu", seed: int = 0) -> "Zero123Guidance":
+    def full_size(cls, device="cpu", seed: int = 0) -> Zero123Guidance:
         """Zero-1-to-3 XL's architecture with random weights (benchmarks)."""
         return cls.build(FULL_UNET, SD_VAE, FULL_VISION, 256, seed, device)
 
     @classmethod
-    def from_pretrained(cls, model: str = "ashawkey/zero123-xl-diffusers", device="cpu", dtype: torch.dtype = torch.float32) -> "Zero123Guidance":
+    def from_pretrained(
+        cls, model: str = "ashawkey/zero123-xl-diffusers", device="cpu", dtype: torch.dtype = torch.float32
+    ) -> Zero123Guidance:
         """Load a diffusers-format Zero-1-to-3 (XL) from a local folder or a hub id."""
         _require_diffusers()
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -187,7 +206,7 @@ class Zero123Guidance:
         out = cls(unet, vae, vision, projection.to(dtype), scheduler, 256)
         return out.to(device)
 
-    def to(self, device=None, dtype=None) -> "Zero123Guidance":
+    def to(self, device=None, dtype=None) -> Zero123Guidance:
         for module in (self.unet, self.vae, self.image_encoder, self.projection):
             module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
         return self
@@ -240,7 +259,14 @@ class Zero123Guidance:
 
     # -- denoising ------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: Zero123Condition, pose: torch.Tensor, guidance_scale: float = 5.0) -> torch.Tensor:
+    def predict(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: Zero123Condition,
+        pose: torch.Tensor,
+        guidance_scale: float = 5.0,
+    ) -> torch.Tensor:
         """Guided model output for noisy latents (B, 4, h, w), timesteps (B,), poses (B, 4)."""
         batch = noisy.shape[0]
         check_shape("pose", pose, (batch, 4))
@@ -249,11 +275,15 @@ class Zero123Guidance:
         clip = condition.clip.to(self.device).expand(batch, -1)
         cond_latent = condition.latent.to(self.device).expand(batch, -1, -1, -1)
         if cond_latent.shape[-2:] != noisy.shape[-2:]:
-            raise ValueError(f"predict: condition latent {tuple(cond_latent.shape[-2:])} vs noisy latent {tuple(noisy.shape[-2:])}")
+            raise ValueError(
+                f"predict: condition latent {tuple(cond_latent.shape[-2:])} vs noisy latent {tuple(noisy.shape[-2:])}"
+            )
         token = self.projection(torch.cat([clip, pose.to(clip)], dim=-1).to(self.dtype))[:, None, :]
         guidance = guidance_scale != 1.0
         if guidance:
-            model_in = torch.cat([torch.cat([noisy, cond_latent], 1), torch.cat([noisy, torch.zeros_like(cond_latent)], 1)])
+            model_in = torch.cat(
+                [torch.cat([noisy, cond_latent], 1), torch.cat([noisy, torch.zeros_like(cond_latent)], 1)]
+            )
             tokens = torch.cat([token, torch.zeros_like(token)])
             t_in = torch.cat([timesteps, timesteps])
         else:
@@ -305,7 +335,9 @@ def _load_projection(folder: Path, clip_dim: int, out_dim: int) -> torch.nn.Line
     candidates = [folder / sub for sub in ("clip_camera_projection", "cc_projection")]
     sub = next((c for c in candidates if c.is_dir()), None)
     if sub is None:
-        raise FileNotFoundError(f"{folder}: no clip_camera_projection/ (or cc_projection/) folder; is this Zero-1-to-3?")
+        raise FileNotFoundError(
+            f"{folder}: no clip_camera_projection/ (or cc_projection/) folder; is this Zero-1-to-3?"
+        )
     state = None
     for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"):
         if (sub / name).is_file():

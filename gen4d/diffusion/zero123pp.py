@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -123,14 +124,16 @@ class ImagePrep:
     """Per-channel std divided by."""
 
     @staticmethod
-    def from_json(path: Path, default: "ImagePrep") -> "ImagePrep":
+    def from_json(path: Path, default: ImagePrep) -> ImagePrep:
         if not path.is_file():
             return default
         data = json.loads(path.read_text())
         crop = data.get("crop_size", data.get("size", default.size))
         if isinstance(crop, dict):
             crop = crop.get("height", crop.get("shortest_edge", default.size))
-        return ImagePrep(int(crop), tuple(data.get("image_mean", default.mean)), tuple(data.get("image_std", default.std)))
+        return ImagePrep(
+            int(crop), tuple(data.get("image_mean", default.mean)), tuple(data.get("image_std", default.std))
+        )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 3, size, size) normalised."""
@@ -341,7 +344,7 @@ class Zero123Plus:
         view_size: int = 320,
         seed: int = 0,
         device: str | torch.device = "cpu",
-    ) -> "Zero123Plus":
+    ) -> Zero123Plus:
         """Random-weight model of the given architecture (built directly on ``device``)."""
         _require_diffusers()
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -356,16 +359,18 @@ class Zero123Plus:
         gen = torch.Generator().manual_seed(seed)
         ramping = torch.rand(77, generator=gen)
         ids = [text_config["bos_token_id"], text_config["eos_token_id"]] + [text_config["pad_token_id"]] * 75
-        return cls(unet, vae, text, vision, scheduler_config, ramping, torch.tensor([ids]), version, view_size=view_size)
+        return cls(
+            unet, vae, text, vision, scheduler_config, ramping, torch.tensor([ids]), version, view_size=view_size
+        )
 
     @classmethod
-    def tiny(cls, seed: int = 0, view_size: int = 16, version: Literal["v1.1", "v1.2"] = "v1.1") -> "Zero123Plus":
+    def tiny(cls, seed: int = 0, view_size: int = 16, version: Literal["v1.1", "v1.2"] = "v1.1") -> Zero123Plus:
         """A 2-level, 2-layer random model for CPU tests (views of ``view_size`` pixels)."""
         scheduler = dict(SCHEDULER)
         return cls.build(TINY_UNET, TINY_VAE, TINY_TEXT, TINY_VISION, scheduler, version, view_size, seed)
 
     @classmethod
-    def full_size(cls, version: Literal["v1.1", "v1.2"] = "v1.2", device="cpu", seed: int = 0) -> "Zero123Plus":
+    def full_size(cls, version: Literal["v1.1", "v1.2"] = "v1.2", device="cpu", seed: int = 0) -> Zero123Plus:
         """The real architecture (SD2 UNet, SD VAE, OpenCLIP-H text, CLIP ViT-H/14) with random
         weights: same cost as the real model, for benchmarks."""
         return cls.build(FULL_UNET, SD_VAE, FULL_TEXT, FULL_VISION, SCHEDULER, version, 320, seed, device)
@@ -377,7 +382,7 @@ class Zero123Plus:
         version: Literal["v1.1", "v1.2"] | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-    ) -> "Zero123Plus":
+    ) -> Zero123Plus:
         """Load Zero123++ weights from a local diffusers folder or a hub id."""
         _require_diffusers()
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -401,7 +406,9 @@ class Zero123Plus:
         ids = tokenizer([""], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         scheduler_path = folder / "scheduler" / "scheduler_config.json"
         scheduler_config = json.loads(scheduler_path.read_text()) if scheduler_path.is_file() else dict(SCHEDULER)
-        vae_prep = ImagePrep.from_json(folder / "feature_extractor_vae" / "preprocessor_config.json", ImagePrep(320, (0.5,) * 3, (0.5,) * 3))
+        vae_prep = ImagePrep.from_json(
+            folder / "feature_extractor_vae" / "preprocessor_config.json", ImagePrep(320, (0.5,) * 3, (0.5,) * 3)
+        )
         clip_default = ImagePrep(int(vision.config.image_size), CLIP_MEAN, CLIP_STD)
         clip_prep = ImagePrep.from_json(folder / "feature_extractor_clip" / "preprocessor_config.json", clip_default)
         ramping = torch.tensor(index["ramping_coefficients"])
@@ -409,7 +416,7 @@ class Zero123Plus:
         out = cls(unet, vae, text, vision, scheduler_config, ramping, ids, version, vae_prep, clip_prep, vae_prep.size)
         return out.to(device)
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Zero123Plus":
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Zero123Plus:
         for module in (self.unet, self.vae, self.text_encoder, self.vision_encoder):
             module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
         self._empty_prompt = None
@@ -453,7 +460,9 @@ class Zero123Plus:
         images = images.to(device=device, dtype=torch.float32)
         vae_in = self.vae_prep(images).to(dtype)
         if vae_in.shape[-1] != self.view_size:
-            vae_in = F.interpolate(vae_in.float(), size=(self.view_size, self.view_size), mode="bilinear", align_corners=False).to(dtype)
+            vae_in = F.interpolate(
+                vae_in.float(), size=(self.view_size, self.view_size), mode="bilinear", align_corners=False
+            ).to(dtype)
         latent = self._encode(vae_in)
         neg_latent = self._encode(torch.zeros_like(vae_in[:1]))
         clip = self.vision_encoder(self.clip_prep(images).to(dtype)).image_embeds  # (F, D)
@@ -467,7 +476,9 @@ class Zero123Plus:
         frame (so identical frames get identical conditions)."""
         dist = self.vae.encode(pixels).latent_dist
         shape = (1,) + tuple(dist.mean.shape[1:])
-        noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(0)) for _ in range(pixels.shape[0])])
+        noise = torch.cat(
+            [torch.randn(shape, generator=torch.Generator().manual_seed(0)) for _ in range(pixels.shape[0])]
+        )
         return dist.mean + dist.std * noise.to(dist.mean)
 
     # -- sampling -------------------------------------------------------------------------
@@ -531,7 +542,9 @@ class Zero123Plus:
             out.append(((image + 1) / 2).clamp(0, 1))
         return torch.cat(out)
 
-    def plan(self, num_frames: int, frames: Sequence[int], config: MultiViewConfig) -> list[tuple[list[int], list[int]]]:
+    def plan(
+        self, num_frames: int, frames: Sequence[int], config: MultiViewConfig
+    ) -> list[tuple[list[int], list[int]]]:
         """Batches as (frames denoised together, frames kept) for generating ``frames``."""
         frames = sorted(set(int(f) for f in frames))
         if any(f < 0 or f >= num_frames for f in frames):
@@ -602,7 +615,9 @@ class Zero123Plus:
             if cache is not None:
                 cache.clear()
 
-    def generate(self, images: torch.Tensor, config: MultiViewConfig, frames: Sequence[int] | None = None, progress: bool = False) -> torch.Tensor:
+    def generate(
+        self, images: torch.Tensor, config: MultiViewConfig, frames: Sequence[int] | None = None, progress: bool = False
+    ) -> torch.Tensor:
         """(len(frames), 6, 3, v, v) views; see :meth:`iter_generate`."""
         out = dict(self.iter_generate(images, config, frames, progress))
         order = sorted(out)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 from gen4d.config import ConfigError, check_non_negative
 from gen4d.io import atomic_path, read_json, write_json
@@ -49,8 +50,9 @@ class BenchConfig:
     def __post_init__(self) -> None:
         check_non_negative(self, "size")
         if self.iterations and (len(self.iterations) != 2 or min(self.iterations) < 0):
-            raise ConfigError("iterations", f"expected two integers >= 0 (coarse, fine), got {self.iterations!r}",
-                              "BenchConfig")
+            raise ConfigError(
+                "iterations", f"expected two integers >= 0 (coarse, fine), got {self.iterations!r}", "BenchConfig"
+            )
         if not self.presets:
             raise ConfigError("presets", "expected at least one preset name, got none", "BenchConfig")
 
@@ -208,7 +210,9 @@ def _full_eval(dataset: str | os.PathLike, run_dir: Path, config: BenchConfig) -
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     timing = read_generation_time(run_dir)
-    case = EvalCase(run_dir.name, load_run(run_dir, device=device), load_dataset(dataset), None if timing is None else timing[0])
+    case = EvalCase(
+        run_dir.name, load_run(run_dir, device=device), load_dataset(dataset), None if timing is None else timing[0]
+    )
     report = evaluate([case], eval_config, method=run_dir.name, progress=False)
     write_report(report, run_dir / "eval")
     return {"protocol": report["protocol"], "metrics": report["metrics"], "skipped": sorted(report["skipped"])}

@@ -22,8 +22,9 @@ that says how to provide them, never silently dropped.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 
@@ -89,13 +90,17 @@ class EvalConfig:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(ALL_METRICS))
         if unknown or not self.metrics:
-            raise ConfigError("metrics", f"unknown {unknown or 'none given'}; expected a subset of "
-                              f"{', '.join(ALL_METRICS)}", "EvalConfig")
+            raise ConfigError(
+                "metrics",
+                f"unknown {unknown or 'none given'}; expected a subset of {', '.join(ALL_METRICS)}",
+                "EvalConfig",
+            )
         check_non_negative(self, "size")
         check_positive(self, "orbit_views", "fvd_size", "render_batch", "metric_batch")
         if self.clip_pre_resize < -1:
-            raise ConfigError("clip_pre_resize", f"expected -1, 0 or a size > 0, got {self.clip_pre_resize}",
-                              "EvalConfig")
+            raise ConfigError(
+                "clip_pre_resize", f"expected -1, 0 or a size > 0, got {self.clip_pre_resize}", "EvalConfig"
+            )
 
 
 @dataclass
@@ -150,7 +155,9 @@ def resolve_protocol(gt: MultiViewVideo, config: EvalConfig) -> str:
             f"the ground truth has {sorted(gt.splits)}"
         )
     if protocol == "diffusion4d" and not gt.has_split("orbit"):
-        raise ValueError(f"{gt.name}: the diffusion4d protocol needs an 'orbit' split; the ground truth has {sorted(gt.splits)}")
+        raise ValueError(
+            f"{gt.name}: the diffusion4d protocol needs an 'orbit' split; the ground truth has {sorted(gt.splits)}"
+        )
     if protocol not in ("consistent4d", "diffusion4d"):
         raise ValueError(f"protocol: unknown {protocol!r}; expected 'auto', 'consistent4d' or 'diffusion4d'")
     return protocol
@@ -160,7 +167,10 @@ def group_views(cameras: Cameras, atol: float = 1e-4) -> list[torch.Tensor]:
     """Indices of the cameras grouped by pose (same extrinsics and intrinsics), each group sorted
     by time; groups in order of first appearance. A view seen at T times is one clip."""
     keys = torch.cat(
-        [cameras.world_to_camera.reshape(len(cameras), 16), torch.stack([cameras.fx, cameras.fy, cameras.cx, cameras.cy], 1)],
+        [
+            cameras.world_to_camera.reshape(len(cameras), 16),
+            torch.stack([cameras.fx, cameras.fy, cameras.cx, cameras.cy], 1),
+        ],
         dim=1,
     ).double()
     groups: list[list[int]] = []
@@ -233,7 +243,9 @@ def collect_case(case: EvalCase, protocol: str, config: EvalConfig, options: Any
             index = gt.splits[ref_split]
             first = index[torch.argmin(gt.cameras.times[index])]
             collected.reference = _ground_truth(gt, first.view(1), bg)
-            collected.notes["clip_reference"] = f"ground-truth {ref_split} image at t={float(gt.cameras.times[first]):.3f}"
+            collected.notes["clip_reference"] = (
+                f"ground-truth {ref_split} image at t={float(gt.cameras.times[first]):.3f}"
+            )
         if collected.front is None:
             collected.notes["clip_f"] = "no 'front' split: CLIP-F uses orbit view 0 only"
             collected.front = collected.pairs["orbit"][0][:1]
@@ -286,7 +298,9 @@ class _Networks:
         return load_i3d(self.config.i3d_weights or None, device=self.device)
 
 
-def _batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: torch.Tensor, b: torch.Tensor, size: int, device) -> torch.Tensor:
+def _batched(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: torch.Tensor, b: torch.Tensor, size: int, device
+) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for start in range(0, a.shape[0], size):
@@ -328,12 +342,21 @@ def evaluate(
     if len(protocols) != 1:
         raise ValueError(f"cases need different protocols {sorted(protocols)}; pass --protocol to choose one")
     protocol = protocols.pop()
-    device = torch.device(config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(
+        config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     options = RenderOptions(backend=config.backend)
     nets = _Networks(config, device, protocol, loaders)
     wanted = set(config.metrics)
 
-    per_image: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": [], "lpips": [], "clip": [], "clip_f": [], "clip_o": []}
+    per_image: dict[str, list[torch.Tensor]] = {
+        "psnr": [],
+        "ssim": [],
+        "lpips": [],
+        "clip": [],
+        "clip_f": [],
+        "clip_o": [],
+    }
     silhouettes = [0, 0]  # intersection and union pixel counts over every case
     clips_real: list[torch.Tensor] = []
     clips_fake: list[torch.Tensor] = []
@@ -367,9 +390,13 @@ def evaluate(
                 case_values["clip"].append(_batched(sim, pred, target, config.metric_batch, device))
         if "clip" in wanted and protocol == "diffusion4d" and (scorer := nets.get("clip")) is not None:
             with torch.no_grad():
-                case_values["clip_f"].append(clip_reference_similarity(scorer, collected.front, collected.reference, "none").cpu())
+                case_values["clip_f"].append(
+                    clip_reference_similarity(scorer, collected.front, collected.reference, "none").cpu()
+                )
                 if collected.orbit is not None:
-                    case_values["clip_o"].append(clip_reference_similarity(scorer, collected.orbit, collected.reference, "none").cpu())
+                    case_values["clip_o"].append(
+                        clip_reference_similarity(scorer, collected.orbit, collected.reference, "none").cpu()
+                    )
         for fake, real in collected.clips:
             clips_fake.append(fake)
             clips_real.append(real)
@@ -422,7 +449,9 @@ def evaluate(
         metrics["generation_time_s"] = float(sum(times) / len(times))
     else:
         missing = [c.name for c in cases if c.generation_time_s is None]
-        skipped["generation_time"] = f"no wall time in the run logs of {missing} (RUN/metrics.json 'wall_time_s' or RUN/log.txt)"
+        skipped["generation_time"] = (
+            f"no wall time in the run logs of {missing} (RUN/metrics.json 'wall_time_s' or RUN/log.txt)"
+        )
     if protocol == "diffusion4d" and "clip" in skipped:  # CLIP feeds CLIP-F and CLIP-O there
         reason = skipped.pop("clip")
         skipped["clip_f"] = skipped["clip_o"] = reason
@@ -437,8 +466,12 @@ def evaluate(
         "protocol": protocol,
         "metrics": metrics,
         "skipped": skipped,
-        "counts": {"cases": len(cases), "images": image_count, "clips_per_side": len(clips_real),
-                   "clip_frames": sorted({int(c.shape[0]) for c in clips_real})},  # fmt: skip
+        "counts": {
+            "cases": len(cases),
+            "images": image_count,
+            "clips_per_side": len(clips_real),
+            "clip_frames": sorted({int(c.shape[0]) for c in clips_real}),
+        },  # fmt: skip
         "cases": per_case,
         "notes": notes,
         "config": _config_dict(config),
@@ -452,4 +485,3 @@ def _config_dict(config: EvalConfig) -> dict[str, Any]:
         value = getattr(config, f.name)
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
-

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from gen4d.io import atomic_path, read_json, write_json
 
@@ -41,7 +42,9 @@ COLUMNS: dict[str, list[tuple[str, str, int]]] = {
     ],
 }
 
-_WALL = re.compile(r"wall[_ ]?time(?:_s)?\s*[:=]\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(h|min|m|s|sec|seconds)?\b", re.I)
+_WALL = re.compile(
+    r"wall[_ ]?time(?:_s)?\s*[:=]\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(h|min|m|s|sec|seconds)?\b", re.I
+)
 _UNIT = {None: 1.0, "s": 1.0, "sec": 1.0, "seconds": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
@@ -101,7 +104,16 @@ def _cell(report: dict[str, Any], key: str, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
-_COMPARED_SETTINGS = ("background", "size", "lpips_net", "clip_model", "clip_pre_resize", "prompt", "orbit_views", "eval_split")
+_COMPARED_SETTINGS = (
+    "background",
+    "size",
+    "lpips_net",
+    "clip_model",
+    "clip_pre_resize",
+    "prompt",
+    "orbit_views",
+    "eval_split",
+)
 
 
 def markdown_report(report: dict[str, Any], compare: Sequence[dict[str, Any]] = ()) -> str:
@@ -116,17 +128,19 @@ def markdown_report(report: dict[str, Any], compare: Sequence[dict[str, Any]] = 
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "---|" * len(headers))
     for row in rows:
-        lines.append("| " + " | ".join([str(row.get("method", "?"))] + [_cell(row, k, d) for k, _, d in columns]) + " |")
+        lines.append(
+            "| " + " | ".join([str(row.get("method", "?"))] + [_cell(row, k, d) for k, _, d in columns]) + " |"
+        )
     lines.append("")
     warnings = []
     for other in compare:
         if other.get("protocol") != protocol:
             warnings.append(f"`{other.get('method')}` used the {other.get('protocol')} protocol, not {protocol}")
-        diffs = [
-            k for k in _COMPARED_SETTINGS if other.get("config", {}).get(k) != report.get("config", {}).get(k)
-        ]
+        diffs = [k for k in _COMPARED_SETTINGS if other.get("config", {}).get(k) != report.get("config", {}).get(k)]
         if diffs:
-            warnings.append(f"`{other.get('method')}` differs in settings {diffs}: its numbers are not directly comparable")
+            warnings.append(
+                f"`{other.get('method')}` differs in settings {diffs}: its numbers are not directly comparable"
+            )
     if warnings:
         lines += ["**Warnings:**", ""] + [f"- {w}" for w in warnings] + [""]
     if report.get("skipped"):
@@ -152,12 +166,14 @@ def markdown_report(report: dict[str, Any], compare: Sequence[dict[str, Any]] = 
     cases = report.get("cases") or []
     if cases:
         metric_keys = sorted({k for case in cases for k in case.get("metrics", {})})
-        lines += ["## Per case", "", "| Case | Ground truth | Images | " + " | ".join(metric_keys) + " | Generation time |"]
+        lines += [
+            "## Per case",
+            "",
+            "| Case | Ground truth | Images | " + " | ".join(metric_keys) + " | Generation time |",
+        ]
         lines.append("|" + "---|" * (4 + len(metric_keys)))
         for case in cases:
-            values = [
-                "-" if case["metrics"].get(k) is None else f"{case['metrics'][k]:.4f}" for k in metric_keys
-            ]
+            values = ["-" if case["metrics"].get(k) is None else f"{case['metrics'][k]:.4f}" for k in metric_keys]
             lines.append(
                 f"| {case['name']} | {case['ground_truth']} | {case['images']} | "
                 + " | ".join(values)
@@ -178,7 +194,9 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def write_report(report: dict[str, Any], out: str | os.PathLike, compare: Sequence[dict[str, Any]] = ()) -> tuple[Path, Path]:
+def write_report(
+    report: dict[str, Any], out: str | os.PathLike, compare: Sequence[dict[str, Any]] = ()
+) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into folder ``out`` (atomically); returns both paths."""
     out = Path(out)
     if out.suffix in (".json", ".md"):

@@ -4,8 +4,8 @@ layout (``frame_0000.ply``, ...), which common 3DGS viewers and ``gen4d view`` o
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -48,6 +48,6 @@ def write_ply_sequence(
         sets = gaussians_at(chunk)
         for offset in range(chunk.numel()):
             path = folder / f"frame_{start + offset:04d}.ply"
-            save_ply(sets.map(lambda x: x[offset]), path)
+            save_ply(sets.map(lambda x, offset=offset: x[offset]), path)
             paths.append(path)
     return paths

@@ -60,8 +60,17 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int = 24) -> Pat
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        with imageio.get_writer(str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
-                                pixelformat="yuv420p", macro_block_size=16, ffmpeg_log_level="error") as writer:
+        with imageio.get_writer(
+            str(tmp),
+            format="FFMPEG",
+            mode="I",
+            fps=fps,
+            codec="libx264",
+            quality=8,
+            pixelformat="yuv420p",
+            macro_block_size=16,
+            ffmpeg_log_level="error",
+        ) as writer:
             for frame in frames:
                 writer.append_data(frame)
     return path
@@ -74,7 +83,9 @@ def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: int = 24) -> Pat
     path = Path(path)
     images = [Image.fromarray(f) for f in frames]
     with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0
+        )
     return path
 
 
@@ -86,5 +97,7 @@ def write_video(frames: np.ndarray, folder: str | os.PathLike, name: str, fps: i
     if mp4_available():
         written.append(write_mp4(frames, folder / f"{name}.mp4", fps))
     else:
-        warnings.warn(f"{name}.mp4 skipped: ffmpeg is missing (pip install imageio-ffmpeg); {name}.gif written")
+        warnings.warn(
+            f"{name}.mp4 skipped: ffmpeg is missing (pip install imageio-ffmpeg); {name}.gif written", stacklevel=2
+        )
     return written

@@ -38,7 +38,7 @@ class Gaussians:
     sh: torch.Tensor
     """(..., N, K, 3) spherical-harmonic colour coefficients (degree 0 = RGB, see gaussians.sh)."""
 
-    def validate(self, name: str = "gaussians", finite: bool = True) -> "Gaussians":
+    def validate(self, name: str = "gaussians", finite: bool = True) -> Gaussians:
         """Check shapes agree (raises ValueError naming the field) and, if ``finite``, that every
         value is finite (one host-device sync per field: skip it inside a training step)."""
         lead = tuple(self.means.shape[:-1])
@@ -91,17 +91,17 @@ class Gaussians:
         """(..., N, 3) the view-independent (degree-0) colour."""
         return sh0_to_rgb(self.sh[..., 0, :]).clamp_min(0.0)
 
-    def map(self, fn) -> "Gaussians":
+    def map(self, fn) -> Gaussians:
         """Apply ``fn`` to every tensor field (e.g. ``lambda x: x.detach()``)."""
         return Gaussians(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
-    def to(self, device=None, dtype=None) -> "Gaussians":
+    def to(self, device=None, dtype=None) -> Gaussians:
         return self.map(lambda x: x.to(device=device, dtype=dtype))
 
-    def detach(self) -> "Gaussians":
+    def detach(self) -> Gaussians:
         return self.map(lambda x: x.detach())
 
-    def index(self, selector) -> "Gaussians":
+    def index(self, selector) -> Gaussians:
         """Select Gaussians (along N) by index or boolean mask."""
         return Gaussians(
             means=self.means[..., selector, :],
@@ -115,14 +115,14 @@ class Gaussians:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @staticmethod
-    def from_dict(values: dict[str, torch.Tensor]) -> "Gaussians":
+    def from_dict(values: dict[str, torch.Tensor]) -> Gaussians:
         expected = {f.name for f in fields(Gaussians)}
         missing, unknown = expected - set(values), set(values) - expected
         if missing or unknown:
             raise ValueError(f"Gaussians.from_dict: missing {sorted(missing)}, unknown {sorted(unknown)}")
         return Gaussians(**values).validate()
 
-    def with_(self, **changes: torch.Tensor) -> "Gaussians":
+    def with_(self, **changes: torch.Tensor) -> Gaussians:
         return replace(self, **changes)
 
 

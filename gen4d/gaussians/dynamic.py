@@ -43,7 +43,9 @@ class DynamicGaussians(nn.Module):
         if canonical.batched:
             raise ValueError("DynamicGaussians: canonical Gaussians must be unbatched (N, ...)")
         self.deform_config = deform or DeformConfig()
-        self.params = nn.ParameterDict({name: nn.Parameter(value.detach().clone()) for name, value in canonical.as_dict().items()})
+        self.params = nn.ParameterDict(
+            {name: nn.Parameter(value.detach().clone()) for name, value in canonical.as_dict().items()}
+        )
         self.field: DeformationField = build_field(self.deform_config)
         self.deform_enabled = bool(deform_enabled)
 
@@ -66,7 +68,9 @@ class DynamicGaussians(nn.Module):
     def at(self, times: torch.Tensor) -> Gaussians:
         """Gaussians (B, N, ...) at ``times`` (B,) in [0, 1] (the canonical set, expanded, while the
         deformation is disabled)."""
-        times = check_times(torch.as_tensor(times, device=self.device) if not isinstance(times, torch.Tensor) else times)
+        times = check_times(
+            torch.as_tensor(times, device=self.device) if not isinstance(times, torch.Tensor) else times
+        )
         canonical = self.canonical()
         times = times.to(device=self.device, dtype=canonical.means.dtype)
         if not self.deform_enabled:
@@ -139,9 +143,11 @@ class DynamicGaussians(nn.Module):
         return folder
 
     @classmethod
-    def from_tensors(cls, metadata: dict, tensors: dict[str, torch.Tensor]) -> "DynamicGaussians":
+    def from_tensors(cls, metadata: dict, tensors: dict[str, torch.Tensor]) -> DynamicGaussians:
         if metadata.get("format") != MODEL_FORMAT:
-            raise ValueError(f"not a gen4d DynamicGaussians checkpoint (format {metadata.get('format')!r}, expected {MODEL_FORMAT!r})")
+            raise ValueError(
+                f"not a gen4d DynamicGaussians checkpoint (format {metadata.get('format')!r}, expected {MODEL_FORMAT!r})"
+            )
         missing = [f"gaussians.{n}" for n in GAUSSIAN_FIELDS if f"gaussians.{n}" not in tensors]
         if missing:
             raise ValueError(f"checkpoint lacks tensors {missing}")
@@ -152,7 +158,7 @@ class DynamicGaussians(nn.Module):
         return model
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, device: torch.device | str = "cpu") -> "DynamicGaussians":
+    def load(cls, folder: str | os.PathLike, device: torch.device | str = "cpu") -> DynamicGaussians:
         """Rebuild a model written by :meth:`save`."""
         from safetensors.torch import load_file
 

@@ -69,7 +69,11 @@ def load_ply(path: str | os.PathLike) -> Gaussians:
     except Exception as err:
         raise ValueError(f"load_ply: {path} is not a readable PLY with a 'vertex' element ({err})") from err
     names = set(vertex.data.dtype.names)
-    required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"] + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)]
+    required = (
+        ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
+        + [f"scale_{i}" for i in range(3)]
+        + [f"rot_{i}" for i in range(4)]
+    )
     missing = [n for n in required if n not in names]
     if missing:
         raise ValueError(f"load_ply: {path} lacks 3DGS properties {missing}")

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ class CLIPScorer:
         mode: Mode = "pil",
         pre_resize: int | None = None,
         local_files_only: bool = True,
-    ) -> "CLIPScorer":
+    ) -> CLIPScorer:
         """Load model, tokenizer (if present) and preprocessing sizes from a folder or hub id."""
         try:
             from transformers import AutoTokenizer, CLIPModel
@@ -170,7 +171,9 @@ class CLIPScorer:
     def _preprocess_torch(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2)
         if self.pre_resize:
-            x = F.interpolate(x, size=(self.pre_resize, self.pre_resize), mode="bicubic", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.pre_resize, self.pre_resize), mode="bicubic", antialias=True, align_corners=False
+            )
         height, width = self._resized_size(x.shape[2], x.shape[3])
         x = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
         top, left = (height - self.crop_size) // 2, (width - self.crop_size) // 2

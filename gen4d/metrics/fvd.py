@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -161,7 +161,7 @@ class InceptionI3d(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "InceptionI3d":
+    def train(self, mode: bool = True) -> InceptionI3d:
         return super().train(False)  # BatchNorm always uses the stored statistics
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,9 +214,7 @@ def _check_videos(name: str, videos: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def i3d_features(
-    model: InceptionI3d, videos: torch.Tensor, size: int = 224, batch_size: int = 4
-) -> np.ndarray:
+def i3d_features(model: InceptionI3d, videos: torch.Tensor, size: int = 224, batch_size: int = 4) -> np.ndarray:
     """(N, T, H, W, 3) clips in [0, 1] -> (N, D) float64 I3D features."""
     videos = _check_videos("videos", videos)
     device = next(model.parameters()).device

@@ -82,7 +82,9 @@ def mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = No
         mask = mask.unsqueeze(-1)
     check_shape("mask", mask, (None, pred.shape[1], pred.shape[2], 1))
     if mask.shape[0] not in (1, pred.shape[0]):
-        raise ValueError(f"mask: expected (B, H, W, 1) or (1, H, W, 1) with B = {pred.shape[0]}, got {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask: expected (B, H, W, 1) or (1, H, W, 1) with B = {pred.shape[0]}, got {tuple(mask.shape)}"
+        )
     mask = mask.to(pred.dtype).expand(pred.shape[0], -1, -1, 1)
     if (mask < 0).any():
         raise ValueError("mask: expected non-negative weights (0 = ignore, 1 = count)")
@@ -119,7 +121,9 @@ def _window_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device
     return (weights / weights.sum()).to(dtype=dtype, device=device)
 
 
-def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gaussian_window(
+    size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """(size,) normalised 1D Gaussian taps (the SSIM window is its outer product)."""
     return _window_1d(size, float(sigma), dtype).clone()
 
@@ -147,7 +151,9 @@ def ssim_map(
     pred, target = _pair(pred, target, check_values)
     height, width = pred.shape[1:3]
     if height < window or width < window:
-        raise ValueError(f"ssim: images are {width}x{height}; expected at least {window}x{window} (the Gaussian window)")
+        raise ValueError(
+            f"ssim: images are {width}x{height}; expected at least {window}x{window} (the Gaussian window)"
+        )
     taps = _window_1d(window, float(sigma), pred.dtype, pred.device)
     x = pred.permute(0, 3, 1, 2)
     y = target.permute(0, 3, 1, 2)

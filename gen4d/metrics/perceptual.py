@@ -26,9 +26,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -209,7 +210,7 @@ class LPIPS(nn.Module):
         net: LPIPSNet = "vgg",
         trunk_weights: str | os.PathLike | None = None,
         head_weights: str | os.PathLike | None = None,
-    ) -> "LPIPS":
+    ) -> LPIPS:
         """Load torchvision's trunk file and the lpips package's v0.1 heads.
 
         trunk_weights: the torchvision file or a folder holding it (default: searched, see
@@ -235,7 +236,7 @@ class LPIPS(nn.Module):
                 f"{path}: not LPIPS-{self.net} linear heads (missing {missing[:4]}, unexpected {unexpected[:4]})"
             )
 
-    def train(self, mode: bool = True) -> "LPIPS":
+    def train(self, mode: bool = True) -> LPIPS:
         # Always in eval mode: the heads' dropout must never be active in a metric or a loss.
         return super().train(False)
 
@@ -274,7 +275,9 @@ def lpips_head_path(net: str, version: str = "0.1") -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / "weights" / f"v{version}" / f"{net}.pth"
     if not path.is_file():
-        raise MissingWeightsError(f"LPIPS-{net} linear heads: {path} is missing; reinstall lpips (pip install --no-deps lpips)")
+        raise MissingWeightsError(
+            f"LPIPS-{net} linear heads: {path} is missing; reinstall lpips (pip install --no-deps lpips)"
+        )
     return path
 
 

@@ -25,7 +25,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 __all__ = [
-    "MissingWeightsError", "WEIGHTS_ENV", "find_weights", "search_dirs", "hub_offline_reason", "resolve_hub_model",
+    "MissingWeightsError",
+    "WEIGHTS_ENV",
+    "find_weights",
+    "search_dirs",
+    "hub_offline_reason",
+    "resolve_hub_model",
 ]
 
 WEIGHTS_ENV = "GEN4D_WEIGHTS_DIR"

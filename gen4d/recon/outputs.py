@@ -139,4 +139,3 @@ def camera_layout(dataset: MultiViewVideo, index: torch.Tensor) -> tuple[float, 
     radius = float(cams.centers.norm(dim=-1).mean())
     fov = float(cams.fov_y_deg.mean())
     return (radius if math.isfinite(radius) and radius > 0 else 2.0), fov
-

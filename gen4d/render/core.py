@@ -29,7 +29,7 @@ from gen4d.render.types import GSPLAT_HINT, Backend, RenderOptions, RenderOutput
 __all__ = ["RenderOptions", "RenderOutput", "render", "available_backends", "resolve_backend", "GSPLAT_HINT"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gsplat_importable() -> bool:
     return importlib.util.find_spec("gsplat") is not None
 
@@ -94,9 +94,7 @@ def _check_inputs(
         if background.shape == (3,):
             background = background.expand(count, 3)
         if background.shape != (count, 3):
-            raise ValueError(
-                f"background: expected shape (3,) or (C, 3) = ({count}, 3), got {tuple(background.shape)}"
-            )
+            raise ValueError(f"background: expected shape (3,) or (C, 3) = ({count}, 3), got {tuple(background.shape)}")
         if check_values:
             check_finite("background", background)
     return background

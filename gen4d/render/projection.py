@@ -152,4 +152,3 @@ def pixel_centres(width: int, height: int, dtype=torch.float32, device=None) -> 
         torch.arange(height, dtype=dtype, device=device), torch.arange(width, dtype=dtype, device=device), indexing="ij"
     )
     return torch.stack([u + 0.5, v + 0.5], -1)
-

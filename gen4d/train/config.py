@@ -130,15 +130,17 @@ class TrainConfig:
         check_range(self, "uncond_prob", 0.0, 1.0, high_open=True)
         check_positive(self, "log_every", "checkpoint_every", "keep_checkpoints")
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         from gen4d.diffusion.vdm.model import check_variant
 
         check_variant(self.model.variant)
         if self.task not in ("4d", "static"):
             raise ValueError(f"task must be '4d' or 'static', got {self.task!r}")
         if self.task == "static" and self.model.variant == "static3d":
-            raise ValueError("task=static with the static3d variant would condition on its own target; "
-                             "train the static base model with variant image or text")
+            raise ValueError(
+                "task=static with the static3d variant would condition on its own target; "
+                "train the static base model with variant image or text"
+            )
         if self.model.codec not in ("pixel", "vae"):
             raise ValueError(f"model.codec must be 'pixel' or 'vae', got {self.model.codec!r}")
         if self.model.codec == "vae" and not (self.model.base or self.model.init):
@@ -168,8 +170,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "small": TrainConfig(
         model=ModelConfig(variant="image", arch="small", codec="pixel", schedule="pixel_cosine_v"),
         data=DataConfig(size=64, num_frames=24),
-        optim=OptimConfig(steps=100000, batch_size=16, lr=2e-4, warmup_steps=200, ema_decay=0.995,
-                          mixed_precision="bf16"),
+        optim=OptimConfig(
+            steps=100000, batch_size=16, lr=2e-4, warmup_steps=200, ema_decay=0.995, mixed_precision="bf16"
+        ),
         mr_weight=1.0,
         checkpoint_every=1000,
     ),

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -129,13 +129,17 @@ def clip_from_dataset(folder: Path, size: int, num_frames: int):
     orbit, static = video.split("orbit"), video.split("static_orbit")
     for part, name in ((orbit, "orbit"), (static, "static_orbit")):
         if len(part) != num_frames:
-            raise ValueError(f"{folder}: the {name} split has {len(part)} views; this model is trained on "
-                             f"{num_frames}-frame videos (set --data.num_frames or render {num_frames} views)")
+            raise ValueError(
+                f"{folder}: the {name} split has {len(part)} views; this model is trained on "
+                f"{num_frames}-frame videos (set --data.num_frames or render {num_frames} views)"
+            )
     order = torch.argsort(orbit.cameras.times, stable=True)
     orbit = orbit.subset(order)
     if not torch.allclose(orbit.cameras.world_to_camera, static.cameras.world_to_camera, atol=1e-3):
-        raise ValueError(f"{folder}: the static_orbit views do not use the orbit's camera poses (view by view); "
-                         "V-bar must be rendered from V's cameras")
+        raise ValueError(
+            f"{folder}: the static_orbit views do not use the orbit's camera poses (view by view); "
+            "V-bar must be rendered from V's cameras"
+        )
 
     def rgba(part):
         alpha = part.alphas if part.alphas is not None else torch.ones_like(part.images[..., :1])

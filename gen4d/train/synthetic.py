@@ -15,8 +15,9 @@ import torch
 __all__ = ["write_toy_clips"]
 
 
-def write_toy_clips(folder: str | Path, count: int = 4, num_frames: int = 4, size: int = 16, seed: int = 0,
-                    max_shift: float = 0.3) -> list[Path]:
+def write_toy_clips(
+    folder: str | Path, count: int = 4, num_frames: int = 4, size: int = 16, seed: int = 0, max_shift: float = 0.3
+) -> list[Path]:
     """Write ``count`` clip folders under ``folder`` (clip_000 ...); clip i moves i / (count - 1) of
     ``max_shift`` (fraction of the image width). Returns the folders."""
     from gen4d.cameras import Cameras, diffusion4d_orbit
@@ -40,9 +41,12 @@ def write_toy_clips(folder: str | Path, count: int = 4, num_frames: int = 4, siz
             images.append(color.expand(size, size, 3).clone())
             alphas.append(alpha)
         video = MultiViewVideo(
-            images=torch.stack(images), alphas=torch.stack(alphas), cameras=cams,
+            images=torch.stack(images),
+            alphas=torch.stack(alphas),
+            cameras=cams,
             splits={"orbit": torch.arange(num_frames), "static_orbit": torch.arange(num_frames, 2 * num_frames)},
-            num_frames=num_frames, name=f"clip_{i:03d}",
+            num_frames=num_frames,
+            name=f"clip_{i:03d}",
         )
         target = folder / f"clip_{i:03d}"
         save_dataset(video, target, meta={"asset": {"name": "toy disc", "kind": "gen4d.train.synthetic"}})

@@ -140,8 +140,15 @@ def batch_condition(
     return target, (static if task == "4d" else None), condition
 
 
-def _per_sample_randomness(step: int, positions: range, seed: int, shape: tuple[int, ...], num_timesteps: int,
-                           uncond_prob: float, device: torch.device):
+def _per_sample_randomness(
+    step: int,
+    positions: range,
+    seed: int,
+    shape: tuple[int, ...],
+    num_timesteps: int,
+    uncond_prob: float,
+    device: torch.device,
+):
     """Timesteps (b,), noise (b, *shape) and dropout flags (b,) of the given global batch positions."""
     ts, noises, drops = [], [], []
     for position in positions:
@@ -165,9 +172,16 @@ def _build_model(config: TrainConfig, device: torch.device):
         model = load_video_model(mc.init or mc.base, variant=mc.variant, device=device, encoders=True)
         unet, schedule, codec = model.unet, model.schedule, model.codec
         image_encoder, text_encoder = model.image_encoder, model.text_encoder
-        spec = replace(model.spec, variant=mc.variant, null_condition=mc.null_condition, fps=mc.fps,
-                       size=config.data.size, num_frames=config.data.num_frames,
-                       motion_stats={}, notes="")
+        spec = replace(
+            model.spec,
+            variant=mc.variant,
+            null_condition=mc.null_condition,
+            fps=mc.fps,
+            size=config.data.size,
+            num_frames=config.data.num_frames,
+            motion_stats={},
+            notes="",
+        )
         if mc.init:
             base_state = {k: v.detach().cpu().clone() for k, v in unet.state_dict().items() if ".motion." not in k}
         if codec.kind != mc.codec:
@@ -180,10 +194,20 @@ def _build_model(config: TrainConfig, device: torch.device):
         unet = build_unet(mc.variant, unet_config).to(device)
         schedule = NoiseSchedule.from_diffusers_config(SCHEDULE_PRESETS[mc.schedule])
         codec = PixelCodec()
-        spec = VDMSpec(variant=mc.variant, unet_config=unet_config, scheduler=dict(SCHEDULE_PRESETS[mc.schedule]),
-                       codec="pixel", base=None, num_frames=config.data.num_frames, size=config.data.size, fps=mc.fps,
-                       motion_freq_dim=mc.motion_freq_dim, motion_scale=mc.motion_scale,
-                       null_condition=mc.null_condition, base_null_condition=mc.null_condition)
+        spec = VDMSpec(
+            variant=mc.variant,
+            unet_config=unet_config,
+            scheduler=dict(SCHEDULE_PRESETS[mc.schedule]),
+            codec="pixel",
+            base=None,
+            num_frames=config.data.num_frames,
+            size=config.data.size,
+            fps=mc.fps,
+            motion_freq_dim=mc.motion_freq_dim,
+            motion_scale=mc.motion_scale,
+            null_condition=mc.null_condition,
+            base_null_condition=mc.null_condition,
+        )
     if config.task == "4d":
         add_motion_embedding(unet, spec.motion_freq_dim, spec.motion_scale)
     elif has_motion_embedding(unet):
@@ -211,7 +235,13 @@ class VDMTask:
 
     def __init__(self, config: TrainConfig, accelerator, unet, optimizer, params, ema, clips: ClipSet, spec, schedule,
                  null_text, run: Path):  # fmt: skip
-        self.config, self.accelerator, self.unet, self.optimizer, self.params = config, accelerator, unet, optimizer, params
+        self.config, self.accelerator, self.unet, self.optimizer, self.params = (
+            config,
+            accelerator,
+            unet,
+            optimizer,
+            params,
+        )
         self.ema, self.clips, self.spec, self.schedule, self.null_text = ema, clips, spec, schedule, null_text
         self.inner = accelerator.unwrap_model(unet)
         self.device, self.main = accelerator.device, accelerator.is_main_process
@@ -246,18 +276,30 @@ class VDMTask:
             first = (micro * self.processes + self.rank) * self.local_batch
             positions = range(first, first + self.local_batch)
             index = clip_ids[first : first + self.local_batch]
-            t, noise, drop = _per_sample_randomness(step, positions, config.seed, self.shape,
-                                                    self.schedule.num_train_timesteps, config.uncond_prob, device)
-            z0, zbar, condition = batch_condition(self.clips, index, self.spec.variant, config.task, drop, self.null_text,
-                                                  self.keep_latents, device)
+            t, noise, drop = _per_sample_randomness(
+                step, positions, config.seed, self.shape, self.schedule.num_train_timesteps, config.uncond_prob, device
+            )
+            z0, zbar, condition = batch_condition(
+                self.clips, index, self.spec.variant, config.task, drop, self.null_text, self.keep_latents, device
+            )
             # Dropout draws from the global generators: seed them per (step, micro-batch, process) so a
             # resumed run draws the same masks as an uninterrupted one.
             torch.manual_seed(sample_seed(config.seed, step, micro, self.rank, 0xD509))
             sync = contextlib.nullcontext() if micro == oc.grad_accum - 1 else accelerator.no_sync(self.unet)
             with sync:
                 with accelerator.autocast():
-                    loss, parts = vdm_loss(self.unet, self.spec.variant, self.schedule, z0, zbar, condition, t, noise,
-                                           config.mr_weight if config.task == "4d" else 0.0, self.spec.fps)
+                    loss, parts = vdm_loss(
+                        self.unet,
+                        self.spec.variant,
+                        self.schedule,
+                        z0,
+                        zbar,
+                        condition,
+                        t,
+                        noise,
+                        config.mr_weight if config.task == "4d" else 0.0,
+                        self.spec.fps,
+                    )
                 accelerator.backward(loss / oc.grad_accum)
             totals += torch.stack([loss.detach(), parts["ldm"], parts["mr"]]) / oc.grad_accum
         if oc.grad_clip > 0:
@@ -338,8 +380,15 @@ class VDMTask:
 def _quantiles(values: torch.Tensor) -> dict[str, float]:
     v = values.double()
     q = torch.quantile(v, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
-    return {"min": float(v.min()), "q10": float(q[0]), "median": float(q[1]), "q90": float(q[2]),
-            "max": float(v.max()), "mean": float(v.mean()), "count": int(v.numel())}
+    return {
+        "min": float(v.min()),
+        "q10": float(q[0]),
+        "median": float(q[1]),
+        "q90": float(q[2]),
+        "max": float(v.max()),
+        "mean": float(v.mean()),
+        "count": int(v.numel()),
+    }
 
 
 def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
@@ -355,8 +404,10 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     main = accelerator.is_main_process
     processes = accelerator.num_processes
     if oc.batch_size % (processes * oc.grad_accum):
-        raise ValueError(f"optim.batch_size={oc.batch_size} is not divisible by processes ({processes}) x "
-                         f"grad_accum ({oc.grad_accum}); choose a global batch that is")
+        raise ValueError(
+            f"optim.batch_size={oc.batch_size} is not divisible by processes ({processes}) x "
+            f"grad_accum ({oc.grad_accum}); choose a global batch that is"
+        )
     run = Path(config.out)
     resolved = to_dict(config)
     stored_path = run / "config.json"
@@ -368,8 +419,10 @@ def train_vdm(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         # Only a run with a checkpoint binds the config: a failed start leaves nothing to resume.
         differing = config_differences(read_json(stored_path), resolved, RESUMABLE_CHANGES)
         if differing:
-            raise ValueError(f"{run} holds a run with a different config ({', '.join(differing)}); "
-                             "use another --out, or the same settings to resume it")
+            raise ValueError(
+                f"{run} holds a run with a different config ({', '.join(differing)}); "
+                "use another --out, or the same settings to resume it"
+            )
     accelerator.wait_for_everyone()
     if main:
         open_run(run, RUN_KIND, RUN_ENTRIES, resume=True, command="train-vdm")
@@ -388,20 +441,41 @@ def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[
     folders = find_datasets(config.data.paths)
     captions = read_captions(config.data.captions)
     if config.model.variant == "text" and text_encoder is None:
-        raise ValueError("the text variant needs a CLIP text encoder: fine-tune from a base model that has one "
-                         "(--model.base damo-vilab/text-to-video-ms-1.7b)")
+        raise ValueError(
+            "the text variant needs a CLIP text encoder: fine-tune from a base model that has one "
+            "(--model.base damo-vilab/text-to-video-ms-1.7b)"
+        )
     codec_id = f"{codec.kind}:{config.model.init or config.model.base or 'scratch'}"
-    encode_kwargs = dict(image_encoder=image_encoder, text_encoder=text_encoder if config.model.variant == "text" else None,
-                         captions=captions, cache=config.data.cache)
+    encode_kwargs = dict(
+        image_encoder=image_encoder,
+        text_encoder=text_encoder if config.model.variant == "text" else None,
+        captions=captions,
+        cache=config.data.cache,
+    )
     clips = None
     if config.data.cache and processes > 1:  # the main process fills the cache, the others read it
         if main:
-            clips = load_clips(folders, config.data.size, config.data.num_frames, codec.encode, codec_id,
-                               progress=progress, **encode_kwargs)
+            clips = load_clips(
+                folders,
+                config.data.size,
+                config.data.num_frames,
+                codec.encode,
+                codec_id,
+                progress=progress,
+                **encode_kwargs,
+            )
         accelerator.wait_for_everyone()
     if clips is None:
-        clips = load_clips(folders, config.data.size, config.data.num_frames, codec.encode, codec_id,
-                           write_cache=main, progress=progress and main, **encode_kwargs)
+        clips = load_clips(
+            folders,
+            config.data.size,
+            config.data.num_frames,
+            codec.encode,
+            codec_id,
+            write_cache=main,
+            progress=progress and main,
+            **encode_kwargs,
+        )
     null_text = text_encoder([""]).float().cpu() if text_encoder is not None else None
     image_encoder = text_encoder = None  # frozen encoders are no longer needed
     spec.motion_stats = _quantiles(clips.motion)
@@ -457,14 +531,24 @@ def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[
             base = copy.deepcopy(export)
             base.load_state_dict(base_state, strict=False)
         how = "static 3D-aware base model (task=static)" if config.task == "static" else "Diffusion4D 4D-aware model"
-        spec.notes = (f"{how}; trained by gen4d train-vdm for {step} steps (global batch {oc.batch_size}, "
-                      f"lr {oc.lr}, omega {config.mr_weight}) on {len(clips)} clips; "
-                      f"{'EMA' if ema else 'raw'} weights")
+        spec.notes = (
+            f"{how}; trained by gen4d train-vdm for {step} steps (global batch {oc.batch_size}, "
+            f"lr {oc.lr}, omega {config.mr_weight}) on {len(clips)} clips; "
+            f"{'EMA' if ema else 'raw'} weights"
+        )
         from gen4d.diffusion.vdm.components import save_video_model
 
         save_video_model(model_dir, spec, export, base)
     accelerator.wait_for_everyone()
     # No accelerator.end_training(): it tears down the process group, and a caller may train again
     # in the same processes (scripts/train_small_vdm.py runs three phases).
-    return {"step": step, "run": str(run), "model": str(model_dir), "metrics": str(task.metrics_path),
-            "stopped_by": stopped_by, "clips": len(clips), "motion_stats": spec.motion_stats, "main": main}
+    return {
+        "step": step,
+        "run": str(run),
+        "model": str(model_dir),
+        "metrics": str(task.metrics_path),
+        "stopped_by": stopped_by,
+        "clips": len(clips),
+        "motion_stats": spec.motion_stats,
+        "main": main,
+    }

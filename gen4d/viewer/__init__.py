@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from gen4d.gaussians import Gaussians, load_ply
+from gen4d.gaussians import Gaussians
 
 __all__ = ["find_ply_sequence", "splat_arrays", "framing_camera", "serve"]
 
@@ -58,8 +58,11 @@ def splat_arrays(gaussians: Gaussians) -> dict[str, np.ndarray]:
 
 
 def framing_camera(
-    frames: Sequence[dict[str, np.ndarray]], fov_deg: float = 50.0, azimuth_deg: float = 30.0,
-    elevation_deg: float = 20.0, margin: float = 1.15,
+    frames: Sequence[dict[str, np.ndarray]],
+    fov_deg: float = 50.0,
+    azimuth_deg: float = 30.0,
+    elevation_deg: float = 20.0,
+    margin: float = 1.15,
 ) -> dict[str, np.ndarray | float]:
     """An initial camera that frames the Gaussians of every frame: it looks at the centre of their
     bounding sphere from ``azimuth_deg`` off the front (gen4d's front faces -Y, Z up) and
@@ -105,7 +108,9 @@ def serve(
     server.initial_camera.look_at = camera["look_at"]
     server.initial_camera.position = camera["position"]
     handles = [server.scene.add_gaussian_splats(f"/frame_{i:04d}", **f, visible=(i == 0)) for i, f in enumerate(frames)]
-    slider = server.gui.add_slider("frame", min=0, max=max(len(frames) - 1, 1), step=1, initial_value=0, disabled=len(frames) == 1)
+    slider = server.gui.add_slider(
+        "frame", min=0, max=max(len(frames) - 1, 1), step=1, initial_value=0, disabled=len(frames) == 1
+    )
     playing = server.gui.add_checkbox("play", initial_value=len(frames) > 1)
     shown = [0]
     if announce is not None:

@@ -98,7 +98,7 @@ class VDMSpec:
     notes: str = ""
     """Free text: how the weights were made."""
 
-    def validate(self) -> "VDMSpec":
+    def validate(self) -> VDMSpec:
         check_variant(self.variant)
         if self.codec not in ("vae", "pixel"):
             raise ValueError(f"unknown codec {self.codec!r}; expected 'vae' or 'pixel'")
@@ -139,8 +139,10 @@ class PixelCodec:
         """(B, T, H, W, 4) RGBA in [0, 1] -> (B, 4, T, H, W)."""
         _check_rgba_video("video", video)
         if video.shape[-1] != 4:
-            raise ValueError("the pixel-space model needs RGBA input (an alpha channel / transparent background); "
-                             "got RGB. Cut the object out first (e.g. with a matting tool).")
+            raise ValueError(
+                "the pixel-space model needs RGBA input (an alpha channel / transparent background); "
+                "got RGB. Cut the object out first (e.g. with a matting tool)."
+            )
         rgb = composite_white(video)
         x = torch.cat([rgb, video[..., 3:4]], dim=-1) * 2 - 1
         return x.permute(0, 4, 1, 2, 3).contiguous()
@@ -205,7 +207,10 @@ class TextEncoder:
     def __call__(self, prompts: list[str]) -> torch.Tensor:
         param = next(self.model.parameters())
         tokens = self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
             return_tensors="pt",
         )
         return self.model(tokens.input_ids.to(param.device))[0]
@@ -215,8 +220,13 @@ class ImageEncoder:
     """CLIP vision model with projection: (B, H, W, 3) images in [0, 1] -> (B, D) image embeddings.
     Preprocessing (resize, CLIP mean / std) is done here in torch, without the processor class."""
 
-    def __init__(self, model: nn.Module, size: int = 224, mean=(0.48145466, 0.4578275, 0.40821073),
-                 std=(0.26862954, 0.26130258, 0.27577711)):
+    def __init__(
+        self,
+        model: nn.Module,
+        size: int = 224,
+        mean=(0.48145466, 0.4578275, 0.40821073),
+        std=(0.26862954, 0.26130258, 0.27577711),
+    ):
         self.model = model
         self.size = int(size)
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
@@ -227,8 +237,9 @@ class ImageEncoder:
         check_shape("images", images, ("B", "H", "W", 3))
         param = next(self.model.parameters())
         x = images.permute(0, 3, 1, 2).float()
-        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False,
-                                            antialias=True).clamp(0, 1)
+        x = torch.nn.functional.interpolate(
+            x, size=(self.size, self.size), mode="bicubic", align_corners=False, antialias=True
+        ).clamp(0, 1)
         x = ((x - self.mean.to(x)) / self.std.to(x)).to(param)
         return self.model(pixel_values=x).image_embeds
 
@@ -284,7 +295,7 @@ def _from_pretrained(cls: Any, source: str, subfolder: str, what: str, **kwargs)
     source = resolve_hub_model(str(source), f"the {what} of")  # offline: the cached copy, or how to get it
     try:
         return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         raise FileNotFoundError(
             f"could not load the {what} from {source!r} (subfolder {subfolder!r}): {str(err).splitlines()[0]}. "
             "Provide a local diffusers folder with that subfolder, or a hub id with network access / a filled "
@@ -328,8 +339,12 @@ def load_unet_weights(unet: nn.Module, path: str | Path, strict: bool = True) ->
 def _orbit_record(cameras) -> dict:
     return {
         "world_to_camera": cameras.world_to_camera.tolist(),
-        "fx": cameras.fx.tolist(), "fy": cameras.fy.tolist(), "cx": cameras.cx.tolist(), "cy": cameras.cy.tolist(),
-        "width": cameras.width, "height": cameras.height,
+        "fx": cameras.fx.tolist(),
+        "fy": cameras.fy.tolist(),
+        "cx": cameras.cx.tolist(),
+        "cy": cameras.cy.tolist(),
+        "width": cameras.width,
+        "height": cameras.height,
     }
 
 
@@ -345,8 +360,13 @@ def orbit_cameras(spec: VDMSpec):
         return diffusion4d_orbit(count, size=spec.size).with_times(times)
     cams = Cameras(
         world_to_camera=torch.tensor(record["world_to_camera"], dtype=torch.float32),
-        fx=torch.tensor(record["fx"]), fy=torch.tensor(record["fy"]), cx=torch.tensor(record["cx"]),
-        cy=torch.tensor(record["cy"]), width=int(record["width"]), height=int(record["height"]), times=times,
+        fx=torch.tensor(record["fx"]),
+        fy=torch.tensor(record["fy"]),
+        cx=torch.tensor(record["cx"]),
+        cy=torch.tensor(record["cy"]),
+        width=int(record["width"]),
+        height=int(record["height"]),
+        times=times,
     )
     if len(cams) != count:
         raise ValueError(f"model.json records {len(cams)} orbit cameras for {count} frames")
@@ -359,8 +379,10 @@ def _load_components(spec: VDMSpec, source: str | None, device, dtype, encoders:
     text_encoder = image_encoder = None
     if source is None:
         if codec is None:
-            raise FileNotFoundError("this model works in a VAE latent space but names no base model to load the VAE "
-                                    "from; set `base` in model.json or pass --base")
+            raise FileNotFoundError(
+                "this model works in a VAE latent space but names no base model to load the VAE "
+                "from; set `base` in model.json or pass --base"
+            )
         return codec, None, None
     _check_source(source)
     diffusers = _diffusers()
@@ -376,19 +398,24 @@ def _load_components(spec: VDMSpec, source: str | None, device, dtype, encoders:
     root = Path(source)
     local = _is_local(source)
     if not local or (root / "text_encoder").is_dir():
-        model = _from_pretrained(transformers.CLIPTextModel, source, "text_encoder", "CLIP text encoder", torch_dtype=dtype)
+        model = _from_pretrained(
+            transformers.CLIPTextModel, source, "text_encoder", "CLIP text encoder", torch_dtype=dtype
+        )
         tok = _from_pretrained(transformers.CLIPTokenizer, source, "tokenizer", "CLIP tokenizer")
         text_encoder = TextEncoder(model.to(device).eval(), tok)
     if spec.variant != "text" and (not local or (root / "image_encoder").is_dir()):
-        model = _from_pretrained(transformers.CLIPVisionModelWithProjection, source, "image_encoder",
-                                 "CLIP image encoder", torch_dtype=dtype)
+        model = _from_pretrained(
+            transformers.CLIPVisionModelWithProjection, source, "image_encoder", "CLIP image encoder", torch_dtype=dtype
+        )
         kwargs = {}
         if local and (root / "feature_extractor" / "preprocessor_config.json").is_file():
             pre = read_json(root / "feature_extractor" / "preprocessor_config.json")
             crop = pre.get("crop_size", 224)
-            kwargs = dict(size=crop["height"] if isinstance(crop, dict) else int(crop),
-                          mean=pre.get("image_mean", (0.48145466, 0.4578275, 0.40821073)),
-                          std=pre.get("image_std", (0.26862954, 0.26130258, 0.27577711)))
+            kwargs = dict(
+                size=crop["height"] if isinstance(crop, dict) else int(crop),
+                mean=pre.get("image_mean", (0.48145466, 0.4578275, 0.40821073)),
+                std=pre.get("image_std", (0.26862954, 0.26130258, 0.27577711)),
+            )
         image_encoder = ImageEncoder(model.to(device).eval(), **kwargs)
     return codec, text_encoder, image_encoder
 
@@ -456,8 +483,13 @@ def load_video_model(
         cls = getattr(diffusers, UNET_CLASSES[variant])
         unet = _load_unet(cls, source)
         scheduler = _from_pretrained(diffusers.DDIMScheduler, source, "scheduler", "scheduler config")
-        spec = VDMSpec(variant=variant, scheduler=dict(scheduler.config), codec="vae", base=source,
-                       base_null_condition="keep_latents" if variant != "text" else "drop_all").validate()
+        spec = VDMSpec(
+            variant=variant,
+            scheduler=dict(scheduler.config),
+            codec="vae",
+            base=source,
+            base_null_condition="keep_latents" if variant != "text" else "drop_all",
+        ).validate()
         base_unet = None
         if weights is not None:
             base_unet = copy.deepcopy(unet)
@@ -469,8 +501,16 @@ def load_video_model(
     if base_unet is not None:
         base_unet = _freeze(_to(base_unet, device, dtype))
     schedule = NoiseSchedule.from_diffusers_config(spec.scheduler)
-    return VideoModel(spec=spec, unet=unet, base_unet=base_unet, schedule=schedule, codec=codec,
-                      text_encoder=text_encoder, image_encoder=image_encoder, source=source)
+    return VideoModel(
+        spec=spec,
+        unet=unet,
+        base_unet=base_unet,
+        schedule=schedule,
+        codec=codec,
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        source=source,
+    )
 
 
 def save_video_model(folder: str | Path, spec: VDMSpec, unet: nn.Module, base_unet: nn.Module | None = None) -> Path:
@@ -487,8 +527,11 @@ def save_video_model(folder: str | Path, spec: VDMSpec, unet: nn.Module, base_un
     for name, module in ((UNET_FILE, unet), (BASE_UNET_FILE, base_unet)):
         if module is None:
             continue
-        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
-                 if module is unet or ".motion." not in k}  # the base model takes no motion
+        state = {
+            k: v.detach().cpu().contiguous()
+            for k, v in module.state_dict().items()
+            if module is unet or ".motion." not in k
+        }  # the base model takes no motion
         with atomic_path(folder / name) as tmp:
             save_file(state, str(tmp), metadata={"format": "gen4d.vdm", "variant": spec.variant})
     write_json(folder / MODEL_FILE, json.loads(json.dumps(to_dict(spec), default=_jsonable)))

@@ -23,8 +23,9 @@ Layout of every video tensor here: diffusers' ``(B, C, T, h, w)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -87,8 +88,10 @@ class MotionTimestepEmbedding(nn.Module):
     def __init__(self, base: nn.Module, motion: MotionEmbedding):
         super().__init__()
         if getattr(base, "cond_proj", None) is not None:
-            raise ValueError("this UNet's time embedding already takes a timestep condition (cond_proj); "
-                             "the motion embedding needs that channel free")
+            raise ValueError(
+                "this UNet's time embedding already takes a timestep condition (cond_proj); "
+                "the motion embedding needs that channel free"
+            )
         # The base layers keep their names so state dicts stay compatible with the base model.
         self.linear_1 = base.linear_1
         self.act = base.act
@@ -153,7 +156,7 @@ class VideoCondition:
                 return int(value.shape[0])
         return None
 
-    def to(self, device=None, dtype=None) -> "VideoCondition":
+    def to(self, device=None, dtype=None) -> VideoCondition:
         def move(name, value):
             if value is None:
                 return None
@@ -162,10 +165,10 @@ class VideoCondition:
 
         return VideoCondition(**{f.name: move(f.name, getattr(self, f.name)) for f in fields(self)})
 
-    def without_motion(self) -> "VideoCondition":
+    def without_motion(self) -> VideoCondition:
         return replace(self, motion=None, motion_mask=None)
 
-    def with_motion(self, motion: torch.Tensor | float | None) -> "VideoCondition":
+    def with_motion(self, motion: torch.Tensor | float | None) -> VideoCondition:
         if motion is None:
             return self.without_motion()
         size = self.batch_size or 1
@@ -173,9 +176,10 @@ class VideoCondition:
         motion = torch.as_tensor(motion, dtype=torch.float32, device=device).reshape(-1).expand(size).clone()
         return replace(self, motion=motion, motion_mask=None)
 
-    def index(self, index: torch.Tensor | slice | Sequence[int]) -> "VideoCondition":
-        return VideoCondition(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                                 for f in fields(self)})
+    def index(self, index: torch.Tensor | slice | Sequence[int]) -> VideoCondition:
+        return VideoCondition(
+            **{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)}
+        )
 
     def packed_motion(self) -> torch.Tensor | None:
         """(B, 2) ``[m, present]`` for :class:`MotionTimestepEmbedding`, or None."""
@@ -187,7 +191,7 @@ class VideoCondition:
         return torch.stack([self.motion.float(), mask.float()], dim=-1)
 
     @staticmethod
-    def cat(conditions: Sequence["VideoCondition"]) -> "VideoCondition":
+    def cat(conditions: Sequence[VideoCondition]) -> VideoCondition:
         """Concatenate along the batch; rows of conditions without motion become motion-free rows."""
         sizes = [c.batch_size for c in conditions]
         if any(s is None for s in sizes):
@@ -229,7 +233,9 @@ def null_condition(
     if text is not None:
         if null_text is not None:
             if null_text.shape[-2:] != text.shape[-2:]:
-                raise ValueError(f"null_text {tuple(null_text.shape)} does not match the prompt tokens {tuple(text.shape)}")
+                raise ValueError(
+                    f"null_text {tuple(null_text.shape)} does not match the prompt tokens {tuple(text.shape)}"
+                )
             text = null_text.to(text).expand(size, -1, -1)
         else:
             text = torch.zeros_like(text)
@@ -272,8 +278,12 @@ def limit_attention_batch(unet: nn.Module, max_rows: int = 16384) -> nn.Module:
     already wrapped are left alone). :func:`build_unet` and the loaders in
     ``gen4d.diffusion.vdm.components`` do this; call it for a UNet made any other way. Returns ``unet``."""
     inner = getattr(unet, "module", unet)
-    inner.set_attn_processor({name: p if isinstance(p, BatchChunkedAttnProcessor) else BatchChunkedAttnProcessor(p, max_rows)
-                              for name, p in inner.attn_processors.items()})
+    inner.set_attn_processor(
+        {
+            name: p if isinstance(p, BatchChunkedAttnProcessor) else BatchChunkedAttnProcessor(p, max_rows)
+            for name, p in inner.attn_processors.items()
+        }
+    )
     return unet
 
 
@@ -304,8 +314,10 @@ def predict(
     packed = condition.packed_motion()
     if packed is not None and not has_motion_embedding(inner):
         if bool((packed[:, 1] > 0).any()):
-            raise ValueError("motion was given but this UNet has no motion embedding; use add_motion_embedding "
-                             "or drop the motion (the 3D-aware base model takes none)")
+            raise ValueError(
+                "motion was given but this UNet has no motion embedding; use add_motion_embedding "
+                "or drop the motion (the 3D-aware base model takes none)"
+            )
         packed = None
     dtype = next(inner.parameters()).dtype
     sample = sample.to(dtype)
@@ -319,8 +331,10 @@ def predict(
     cross_dim = inner.config.cross_attention_dim
     if condition.latents is None:
         what = "the condition image's latent" if variant == "image" else "the latents of the static orbit V-bar"
-        raise ValueError(f"the {variant} variant needs condition latents ({what}, VideoCondition.latents "
-                         f"(B, 4, T, h, w)); provide the {'image' if variant == 'image' else 'static orbit'}")
+        raise ValueError(
+            f"the {variant} variant needs condition latents ({what}, VideoCondition.latents "
+            f"(B, 4, T, h, w)); provide the {'image' if variant == 'image' else 'static orbit'}"
+        )
     check_shape("condition.latents", condition.latents, (batch, 4, frames, height, width))
     if text is None:
         text = sample.new_zeros(batch, 0, cross_dim)

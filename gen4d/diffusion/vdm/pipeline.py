@@ -83,7 +83,9 @@ def resize_rgba(image: torch.Tensor, size: int) -> torch.Tensor:
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     if x.shape[1] == 4:
         alpha = x[:, 3:].clamp(0, 1)
-        x = torch.cat([torch.where(alpha > 1e-6, x[:, :3] / alpha.clamp_min(1e-6), torch.zeros_like(x[:, :3])), alpha], 1)
+        x = torch.cat(
+            [torch.where(alpha > 1e-6, x[:, :3] / alpha.clamp_min(1e-6), torch.zeros_like(x[:, :3])), alpha], 1
+        )
     return x.clamp(0, 1).permute(0, 2, 3, 1).reshape(*lead, size, size, -1)
 
 
@@ -123,8 +125,10 @@ def encode_condition(
         latents = image_condition_latents(latent, spec.num_frames)
     else:
         if static_video is None:
-            raise ValueError("the static3d variant needs the static orbit V-bar (--static: a dataset with a "
-                             f"'static_orbit' split of {spec.num_frames} views)")
+            raise ValueError(
+                "the static3d variant needs the static orbit V-bar (--static: a dataset with a "
+                f"'static_orbit' split of {spec.num_frames} views)"
+            )
         check_shape("static_video", static_video, ("T", "H", "W", None))
         if static_video.shape[0] != spec.num_frames:
             raise ValueError(f"the static orbit has {static_video.shape[0]} views; this model needs {spec.num_frames}")
@@ -150,23 +154,38 @@ def generate(
     image: torch.Tensor | None = None,
     static_video: torch.Tensor | None = None,
     prompt: str | None = None,
-    config: SampleConfig = SampleConfig(),
+    config: SampleConfig | None = None,
     progress: bool = False,
 ) -> GeneratedOrbit:
-    """One orbital video (see the module docstring). Inputs as in :func:`encode_condition`."""
+    """One orbital video (see the module docstring). Inputs as in :func:`encode_condition`;
+    ``config`` defaults to ``SampleConfig()``."""
+    config = SampleConfig() if config is None else config
     spec = model.spec
     motion = config.motion if config.motion is not None else _default_motion(model)
     condition = encode_condition(model, image=image, static_video=static_video, prompt=prompt)
     null_text = model.null_text()
-    null = null_condition(condition, None if null_text is None else null_text.to(model.device, model.dtype),
-                          keep_latents=spec.null_condition == "keep_latents")
+    null = null_condition(
+        condition,
+        None if null_text is None else null_text.to(model.device, model.dtype),
+        keep_latents=spec.null_condition == "keep_latents",
+    )
     shape = (1, model.codec.channels, spec.num_frames, model.latent_size, model.latent_size)
     generator = torch.Generator(device="cpu").manual_seed(int(config.seed))
     noise = torch.randn(shape, generator=generator).to(model.device)
 
     def output_fn(z, t):
-        return guided_output(model.unet, model.base_unet, spec.variant, z, t, condition.with_motion(motion), null,
-                             w1=config.w1, w2=config.w2, fps=spec.fps)
+        return guided_output(
+            model.unet,
+            model.base_unet,
+            spec.variant,
+            z,
+            t,
+            condition.with_motion(motion),
+            null,
+            w1=config.w1,
+            w2=config.w2,
+            fps=spec.fps,
+        )
 
     z0 = ddim_sample(output_fn, model.schedule, noise, config.steps, config.eta, generator=None, progress=progress)
     rgb, alpha = model.codec.decode(z0)
@@ -178,13 +197,26 @@ def generate(
         static_rgb, static_alpha = frames[..., :3], (frames[..., 3:4] if frames.shape[-1] == 4 else None)
     elif config.static_orbit:
         base = model.base_unet if model.base_unet is not None else model.unet
-        base_null = null_condition(condition, None if null_text is None else null_text.to(model.device, model.dtype),
-                                   keep_latents=spec.base_null_condition == "keep_latents")
+        base_null = null_condition(
+            condition,
+            None if null_text is None else null_text.to(model.device, model.dtype),
+            keep_latents=spec.base_null_condition == "keep_latents",
+        )
 
         def static_fn(z, t):
             # plain CFG: uncond + s (cond - uncond) = cond + (s - 1) (cond - uncond)
-            return guided_output(base, None, spec.variant, z, t, condition.without_motion(), base_null,
-                                 w1=config.static_guidance - 1.0, w2=0.0, fps=spec.fps)
+            return guided_output(
+                base,
+                None,
+                spec.variant,
+                z,
+                t,
+                condition.without_motion(),
+                base_null,
+                w1=config.static_guidance - 1.0,
+                w2=0.0,
+                fps=spec.fps,
+            )
 
         zs = ddim_sample(static_fn, model.schedule, noise, config.steps, config.eta, progress=progress)
         srgb, salpha = model.codec.decode(zs)
@@ -197,8 +229,14 @@ def generate(
         a = rgb if alpha is None else rgb * alpha + (1 - alpha)
         b = static_rgb if static_alpha is None else static_rgb * static_alpha + (1 - static_alpha)
         measured = float(motion_magnitude(a, b))
-    return GeneratedOrbit(rgb=rgb, alpha=alpha, static_rgb=static_rgb, static_alpha=static_alpha,
-                          motion=float(motion), measured_motion=measured)
+    return GeneratedOrbit(
+        rgb=rgb,
+        alpha=alpha,
+        static_rgb=static_rgb,
+        static_alpha=static_alpha,
+        motion=float(motion),
+        measured_motion=measured,
+    )
 
 
 def orbit_dataset(result: GeneratedOrbit, model: VideoModel, name: str = "generated"):
@@ -221,5 +259,12 @@ def orbit_dataset(result: GeneratedOrbit, model: VideoModel, name: str = "genera
     else:
         alpha = torch.cat([a if a is not None else torch.ones_like(i[..., :1]) for a, i in zip(alphas, images)])
     frames = torch.cat([torch.arange(count)] + ([torch.zeros(count, dtype=torch.long)] if len(images) > 1 else []))
-    return MultiViewVideo(images=torch.cat(images).float(), alphas=alpha, cameras=Cameras.cat(cameras), splits=splits,
-                          frames=frames, num_frames=count, name=name)
+    return MultiViewVideo(
+        images=torch.cat(images).float(),
+        alphas=alpha,
+        cameras=Cameras.cat(cameras),
+        splits=splits,
+        frames=frames,
+        num_frames=count,
+        name=name,
+    )

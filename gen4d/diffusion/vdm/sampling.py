@@ -23,7 +23,7 @@ weights of eq. 3 sum to one (1 + w1 + w2 - w1 - w2), so combining outputs equals
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -88,8 +88,9 @@ def guided_output(
             base = chunks.pop(0)
         else:
             base = predict(base_unet, variant, sample, t.expand(batch), condition.without_motion(), fps)
-    return combine_guidance(cond.float(), None if uncond is None else uncond.float(),
-                            None if base is None else base.float(), w1, w2)
+    return combine_guidance(
+        cond.float(), None if uncond is None else uncond.float(), None if base is None else base.float(), w1, w2
+    )
 
 
 def ddim_sample(

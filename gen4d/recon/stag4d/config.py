@@ -35,8 +35,11 @@ class RandomViews:
         if not self.sizes or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in self.sizes):
             raise ConfigError("sizes", f"expected integers > 0, got {self.sizes!r}", "RandomViews")
         if len(self.sizes) != len(self.size_steps) + 1:
-            raise ConfigError("size_steps", f"expected {len(self.sizes) - 1} value(s) (one fewer than sizes), "
-                                            f"got {len(self.size_steps)}", "RandomViews")
+            raise ConfigError(
+                "size_steps",
+                f"expected {len(self.sizes) - 1} value(s) (one fewer than sizes), got {len(self.size_steps)}",
+                "RandomViews",
+            )
         check_range(self, "black_background_prob", 0.0, 1.0)
 
 
@@ -207,8 +210,9 @@ class Stag4DConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "steps", "ref_radius", "num_points", "init_radius", "log_every")
-        check_non_negative(self, "static_steps", "views_per_step", "anchored_per_step", "ramp_steps",
-                           "checkpoint_every", "eval_every")
+        check_non_negative(
+            self, "static_steps", "views_per_step", "anchored_per_step", "ramp_steps", "checkpoint_every", "eval_every"
+        )
         check_range(self, "ref_fov_deg", 1.0, 179.0)
         check_range(self, "init_opacity", 0.0, 1.0)
 
@@ -222,7 +226,9 @@ PRESETS: dict[str, Stag4DConfig] = {
         steps=2000,
         static_steps=300,
         ramp_steps=800,
-        deform=DeformConfig(hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4), regularizer="stag4d")),
+        deform=DeformConfig(
+            hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4), regularizer="stag4d")
+        ),
         densify=DensifyConfig(
             start=400,
             stop=1600,

@@ -103,7 +103,10 @@ def _write_videos(
     radius, fov = float(r.mean()), float(reference.cameras.fov_y_deg[0])
     count = max(len(reference), 2) * config.output.loops
     times = (torch.arange(count) % len(reference)).float() / max(len(reference) - 1, 1)
-    render = lambda c: render_cameras(model, c, 1.0, options).rgb
+
+    def render(c):
+        return render_cameras(model, c, 1.0, options).rgb
+
     written = []
     folder = run_dir / "videos"
     for name, azimuth in (("front", 0.0), ("back", 180.0)):
