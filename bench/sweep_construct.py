@@ -27,7 +27,7 @@ def variant(name: str, base: str = "default"):
     """A config from a name: a preset, or ``BASE+token+token...`` with tokens
     ``ns`` (no scale deformation), ``rigW`` / ``isoW`` (rigidity / isometry weight W),
     ``anchN`` (rigidity anchors per step), ``sc`` (coarse stage on the static orbit alone),
-    ``fs`` (fine stage also on the static orbit), ``nd`` (no densification in the fine stage),
+    ``fs`` (fine stage also on the static orbit), ``twF`` (fine stage coarse-to-fine in time over F of it), ``nd`` (no densification in the fine stage),
     ``clrF`` (canonical learning-rate factor in the fine stage), ``cN`` / ``fN`` (coarse / fine
     steps), ``camsN`` (images per step), ``tresN`` (HexPlane time resolution), ``sresN``
     (HexPlane spatial resolution), ``cp`` (control-point field)."""
@@ -55,6 +55,8 @@ def variant(name: str, base: str = "default"):
             config = replace(config, coarse=replace(config.coarse, orbit=False))
         elif key == "fs":
             config = replace(config, fine=replace(config.fine, static_orbit=True))
+        elif key == "tw":
+            config = replace(config, fine=replace(config.fine, time_window=float(number)))
         elif key == "nd":
             config = replace(config, fine=replace(config.fine, densify=False))
         elif key == "clr":
@@ -65,14 +67,26 @@ def variant(name: str, base: str = "default"):
             config = replace(config, fine=replace(config.fine, iterations=int(number)))
         elif key == "cams":
             n = int(number)
-            config = replace(config, coarse=replace(config.coarse, cameras_per_step=n), fine=replace(config.fine, cameras_per_step=n))
+            config = replace(
+                config, coarse=replace(config.coarse, cameras_per_step=n), fine=replace(config.fine, cameras_per_step=n)
+            )
         elif key == "tres":
-            config = replace(config, deform=replace(config.deform, hexplane=replace(hexplane, resolution=hexplane.resolution[:3] + (int(number),))))
+            config = replace(
+                config,
+                deform=replace(
+                    config.deform, hexplane=replace(hexplane, resolution=hexplane.resolution[:3] + (int(number),))
+                ),
+            )
         elif key == "sres":
             r = int(number)
-            config = replace(config, deform=replace(config.deform, hexplane=replace(hexplane, resolution=(r, r, r, hexplane.resolution[3]))))
+            config = replace(
+                config,
+                deform=replace(config.deform, hexplane=replace(hexplane, resolution=(r, r, r, hexplane.resolution[3]))),
+            )
         elif key == "cp":
-            config = replace(config, deform=replace(config.deform, kind="control_points", control_points=ControlPointConfig()))
+            config = replace(
+                config, deform=replace(config.deform, kind="control_points", control_points=ControlPointConfig())
+            )
         else:
             raise SystemExit(f"unknown variant token {token!r} in {name!r}")
     return config
@@ -85,11 +99,15 @@ def run_one(job) -> dict:
     data, name, out, quick, base = job
     config = variant(name, base)
     if quick:  # a smoke test of the script itself
-        config = replace(config, size=64, coarse=replace(config.coarse, iterations=20), fine=replace(config.fine, iterations=20))
+        config = replace(
+            config, size=64, coarse=replace(config.coarse, iterations=20), fine=replace(config.fine, iterations=20)
+        )
     config = replace(config, output=replace(config.output, ply=False, video=False, renders=False, lpips=False))
     dataset = load_dataset(data, size=config.size or None)
     start = time.perf_counter()
-    metrics = reconstruct(dataset, config, Path(out) / Path(data).name / name, overwrite=True, progress=False, echo=None)
+    metrics = reconstruct(
+        dataset, config, Path(out) / Path(data).name / name, overwrite=True, progress=False, echo=None
+    )
     wall = time.perf_counter() - start
     held = set(metrics["heldout"])
     result = {"data": Path(data).name, "variant": name, "wall_s": round(wall, 1), "gaussians": metrics["num_gaussians"]}
@@ -117,13 +135,18 @@ def main() -> int:
     parser.add_argument("--out", default="bench_out/sweep", help="folder for the runs")
     parser.add_argument("--json", default=None, help="write the results to this file")
     parser.add_argument("--base", default="default", help="preset the variants derive from (demo: CPU-sized)")
-    parser.add_argument("--quick", action="store_true", help="20 + 20 steps at 64 px (checks the script, not the settings)")
+    parser.add_argument(
+        "--quick", action="store_true", help="20 + 20 steps at 64 px (checks the script, not the settings)"
+    )
     args = parser.parse_args()
     names = args.variants.split(",")
     for name in names:
         variant(name, args.base)  # fail on a bad name before any work
     jobs = [(d, n, args.out, args.quick, args.base) for n in names for d in args.data.split(",") if d]
-    print(f"# sweep {datetime.datetime.now().isoformat(timespec='seconds')}: {len(jobs)} runs, {args.procs} at once", flush=True)
+    print(
+        f"# sweep {datetime.datetime.now().isoformat(timespec='seconds')}: {len(jobs)} runs, {args.procs} at once",
+        flush=True,
+    )
     results = []
     # Several processes on one GPU time-slice it (measured: 8 at once ran each about 6x slower
     # than alone), so --procs > 1 only helps on a CPU with idle cores.
@@ -136,15 +159,26 @@ def main() -> int:
         print(json.dumps(result), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
-    splits = sorted({k[: -len("_psnr")] for r in results for k in r if k.endswith("_psnr") and not k.startswith("train")})
-    print("\n| variant | data | " + " | ".join(f"{s} PSNR / SSIM / IoU" for s in splits) + " | train PSNR | Gaussians | s |")
+    splits = sorted(
+        {k[: -len("_psnr")] for r in results for k in r if k.endswith("_psnr") and not k.startswith("train")}
+    )
+    print(
+        "\n| variant | data | "
+        + " | ".join(f"{s} PSNR / SSIM / IoU" for s in splits)
+        + " | train PSNR | Gaussians | s |"
+    )
     for name in names:
         for r in sorted((r for r in results if r["variant"] == name), key=lambda r: r["data"]):
             if "error" in r:
                 print(f"| {name} | {r['data']} | FAILED |")
                 continue
-            cells = " | ".join(f"{r.get(s + '_psnr', float('nan')):.2f} / {r.get(s + '_ssim', float('nan')):.3f} / {r.get(s + '_iou')}" for s in splits)
-            print(f"| {name} | {r['data']} | {cells} | {r.get('train_psnr', float('nan')):.2f} | {r['gaussians']} | {r['wall_s']} |")
+            cells = " | ".join(
+                f"{r.get(s + '_psnr', float('nan')):.2f} / {r.get(s + '_ssim', float('nan')):.3f} / {r.get(s + '_iou')}"
+                for s in splits
+            )
+            print(
+                f"| {name} | {r['data']} | {cells} | {r.get('train_psnr', float('nan')):.2f} | {r['gaussians']} | {r['wall_s']} |"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

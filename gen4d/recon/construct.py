@@ -26,9 +26,10 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -110,12 +111,15 @@ class StageConfig:
     """Train on the orbit video V (False: the static orbit alone, when the dataset has one)."""
     canonical_lr: float = 1.0
     """Factor on the canonical Gaussians' learning rates in this stage (0 freezes them)."""
+    time_window: float = 0.0
+    """Coarse-to-fine in time: the trained times grow from the first to all over this fraction of the stage (0 = all from the start)."""
     densify: bool = True
     """Run densification in this stage (schedule in ConstructConfig.densify, in stage steps)."""
 
     def __post_init__(self) -> None:
         check_non_negative(self, "iterations")
         check_positive(self, "cameras_per_step")
+        check_range(self, "time_window", 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,12 @@ class OutputConfig:
         check_non_negative(self, "video_size")
 
 
-def _hexplane(resolution: int, time_res: int, multires: tuple[int, ...], features: int = 32, bounds: float = 1.0) -> HexPlaneConfig:
-    return HexPlaneConfig(features=features, resolution=(resolution,) * 3 + (time_res,), multires=multires, bounds=bounds)
+def _hexplane(
+    resolution: int, time_res: int, multires: tuple[int, ...], features: int = 32, bounds: float = 1.0
+) -> HexPlaneConfig:
+    return HexPlaneConfig(
+        features=features, resolution=(resolution,) * 3 + (time_res,), multires=multires, bounds=bounds
+    )
 
 
 @dataclass(frozen=True)
@@ -170,9 +178,13 @@ class ConstructConfig:
     """Background for metrics, held-out renders and videos."""
     init: InitConfig = field(default_factory=InitConfig)
     """Initial Gaussians."""
-    coarse: StageConfig = field(default_factory=lambda: StageConfig(iterations=1000, cameras_per_step=4, static_orbit=True))
+    coarse: StageConfig = field(
+        default_factory=lambda: StageConfig(iterations=1000, cameras_per_step=4, static_orbit=True)
+    )
     """Static stage (deformation bypassed)."""
-    fine: StageConfig = field(default_factory=lambda: StageConfig(iterations=2000, cameras_per_step=4, static_orbit=False))
+    fine: StageConfig = field(
+        default_factory=lambda: StageConfig(iterations=2000, cameras_per_step=4, static_orbit=False)
+    )
     """Dynamic stage (deformation on)."""
     deform: DeformConfig = field(default_factory=lambda: DeformConfig(hexplane=_hexplane(32, 12, (1, 2))))
     """Deformation field."""
@@ -203,8 +215,9 @@ class ConstructConfig:
 
     def __post_init__(self) -> None:
         if self.coarse.iterations + self.fine.iterations <= 0:
-            raise ConfigError("fine.iterations", "coarse.iterations + fine.iterations must be > 0, got 0 for both",
-                              "ConstructConfig")
+            raise ConfigError(
+                "fine.iterations", "coarse.iterations + fine.iterations must be > 0, got 0 for both", "ConstructConfig"
+            )
         check_non_negative(self, "size", "checkpoint_every", "eval_every")
         check_positive(self, "tile_size", "log_every")
 
@@ -225,8 +238,15 @@ PRESETS: dict[str, ConstructConfig] = {
         # 4DGaussians' regulariser functionals (summed second differences; STAG4D inherited them).
         deform=DeformConfig(hexplane=replace(_hexplane(64, 12, (1, 2)), regularizer="stag4d")),
         densify=DensifyConfig(start=500, stop=15000, every=100, reset_every=3000, grad_threshold=2e-4),
-        lr=LearningRates(means=1.6e-4 * 2.2, means_final=1.6e-6 * 2.2, field_mlp=1.6e-4 * 2.2, field_mlp_final=1.6e-6 * 2.2,
-                         field_grid=1.6e-3 * 2.2, field_grid_final=1.6e-5 * 2.2, decay_steps=0),
+        lr=LearningRates(
+            means=1.6e-4 * 2.2,
+            means_final=1.6e-6 * 2.2,
+            field_mlp=1.6e-4 * 2.2,
+            field_mlp_final=1.6e-6 * 2.2,
+            field_grid=1.6e-3 * 2.2,
+            field_grid_final=1.6e-5 * 2.2,
+            decay_steps=0,
+        ),
         # Diffusion4D section 3.4: L1 + LPIPS + depth smoothness (the paper gives no weights;
         # LPIPS runs only where its VGG weights are on disk, and the run log says so otherwise).
         loss=LossWeights(l1=1.0, dssim=0.0, lpips=0.1, alpha=0.0, depth_smoothness=0.01),
@@ -241,8 +261,13 @@ PRESETS: dict[str, ConstructConfig] = {
         fine=StageConfig(iterations=4000, cameras_per_step=1, static_orbit=False),
         deform=DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=512, neighbours=3)),
         densify=DensifyConfig(start=500, stop=15000, every=100, reset_every=3000, grad_threshold=2e-4),
-        lr=LearningRates(means=1.6e-4 * 2.2, means_final=1.6e-6 * 2.2, field_mlp=1.6e-4 * 2.2, field_mlp_final=1.6e-6 * 2.2,
-                         decay_steps=0),
+        lr=LearningRates(
+            means=1.6e-4 * 2.2,
+            means_final=1.6e-6 * 2.2,
+            field_mlp=1.6e-4 * 2.2,
+            field_mlp_final=1.6e-6 * 2.2,
+            decay_steps=0,
+        ),
         loss=LossWeights(l1=1.0, dssim=0.0, lpips=0.1, alpha=0.0, depth_smoothness=0.01, arap=1e-2),
         log_every=100,
         checkpoint_every=0,
@@ -292,7 +317,9 @@ class ConstructTask:
     nan_hint = "Lower the learning rates (--lr.*) or check the data"
     resume_how = "--resume"
 
-    def __init__(self, config, dataset, data, model, strategy, options, train_background, lpips_model, heldout, bg_value):
+    def __init__(
+        self, config, dataset, data, model, strategy, options, train_background, lpips_model, heldout, bg_value
+    ):
         self.config = config
         self.dataset = dataset
         self.data = data
@@ -316,7 +343,8 @@ class ConstructTask:
             model.enable_deformation(prepare=True)
             self.strategy_state = self.strategy.initial_state(model)
             LOGGER.info(f"fine stage: deformation ({config.deform.kind}) on, {model.num_gaussians} Gaussians")
-        pool = self.data.pool(stage_cfg.static_orbit, stage_cfg.orbit)
+        reach = min(stage_step / (stage_cfg.time_window * stage_length), 1.0) if stage_cfg.time_window else 1.0
+        pool = self.data.pool(stage_cfg.static_orbit, stage_cfg.orbit, reach)
         set_learning_rates(self.optimizer, config.lr, stage_step, stage_length, stage_cfg.canonical_lr)
         cams, target, alpha, bg = self.data.batch(pool, stage_cfg.cameras_per_step, step, self.train_background)
         losses, stats = training_step(
@@ -404,7 +432,9 @@ def reconstruct(
         return _reconstruct(data, config, run_dir, resume, progress, stop_after, wall_start)
 
 
-def _reconstruct(data, config: ConstructConfig, run_dir: Path, resume: bool, progress: bool, stop_after, wall_start) -> dict[str, Any]:
+def _reconstruct(
+    data, config: ConstructConfig, run_dir: Path, resume: bool, progress: bool, stop_after, wall_start
+) -> dict[str, Any]:
     log = LOGGER.info
     device = resolve_device(config.device)
     reset_peak_memory(device)
@@ -484,7 +514,9 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
         log(f"LPIPS not reported: its weights are not available ({lpips_loader.error})")
     splits = dict(heldout)
     splits["train"] = dataset.splits["orbit"]
-    metrics, renders = evaluate_splits(model, dataset, splits, options, bg_value, lpips_model) if config.output.evaluate else ({}, {})
+    metrics, renders = (
+        evaluate_splits(model, dataset, splits, options, bg_value, lpips_model) if config.output.evaluate else ({}, {})
+    )
     if config.output.renders and config.output.evaluate:
         for name in heldout:
             write_renders(run_dir / "renders" / name, renders[name], image_names(dataset, heldout[name]))

@@ -51,7 +51,9 @@ def check_dataset(dataset: MultiViewVideo) -> None:
             "2 or more times (check the dataset's per-image times)"
         )
     if min(dataset.height, dataset.width) < 11:
-        raise ValueError(f"{dataset.name}: images are {dataset.width}x{dataset.height}; expected at least 11x11 (SSIM window)")
+        raise ValueError(
+            f"{dataset.name}: images are {dataset.width}x{dataset.height}; expected at least 11x11 (SSIM window)"
+        )
 
 
 class TrainData:
@@ -67,13 +69,19 @@ class TrainData:
         self.cameras = dataset.cameras.to(device)
         self.width, self.height = dataset.width, dataset.height
 
-    def pool(self, static_orbit: bool, orbit: bool = True) -> torch.Tensor:
+    def pool(self, static_orbit: bool, orbit: bool = True, reach: float = 1.0) -> torch.Tensor:
         """Indices a stage trains on: the orbit video V, plus (``static_orbit``) the static orbit
-        V-bar when the dataset has it; ``orbit=False`` leaves V out (the static orbit alone, when present)."""
+        V-bar when the dataset has it; ``orbit=False`` leaves V out (the static orbit alone, when
+        present). ``reach`` < 1 keeps the images up to that fraction of the time range (from the
+        first time on; coarse-to-fine in time)."""
         index = self.dataset.splits["orbit"]
         if static_orbit and self.dataset.has_split("static_orbit"):
             static = self.dataset.splits["static_orbit"]
             index = torch.cat([index, static]) if orbit else static
+        if reach < 1.0:
+            times = self.dataset.cameras.times[index]  # CPU: no device work
+            first, last = float(times.min()), float(times.max())
+            index = index[times <= first + reach * (last - first) + 1e-6]
         return index
 
     def batch(self, pool: torch.Tensor, count: int, step: int, background: str):
@@ -156,7 +164,9 @@ def training_step(
     total.backward()
     stats: dict[str, int] = {}
     if strategy is not None and strategy_state is not None:
-        stats = strategy.step_post_backward(model, optimizer, strategy_state, step, output, cameras.width, cameras.height)
+        stats = strategy.step_post_backward(
+            model, optimizer, strategy_state, step, output, cameras.width, cameras.height
+        )
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
