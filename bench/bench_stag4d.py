@@ -11,7 +11,7 @@ Parts (``--parts``, default all):
 * ``video`` - the whole ``gen4d video`` run for a 30-frame synthetic RGBA video with the ``fast``
   preset (Zero123++ 30 steps + anchor, 2000 STAG4D steps with SDS, outputs), per-stage times;
 * ``oracle`` - quality of the oracle run (ground-truth Zero123++ views, SDS off, ``fast`` preset
-  otherwise): held-out eval PSNR / SSIM against steps and training time, for each dataset given
+  otherwise, or each ``--oracle-variant``): held-out eval PSNR / SSIM against steps and training time, for each dataset given
   with ``--oracle-data`` (default: the shipped procedural default set; render glTF assets first,
   see below).
 
@@ -220,18 +220,24 @@ def bench_video(device, tiny: bool, work: Path):
 
 
 # ---------------------------------------------------------------------------------------
-def bench_oracle(device, tiny: bool, data: list[str], work: Path):
+def bench_oracle(device, tiny: bool, data: list[str], work: Path, variants: list[str]):
+    from gen4d.config import set_fields
     from gen4d.data.manifest import DEFAULT_DATASET
     from gen4d.recon.stag4d import preset, run_video_to_4d
 
-    for folder in data or [str(DEFAULT_DATASET)]:
-        config = preset("fast")
+    runs = []
+    for spec in variants or ["fast="]:
+        label, _, changes = spec.partition("=")
+        base, _, _ = label.partition("+")
+        fields = dict(item.split("=", 1) for item in filter(None, changes.split(";")))
+        runs += [(folder, label, set_fields(preset(base), fields)) for folder in data or [str(DEFAULT_DATASET)]]
+    for folder, label, config in runs:
         config = dc.replace(config, sds=dc.replace(config.sds, weight=0.0), eval_every=250,
                             output=dc.replace(config.output, videos=False, ply=False, renders=False))  # fmt: skip
         if tiny:
             config = dc.replace(config, device="cpu", steps=20, static_steps=5, eval_every=10, num_points=500,
                                 input=dc.replace(config.input, size=32), anchored_per_step=2)  # fmt: skip
-        name = Path(folder).name
+        name = Path(folder).name + ("" if label == "fast" else f".{label}")
         reset_peak()
         result, t = timed(
             lambda folder=folder, name=name, config=config: run_video_to_4d(
@@ -255,6 +261,13 @@ def main() -> int:
         action="append",
         default=[],
         help="gen4d dataset folder with front, zero123pp and eval splits (repeatable)",
+    )
+    parser.add_argument(
+        "--oracle-variant",
+        action="append",
+        default=[],
+        help="LABEL=field=value;field=value: an oracle run of preset LABEL (or BASE+name) with dotted overrides "
+        "(repeatable; default: the fast preset)",
     )
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke test of this script)")
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -284,7 +297,7 @@ def main() -> int:
             elif part == "video":
                 bench_video(device, tiny, work)
             elif part == "oracle":
-                bench_oracle(device, tiny, args.oracle_data, work)
+                bench_oracle(device, tiny, args.oracle_data, work, args.oracle_variant)
             else:
                 print(f"unknown part {part!r}", file=sys.stderr)
                 return 2

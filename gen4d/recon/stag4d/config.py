@@ -93,6 +93,10 @@ class Stag4DLoss:
     """Weight of sum_i relu(max_scale_i / min_scale_i - anisotropy_ratio) (PhysGaussian; on scales)."""
     anisotropy_ratio: float = 7.5
     """Allowed ratio of a Gaussian's largest to smallest scale."""
+    rigidity: float = 0.0
+    """Local rigidity of neighbouring Gaussians' motion (needs deform.rigidity.samples > 0; not in STAG4D)."""
+    isometry: float = 0.0
+    """Distances between neighbouring Gaussians kept over time (needs deform.rigidity.samples > 0)."""
 
     def __post_init__(self) -> None:
         check_non_negative(self, *(f.name for f in fields(self)))

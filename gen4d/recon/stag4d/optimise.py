@@ -134,7 +134,11 @@ class Stag4DTask:
         self.strategy = DensifyStrategy(config.densify, scene_extent=1.0, seed=config.seed)
         loss = config.loss
         self.reg_weights = LossWeights(
-            plane_tv=loss.plane_tv, time_smoothness=loss.time_smoothness, time_l1=loss.time_l1
+            plane_tv=loss.plane_tv,
+            time_smoothness=loss.time_smoothness,
+            time_l1=loss.time_l1,
+            rigidity=loss.rigidity,
+            isometry=loss.isometry,
         )
         self.optimizer = build_optimizer(model, config.lr)
         self.strategy_state = self.strategy.initial_state(model)
