@@ -97,6 +97,10 @@ def timed_run(data: str, config: ConstructConfig, run_dir: Path) -> tuple[dict, 
 
 def start_run(data: str, config: ConstructConfig, run_dir: Path) -> subprocess.Popen:
     """Start ``gen4d reconstruct`` in the background (an untimed run)."""
+    # Quality only: no orbit video or PLY sequence (held-out renders and metrics are kept).
+    config = from_dict(
+        ConstructConfig, {**to_dict(config), "output": {**to_dict(config.output), "video": False, "ply": False}}
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir.parent / f"{run_dir.name}_config.json"
     config_file.write_text(json.dumps(to_dict(config)))

@@ -25,12 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
+    from gen4d.config import load_config
     from gen4d.data.dataset import load_dataset
-    from gen4d.recon.construct import PRESETS, reconstruct
+    from gen4d.recon.construct import PRESETS, ConstructConfig, reconstruct
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--presets", default="default,paper")
+    parser.add_argument(
+        "--presets", default="default,paper", help="NAME (a preset) or NAME=CONFIG.json, comma-separated"
+    )
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--out", default="bench_out/steps")
     parser.add_argument("--sync-debug", action="store_true", help="count host-device syncs (slower; separate runs)")
@@ -39,8 +42,9 @@ def main() -> int:
     print(f"# steps/s {datetime.datetime.now().isoformat(timespec='seconds')} {device} torch {torch.__version__}")
     print(f"# code: {Path(__file__).resolve().parents[1]}")
     dataset = load_dataset(args.data)
-    for name in args.presets.split(","):
-        base = PRESETS[name]
+    for entry in args.presets.split(","):
+        name, _, path = entry.partition("=")
+        base = load_config(ConstructConfig, path) if path else PRESETS[name]
         quiet = replace(base.output, ply=False, video=False, renders=False, lpips=False, evaluate=False)
         for stage in ("coarse", "fine"):
             warm = 50
