@@ -190,10 +190,13 @@ def test_hints_name_options_that_exist():
 def test_thread_count_defaults():
     from gen4d.threads import default_threads
 
-    assert default_threads({}, cores=1)[0] == 1
-    assert default_threads({}, cores=2)[0] == 1  # a small shared box: OpenMP threads wait on each other
-    assert default_threads({}, cores=8)[0] == 4
-    assert default_threads({}, cores=64)[0] == 4
+    assert default_threads({}, cores=1, load=0.0)[0] == 1
+    assert default_threads({}, cores=2, load=0.2)[0] == 2  # an idle small box uses both cores
+    assert default_threads({}, cores=2, load=1.0)[0] == 1  # a busy one: OpenMP threads would wait on each other
+    assert default_threads({}, cores=2, load=6.0)[0] == 1
+    assert default_threads({}, cores=8, load=0.0)[0] == 4
+    assert default_threads({}, cores=8, load=6.0)[0] == 2
+    assert default_threads({}, cores=64, load=0.0)[0] == 4
     assert default_threads({"OMP_NUM_THREADS": "3"}, cores=2) == (3, "OMP_NUM_THREADS=3")
     assert default_threads({"OMP_NUM_THREADS": "3", "GEN4D_THREADS": "2"}, cores=2)[0] == 2
     with pytest.raises(ValueError, match=r"OMP_NUM_THREADS: expected a whole number of threads > 0, got 'many'"):
