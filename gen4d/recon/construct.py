@@ -64,7 +64,7 @@ from gen4d.recon.presets import (
 )
 from gen4d.recon.step import TrainData, check_dataset, initial_model, scene_extent, training_step
 from gen4d.render import RenderOptions, resolve_backend
-from gen4d.run import Engine, LoopSettings, check_resume_config, open_run, read_training_state
+from gen4d.run import Engine, LoopSettings, Task, check_resume_config, open_run, read_training_state
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
 from gen4d.run.device import resolve_device
 from gen4d.run.logs import LOGGER, run_logging
@@ -105,7 +105,7 @@ MAY_CHANGE_ON_RESUME = (
 """Config fields a resumed run may change (everything else must equal the stored config.json)."""
 
 
-class ConstructTask:
+class ConstructTask(Task):
     """4D construction as a :class:`gen4d.run.Task`: model, batches, losses and the step."""
 
     title = "4D construction"
@@ -188,12 +188,6 @@ class ConstructTask:
 
     def write_checkpoint(self, folder: Path) -> None:
         self.model.save(folder)
-
-    def record(self, step: int, means: dict[str, float], steps: int, train_time: float) -> None:
-        pass  # log.txt's lines (the engine's) are the record
-
-    def should_stop(self, step: int) -> bool:
-        return False
 
     def checkpoint_info(self, step: int) -> dict[str, Any]:
         return {"stage": _stage_of(self.config, step - 1)[0], "num_gaussians": self.model.num_gaussians}

@@ -69,11 +69,14 @@ class Task(Protocol):
     def checkpoint_info(self, step: int) -> dict[str, Any]: ...
 
     def record(self, step: int, means: dict[str, float], steps: int, train_time: float) -> None:
-        """Called at every logging step with the mean values over the ``steps`` since the last one."""
+        """Called at every logging step with the mean values over the ``steps`` since the last one
+        (a task that subclasses :class:`Task` inherits: nothing, log.txt is the record)."""
 
     def should_stop(self, step: int) -> bool:
         """Checked at logging steps: stop (after a checkpoint) now, e.g. at a time budget. In a
-        multi-process run every process must give the same answer (decide it collectively)."""
+        multi-process run every process must give the same answer (decide it collectively).
+        A task that subclasses :class:`Task` inherits: never."""
+        return False
 
 
 @dataclass(frozen=True)

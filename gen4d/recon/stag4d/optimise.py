@@ -29,7 +29,7 @@ from gen4d.recon.optim import build_optimizer, set_learning_rates
 from gen4d.recon.stag4d.conditions import Conditions, choose_conditions, encode_conditions, on_white, spherical
 from gen4d.recon.stag4d.config import Stag4DConfig, Stag4DLoss
 from gen4d.render import RenderOptions
-from gen4d.run import Engine, LoopSettings, read_training_state
+from gen4d.run import Engine, LoopSettings, Task, read_training_state
 from gen4d.run.logs import LOGGER
 from gen4d.run.rng import generator
 
@@ -79,7 +79,7 @@ def evaluate_views(model: DynamicGaussians, evaluation: MultiViewVideo, options:
     return {k: v for k, v in metrics["eval"].items() if v is not None}, renders["eval"]
 
 
-class Stag4DTask:
+class Stag4DTask(Task):
     """STAG4D's model, batches, losses and step for the run engine."""
 
     title = "STAG4D"
@@ -292,12 +292,6 @@ class Stag4DTask:
 
     def write_checkpoint(self, folder: Path) -> None:
         self.model.save(folder)
-
-    def record(self, step: int, means: dict[str, float], steps: int, train_time: float) -> None:
-        pass  # log.txt's lines (the engine's) are the record
-
-    def should_stop(self, step: int) -> bool:
-        return False
 
     def checkpoint_info(self, step: int) -> dict[str, Any]:
         return {"num_gaussians": self.model.num_gaussians, "method": "stag4d"}
