@@ -101,3 +101,46 @@ def test_model_regularization_includes_rigidity_when_enabled():
     off = DynamicGaussians(random_in_sphere(100, seed=1), DeformConfig(hexplane=hexplane))
     assert {"rigidity", "isometry"} <= set(on.regularization(TIMES))
     assert not {"rigidity", "isometry"} & set(off.regularization(TIMES))
+
+
+def test_sampling_the_rendered_set_equals_running_the_field_again():
+    from gen4d.deform import build_field
+
+    hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
+    field = build_field(DeformConfig(hexplane=hexplane))
+    with torch.no_grad():
+        field.head_out_weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    canonical = random_in_sphere(150, seed=5)
+    torch.manual_seed(3)
+    again = rigidity_terms(field, canonical, TIMES, CONFIG)
+    torch.manual_seed(3)
+    shared = rigidity_terms(field, canonical, TIMES, CONFIG, moved=field(canonical, TIMES))
+    assert float(again["rigidity"].detach()) > 1e-4
+    for name in ("rigidity", "isometry"):
+        torch.testing.assert_close(shared[name], again[name], rtol=1e-5, atol=1e-9)
+
+
+def test_training_step_runs_the_field_once(monkeypatch):
+    """The render and the rigidity terms share one deformed set per step."""
+    from gen4d.cameras import orbit
+    from gen4d.deform.hexplane import HexPlaneField
+    from gen4d.recon.losses import LossWeights
+    from gen4d.recon.optim import LearningRates, build_optimizer
+    from gen4d.recon.step import training_step
+    from gen4d.render import RenderOptions
+
+    hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
+    from gen4d.gaussians.dynamic import DynamicGaussians
+
+    model = DynamicGaussians(random_in_sphere(80, seed=1), DeformConfig(hexplane=hexplane, rigidity=CONFIG))
+    optimizer = build_optimizer(model, LearningRates())
+    cameras = orbit(0.0, [0.0, 120.0], 2.0, 40.0, 16, 16).with_times(torch.tensor([0.2, 0.7]))
+    calls = []
+    real_forward = HexPlaneField.forward
+    monkeypatch.setattr(HexPlaneField, "forward", lambda self, *a: calls.append(1) or real_forward(self, *a))
+    target = torch.ones(2, 16, 16, 3)
+    losses, _ = training_step(
+        model, optimizer, cameras, target, None, torch.ones(2, 3), LossWeights(rigidity=0.1),
+        RenderOptions(backend="torch", tile_size=8),
+    )  # fmt: skip
+    assert len(calls) == 1 and "rigidity" in losses.terms

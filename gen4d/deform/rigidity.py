@@ -61,9 +61,14 @@ def nearest_neighbours(query: torch.Tensor, points: torch.Tensor, k: int, chunk:
     return torch.cat(out)
 
 
-def rigidity_terms(field, canonical: Gaussians, times: torch.Tensor, config: RigidityConfig) -> dict[str, torch.Tensor]:
+def rigidity_terms(
+    field, canonical: Gaussians, times: torch.Tensor, config: RigidityConfig, moved: Gaussians | None = None
+) -> dict[str, torch.Tensor]:
     """``{"rigidity", "isometry"}`` of ``field`` (a deformation field: ``(Gaussians (n), times (B,))
-    -> Gaussians (B, n)``) on a random sample of the canonical set (N, ...) at ``times`` (B,)."""
+    -> Gaussians (B, n)``) on a random sample of the canonical set (N, ...) at ``times`` (B,).
+    ``moved``: the whole set already deformed to ``times`` (B, N, ...), e.g. the one a training step
+    renders; the sample is then taken from it instead of running the field again (same values,
+    one field pass per step, and a field with per-Gaussian caches never sees a subset)."""
     count = canonical.means.shape[0]
     k = min(config.neighbours, count - 1)
     if config.samples <= 0 or k < 1:
@@ -73,8 +78,9 @@ def rigidity_terms(field, canonical: Gaussians, times: torch.Tensor, config: Rig
     with torch.no_grad():
         neighbours = nearest_neighbours(means[anchors].detach(), means.detach(), k)  # (S, K)
     rows = torch.cat([anchors[:, None], neighbours], 1)  # (S, 1 + K)
-    subset = canonical.map(lambda x: x[rows.reshape(-1)])
-    moved = field(subset, times)  # (B, S * (1 + K), ...)
+    flat = rows.reshape(-1)
+    subset = canonical.map(lambda x: x[flat])
+    moved = field(subset, times) if moved is None else moved.map(lambda x: x[:, flat])  # (B, S * (1 + K), ...)
     batch, samples = times.shape[0], rows.shape[0]
     rest = subset.means.reshape(samples, 1 + k, 3)
     now = moved.means.reshape(batch, samples, 1 + k, 3)

@@ -83,21 +83,25 @@ class DynamicGaussians(nn.Module):
         cameras: Cameras,
         background: torch.Tensor | None = None,
         options: RenderOptions | None = None,
+        at: Gaussians | None = None,
     ) -> RenderOutput:
-        """Render every camera at its own time in one ``render()`` call."""
+        """Render every camera at its own time in one ``render()`` call (``at``: the set already
+        deformed to the cameras' times by :meth:`at`, when the caller needs it too)."""
         options = options or RenderOptions()
         if not self.deform_enabled:
             # Every time sees the same set: share it (same images, less work than a batch).
             return render(self.canonical(), cameras, background, options)
-        return render(self.at(cameras.times.to(self.device)), cameras, background, options)
+        return render(self.at(cameras.times.to(self.device)) if at is None else at, cameras, background, options)
 
-    def regularization(self, times: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The field's named regularisers at ``times`` (empty while the deformation is off)."""
+    def regularization(self, times: torch.Tensor, at: Gaussians | None = None) -> dict[str, torch.Tensor]:
+        """The field's named regularisers at ``times`` (empty while the deformation is off); ``at``:
+        the set deformed to ``times`` when the caller has it (the rigidity terms then sample it
+        instead of running the field again)."""
         if not self.deform_enabled:
             return {}
         canonical, times = self.canonical(), times.to(self.device)
         terms = self.field.regularization(canonical, times)
-        terms.update(rigidity_terms(self.field, canonical, times, self.deform_config.rigidity))
+        terms.update(rigidity_terms(self.field, canonical, times, self.deform_config.rigidity, at))
         return terms
 
     def enable_deformation(self, prepare: bool = True) -> None:

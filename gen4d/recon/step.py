@@ -152,12 +152,14 @@ def training_step(
     """One optimisation step: render all ``cameras`` in one call, losses, backward, densification
     hooks, Adam step. Returns the losses and the densification stats (empty if nothing changed)."""
     # Inputs were checked where they entered; value checks here would sync with the device every step.
-    output = model.render(cameras, background, replace(options, check_values=False))
+    # The set at the cameras' times is made once and shared by the render and the regularisers.
+    at = model.at(cameras.times.to(model.device)) if model.deform_enabled else None
+    output = model.render(cameras, background, replace(options, check_values=False), at=at)
     if strategy is not None:
         strategy.step_pre_backward(output, step)
     terms = image_losses(output, target, alpha, weights, lpips_model)
     if model.deform_enabled:
-        terms.update(L.weighted_regularizers(model.regularization(cameras.times), weights))
+        terms.update(L.weighted_regularizers(model.regularization(cameras.times, at=at), weights))
     if strategy is not None:
         terms.update(strategy.loss_terms(model))
     total = sum(terms.values())
