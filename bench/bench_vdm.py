@@ -69,7 +69,7 @@ def make_unet(preset: str, device, dtype=torch.float32, motion=True):
 
 
 def bench_training(args, accelerator) -> list[dict]:
-    from gen4d.train.vdm import vdm_loss
+    from gen4d.train.step import vdm_loss
 
     device = accelerator.device
     schedule = NoiseSchedule.from_diffusers_config(SCHEDULE_PRESETS["stable_diffusion"])

@@ -202,7 +202,7 @@ def test_latent_motion_magnitude_is_the_metrics_definition():
 
 
 def test_training_loss_is_ldm_plus_omega_mr():
-    from gen4d.train.vdm import vdm_loss
+    from gen4d.train.step import vdm_loss
 
     unet = tiny_unet("image")
     torch.nn.init.normal_(unet.time_embedding.motion.linear_2.weight, std=0.1)
