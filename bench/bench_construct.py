@@ -120,7 +120,8 @@ def write_sheet(data: str, run_dir: Path, split: str, path: Path, count: int = 6
     dataset = load_dataset(data)
     index = dataset.splits[split]
     names = image_names(dataset, index)
-    picks = [round(i * (len(names) - 1) / max(count - 1, 1)) for i in range(min(count, len(names)))]
+    rendered = [i for i, name in enumerate(names) if (run_dir / "renders" / split / f"{name}.png").is_file()]
+    picks = [rendered[round(i * (len(rendered) - 1) / max(count - 1, 1))] for i in range(min(count, len(rendered)))]
     size = dataset.width
     sheet = Image.new("RGB", (size * len(picks), size * 2), "white")
     for column, pick in enumerate(picks):
