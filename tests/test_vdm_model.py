@@ -405,3 +405,22 @@ def test_batch_chunked_attention_matches_unchunked():
         assert not any(isinstance(p.inner, BatchChunkedAttnProcessor) for p in unet.attn_processors.values())
     assert torch.allclose(whole_x, sliced_x, atol=1e-6)
     assert torch.allclose(whole_y, sliced_y, atol=1e-6)
+
+
+def test_text_encoder_penultimate_layer_as_i2vgen_xl_pipeline():
+    """skip_layers=1 (diffusers' clip_skip=1, I2VGenXLPipeline's default) = the penultimate layer's
+    states through the final layer norm: the same as a copy of the model cut after that layer."""
+    config = dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_attention_heads=2, max_position_embeddings=8)
+    torch.manual_seed(4)
+    two = transformers.CLIPTextModel(transformers.CLIPTextConfig(num_hidden_layers=2, **config)).eval()
+    one = transformers.CLIPTextModel(transformers.CLIPTextConfig(num_hidden_layers=1, **config)).eval()
+    missing, _ = one.load_state_dict(two.state_dict(), strict=False)
+    assert not missing  # the 1-layer model is the 2-layer one without its last layer
+    prompts = ["a fox", "a cat walking"]
+    cut = TextEncoder(one, TinyTokenizer())(prompts)
+    penultimate = TextEncoder(two, TinyTokenizer(), skip_layers=1)(prompts)
+    last = TextEncoder(two, TinyTokenizer())(prompts)
+    torch.testing.assert_close(penultimate, cut)
+    assert not torch.allclose(penultimate, last, atol=1e-3)
+    with pytest.raises(ValueError, match="skip_layers"):
+        TextEncoder(two, TinyTokenizer(), skip_layers=-1)

@@ -197,11 +197,18 @@ class VAECodec:
 
 
 class TextEncoder:
-    """CLIP text encoder + tokenizer: prompts -> (B, 77, D) last hidden states (I2VGen-XL, ModelScope)."""
+    """CLIP text encoder + tokenizer: prompts -> (B, 77, D) hidden states.
 
-    def __init__(self, model: nn.Module, tokenizer: Any):
+    ``skip_layers`` follows diffusers' ``clip_skip``: 0 gives the last layer's states (ModelScope's
+    ``TextToVideoSDPipeline``); 1 gives the penultimate layer's states through the model's final
+    layer norm, which is what ``I2VGenXLPipeline`` feeds I2VGen-XL (its ``clip_skip`` defaults to 1)."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, skip_layers: int = 0):
+        if skip_layers < 0:
+            raise ValueError(f"TextEncoder: skip_layers must be >= 0, got {skip_layers}")
         self.model = model
         self.tokenizer = tokenizer
+        self.skip_layers = int(skip_layers)
 
     @torch.no_grad()
     def __call__(self, prompts: list[str]) -> torch.Tensor:
@@ -213,7 +220,12 @@ class TextEncoder:
             truncation=True,
             return_tensors="pt",
         )
-        return self.model(tokens.input_ids.to(param.device))[0]
+        ids = tokens.input_ids.to(param.device)
+        if not self.skip_layers:
+            return self.model(ids)[0]
+        hidden = self.model(ids, output_hidden_states=True).hidden_states[-(self.skip_layers + 1)]
+        # transformers < 5 nests the layers under .text_model; 5 keeps them on the model itself.
+        return getattr(self.model, "text_model", self.model).final_layer_norm(hidden)
 
 
 class ImageEncoder:
@@ -402,7 +414,9 @@ def _load_components(spec: VDMSpec, source: str | None, device, dtype, encoders:
             transformers.CLIPTextModel, source, "text_encoder", "CLIP text encoder", torch_dtype=dtype
         )
         tok = _from_pretrained(transformers.CLIPTokenizer, source, "tokenizer", "CLIP tokenizer")
-        text_encoder = TextEncoder(model.to(device).eval(), tok)
+        # I2VGen-XL (image / static variants) was trained on penultimate-layer features (clip_skip=1).
+        skip = 0 if spec.variant == "text" else 1
+        text_encoder = TextEncoder(model.to(device).eval(), tok, skip_layers=skip)
     if spec.variant != "text" and (not local or (root / "image_encoder").is_dir()):
         model = _from_pretrained(
             transformers.CLIPVisionModelWithProjection, source, "image_encoder", "CLIP image encoder", torch_dtype=dtype

@@ -105,10 +105,13 @@ def ddim_sample(
     """DDIM from pure noise: ``output_fn(z_t, t)`` -> the (guided) network output at integer t.
 
     noise: the initial latents z_T (B, ...), float32. The timesteps and updates are those of
-    diffusers' DDIMScheduler (leading / trailing / linspace spacing); each step goes to the next
-    timestep in the list and the last one to ``final_alpha_cumprod``. Returns z_0.
+    diffusers' DDIMScheduler (leading / trailing / linspace spacing): each step goes from t to
+    ``t - num_train_timesteps // num_steps`` (``final_alpha_cumprod`` below 0), which is the next
+    listed timestep only when ``num_steps`` divides the training steps (e.g. 50 of 1000; with
+    trailing spacing and 3 or 7 steps it is not). Returns z_0.
     """
     steps = inference_timesteps(schedule, num_steps).tolist()
+    stride = schedule.num_train_timesteps // num_steps
     z = noise.float()
     iterator = range(len(steps))
     if progress:
@@ -117,7 +120,7 @@ def ddim_sample(
         iterator = tqdm(iterator, desc="DDIM", leave=False)
     for i in iterator:
         t = steps[i]
-        t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+        t_prev = t - stride  # diffusers' DDIMScheduler.step; < 0 lands on final_alpha_cumprod
         output = output_fn(z, t).float()
         step_noise = None
         if eta > 0:
