@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "eval",
     "bench",
     "view",
+    "export",
     "info",
 ]
 
