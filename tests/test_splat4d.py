@@ -21,10 +21,13 @@ FRAMES = 6
 @pytest.fixture(scope="module")
 def model():
     hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
+    torch.manual_seed(0)  # the field's other layers draw from the global generator
     model = DynamicGaussians(random_in_sphere(400, seed=3), DeformConfig(hexplane=hexplane))
     with torch.no_grad():  # a field that moves, turns and resizes the Gaussians over time
         model.field.head_out_weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
         model.field.grid.temporal[0].mul_(torch.linspace(0.2, 1.8, 5)[:, None])
+        scales = model.at(torch.tensor([0.0, 1.0])).log_scales
+    assert not torch.equal(scales[0], scales[1])  # the fixture itself: scales do change over time
     return model.eval()
 
 
