@@ -239,3 +239,28 @@ def test_curate_resumes_its_own_results_files(tmp_path):
     legacy.write_text(json.dumps(record) + "\n")
     assert curate_assets([], legacy, progress=False) == {"a.glb": record}
     assert json.loads(legacy.read_text().splitlines()[0]) == RESULTS_HEADER
+
+
+def test_curate_command_normalises_by_the_first_time_by_default(tmp_path, monkeypatch):
+    """As Diffusion4D's script: the asset is normalised once, at its first time, so one that slides
+    out of the unit cube leaves the frame (normalising over the whole path would shrink it into view)."""
+    from gen4d import cli
+    from gen4d.data import curation
+
+    seen = {}
+
+    def fake_curate_assets(assets_dir, out, render_config, config, **kwargs):
+        seen["render"] = render_config
+        return {}
+
+    monkeypatch.setattr(curation, "curate_assets", fake_curate_assets)
+    (tmp_path / "assets").mkdir()
+    assert cli.main(["curate", str(tmp_path / "assets"), "--out", str(tmp_path / "a.jsonl")]) == 0
+    assert seen["render"].normalise_over == "first"
+    assert (
+        cli.main(
+            ["curate", str(tmp_path / "assets"), "--out", str(tmp_path / "b.jsonl"), "--normalise-over", "sampled"]
+        )
+        == 0
+    )
+    assert seen["render"].normalise_over == "sampled"

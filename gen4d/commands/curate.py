@@ -34,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", default="", help="clip name or index (default: the first)")
     parser.add_argument(
         "--normalise-over",
-        default="sampled",
+        default="first",
         choices=["sampled", "first"],
-        help="normalisation bounds over every sampled time or the first time only",
+        help="normalise the asset by its first time (default, as Diffusion4D's script: an asset that moves out of "
+        "the unit cube leaves the frame and is rejected) or by every sampled time (its whole path shrunk into view)",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="Cycles device")
     parser.add_argument("--seed", type=int, default=0, help="light / sampling seed")
