@@ -55,3 +55,25 @@ def test_importable_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1.0"
+
+
+def test_motion_from_the_papers_sum():
+    """The paper's eq. 1 sums the squared difference over a frame; gen4d's m averages it."""
+    from gen4d.metrics.motion import motion_from_sum
+
+    rng = np.random.default_rng(0)
+    video, static = rng.random((6, 20, 16, 3)), rng.random((6, 20, 16, 3))
+    paper = float(((video - static) ** 2).sum(axis=(1, 2, 3)).mean())  # 1/T sum_i ||I_i - Ibar_i||^2, summed
+    assert motion_from_sum(paper, 20, 16) == pytest.approx(float(motion_magnitude(video, static)), rel=1e-12)
+    assert motion_from_sum(1966.08, 256, 256) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="positive frame size"):
+        motion_from_sum(1.0, 0, 256)
+
+
+def test_sample_config_takes_one_motion_unit():
+    from gen4d.config import ConfigError
+    from gen4d.diffusion.vdm.pipeline import SampleConfig
+
+    assert SampleConfig(motion_sum=100.0).motion_sum == 100.0
+    with pytest.raises(ConfigError, match="not both"):
+        SampleConfig(motion=0.01, motion_sum=100.0)

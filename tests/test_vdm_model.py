@@ -424,3 +424,14 @@ def test_text_encoder_penultimate_layer_as_i2vgen_xl_pipeline():
     assert not torch.allclose(penultimate, last, atol=1e-3)
     with pytest.raises(ValueError, match="skip_layers"):
         TextEncoder(two, TinyTokenizer(), skip_layers=-1)
+
+
+def test_generate_converts_the_papers_motion_units():
+    model = tiny_model("image")
+    image = rgba_video(1, size=12)[0]
+    by_sum = generate(
+        model, image=image, config=SampleConfig(steps=1, static_orbit=False, motion_sum=0.06 * SIZE * SIZE * 3)
+    )
+    assert by_sum.motion == pytest.approx(0.06)
+    by_mean = generate(model, image=image, config=SampleConfig(steps=1, static_orbit=False, motion=0.06))
+    torch.testing.assert_close(by_sum.rgb, by_mean.rgb)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from gen4d._checks import check_shape
-from gen4d.config import check_non_negative, check_positive
+from gen4d.config import ConfigError, check_non_negative, check_positive
 from gen4d.diffusion.vdm.components import VideoModel, composite_white, orbit_cameras
 from gen4d.diffusion.vdm.model import VideoCondition, image_condition_latents, null_condition
 from gen4d.diffusion.vdm.sampling import ddim_sample, guided_output
+from gen4d.metrics.motion import motion_from_sum
 
 __all__ = ["SampleConfig", "GeneratedOrbit", "encode_condition", "resize_rgba", "generate", "orbit_dataset"]
 
@@ -41,6 +42,8 @@ class SampleConfig:
     """Seed of the initial noise."""
     motion: float | None = None
     """Requested motion magnitude m (gen4d.metrics.motion units); None: the training set's median."""
+    motion_sum: float | None = None
+    """The same in the paper's units (eq. 1 with the squared norm summed over a frame's pixels and RGB channels, images in [0, 1]); converted with motion_from_sum. Give motion or motion_sum, not both."""
     static_orbit: bool = True
     """Also generate the static orbit with the base model (image / text variants), for the coarse stage."""
     static_guidance: float = 7.0
@@ -51,6 +54,10 @@ class SampleConfig:
         check_non_negative(self, "eta", "static_guidance")
         if self.motion is not None:
             check_non_negative(self, "motion")
+        if self.motion_sum is not None:
+            check_non_negative(self, "motion_sum")
+            if self.motion is not None:
+                raise ConfigError("motion_sum", "give --motion or --motion_sum, not both", "SampleConfig")
 
 
 @dataclass
@@ -161,7 +168,11 @@ def generate(
     ``config`` defaults to ``SampleConfig()``."""
     config = SampleConfig() if config is None else config
     spec = model.spec
-    motion = config.motion if config.motion is not None else _default_motion(model)
+    motion = config.motion
+    if config.motion_sum is not None:
+        motion = motion_from_sum(config.motion_sum, model.spec.size, model.spec.size)
+    if motion is None:
+        motion = _default_motion(model)
     condition = encode_condition(model, image=image, static_video=static_video, prompt=prompt)
     null_text = model.null_text()
     null = null_condition(
