@@ -85,3 +85,62 @@ def test_server_announces_the_port_it_serves_when_the_asked_one_is_taken():
             assert distance < 3.0
         finally:
             server.stop()
+
+
+def test_model_frames_on_demand_and_served(tmp_path):
+    """A run is viewed from its model: any time, computed when asked, no PLY read."""
+    import torch
+
+    from gen4d.deform import DeformConfig, HexPlaneConfig
+    from gen4d.gaussians.dynamic import DynamicGaussians
+    from gen4d.viewer import model_frames
+
+    torch.manual_seed(0)
+    hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
+    model = DynamicGaussians(random_in_sphere(30, seed=2), DeformConfig(hexplane=hexplane))
+    with torch.no_grad():
+        model.field.head_out_weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+        model.field.grid.temporal[0].mul_(torch.linspace(0.2, 1.8, 5)[:, None])  # motion over time
+    asked = []
+    frame_at = model_frames(model)
+    for t in (0.0, 0.37, 1.0):
+        expected = splat_arrays(model.at(torch.tensor([t])).map(lambda x: x[0]).detach())
+        got = frame_at(t)
+        assert np.allclose(got["centers"], expected["centers"])
+    assert not np.allclose(frame_at(0.0)["centers"], frame_at(1.0)["centers"])  # time matters
+    pytest.importorskip("viser", reason="viewer extra (viser) not installed")
+    from gen4d.viewer import serve_model
+
+    def counting(t):
+        asked.append(t)
+        return frame_at(t)
+
+    lines = []
+    server = serve_model(counting, port=0, fps=20, seconds=1.0, duration=0.5, announce=lines.append)
+    try:
+        assert "computed on demand" in lines[0]
+        assert asked[:3] == [0.0, 0.5, 1.0] and len(asked) > 3  # framing samples, then the played times
+        assert all(0.0 <= t <= 1.0 for t in asked)
+    finally:
+        server.stop()
+
+
+def test_view_command_shows_a_run_from_its_model_and_ply_on_request(tmp_path, monkeypatch):
+    from gen4d import viewer
+    from gen4d.cli import main
+    from gen4d.deform import DeformConfig, HexPlaneConfig
+    from gen4d.gaussians import save_ply
+    from gen4d.gaussians.dynamic import DynamicGaussians
+    from gen4d.recon.checkpoint import save_checkpoint
+
+    hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
+    run = tmp_path / "run"
+    save_checkpoint(run, DynamicGaussians(random_in_sphere(20, seed=1), DeformConfig(hexplane=hexplane)))
+    save_ply(random_in_sphere(5, seed=2), run / "ply" / "frame_0000.ply")
+    calls = []
+    monkeypatch.setattr(
+        viewer, "serve_model", lambda frame_at, **kw: calls.append(("model", len(frame_at(0.5)["centers"])))
+    )
+    monkeypatch.setattr(viewer, "serve", lambda frames, **kw: calls.append(("ply", len(frames[0]["centers"]))))
+    assert main(["view", str(run)]) == 0 and calls[-1] == ("model", 20)
+    assert main(["view", str(run), "--ply"]) == 0 and calls[-1] == ("ply", 5)

@@ -17,7 +17,7 @@ import torch
 
 from gen4d.gaussians import Gaussians
 
-__all__ = ["find_ply_sequence", "splat_arrays", "framing_camera", "serve"]
+__all__ = ["find_ply_sequence", "splat_arrays", "framing_camera", "serve", "model_frames", "serve_model"]
 
 VIEWER_HINT = "the viewer needs viser: pip install 'gen4d[viewer]'"
 
@@ -84,6 +84,28 @@ def framing_camera(
     return {"position": look_at + distance * direction, "look_at": look_at, "fov": fov}
 
 
+def _start_server(samples: Sequence[dict[str, np.ndarray]], port: int):
+    """A viser server with gen4d's up axis and a camera that frames ``samples``."""
+    try:
+        import viser
+    except ImportError as err:
+        raise ImportError(VIEWER_HINT) from err
+    server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
+    server.scene.set_up_direction("+z")  # gen4d's world is Z up
+    camera = framing_camera(samples)
+    server.initial_camera.fov = camera["fov"]
+    server.initial_camera.look_at = camera["look_at"]
+    server.initial_camera.position = camera["position"]
+    return server
+
+
+def _announce(server, port: int, what: str, announce: Callable[[str], None] | None) -> None:
+    if announce is not None:
+        served = server.get_port()
+        moved = f" (port {port} is taken)" if served != port else ""
+        announce(f"serving {what} on http://localhost:{served}{moved} (Ctrl+C to stop)")
+
+
 def serve(
     frames: Sequence[dict[str, np.ndarray]],
     port: int = 8080,
@@ -95,28 +117,16 @@ def serve(
     interrupted (or ``duration`` seconds). When ``port`` is taken the server takes the next free
     one; ``announce`` gets the line with the URL actually served. The initial camera frames the
     object (:func:`framing_camera`). Returns the viser server after ``duration``."""
-    try:
-        import viser
-    except ImportError as err:
-        raise ImportError(VIEWER_HINT) from err
     if not frames:
         raise ValueError("serve: no frames to show")
-    server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
-    server.scene.set_up_direction("+z")  # gen4d's world is Z up
-    camera = framing_camera(frames)
-    server.initial_camera.fov = camera["fov"]
-    server.initial_camera.look_at = camera["look_at"]
-    server.initial_camera.position = camera["position"]
+    server = _start_server(frames, port)
     handles = [server.scene.add_gaussian_splats(f"/frame_{i:04d}", **f, visible=(i == 0)) for i, f in enumerate(frames)]
     slider = server.gui.add_slider(
         "frame", min=0, max=max(len(frames) - 1, 1), step=1, initial_value=0, disabled=len(frames) == 1
     )
     playing = server.gui.add_checkbox("play", initial_value=len(frames) > 1)
     shown = [0]
-    if announce is not None:
-        served = server.get_port()
-        moved = f" (port {port} is taken)" if served != port else ""
-        announce(f"serving {len(frames)} frame(s) on http://localhost:{served}{moved} (Ctrl+C to stop)")
+    _announce(server, port, f"{len(frames)} frame(s)", announce)
 
     @slider.on_update
     def _(_event) -> None:
@@ -128,5 +138,51 @@ def serve(
     while duration is None or time.time() - start < duration:
         if playing.value and len(frames) > 1:
             slider.value = (int(slider.value) + 1) % len(frames)
+        time.sleep(1.0 / fps)
+    return server
+
+
+def model_frames(model) -> Callable[[float], dict[str, np.ndarray]]:
+    """``t -> splat arrays`` of a 4D model (``model.at(times) -> Gaussians (B, N)``, e.g. a run's
+    DynamicGaussians) at any time t in [0, 1], computed when asked (nothing precomputed)."""
+    import torch
+
+    def frame_at(t: float) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            return splat_arrays(model.at(torch.tensor([float(t)])).map(lambda x: x[0]))
+
+    return frame_at
+
+
+def serve_model(
+    frame_at: Callable[[float], dict[str, np.ndarray]],
+    port: int = 8080,
+    fps: float = 12.0,
+    seconds: float = 4.0,
+    duration: float | None = None,
+    announce: Callable[[str], None] | None = print,
+):
+    """Serve a 4D model whose frames are computed on demand (:func:`model_frames`): a continuous time
+    slider in [0, 1] (steps of 1/1000), play/pause looping over ``seconds``; each new time replaces
+    the shown Gaussians. Port, framing (from times 0, 0.5 and 1) and ``duration`` as :func:`serve`."""
+    samples = [frame_at(t) for t in (0.0, 0.5, 1.0)]
+    server = _start_server(samples, port)
+    shown = {"t": 0.0}
+    server.scene.add_gaussian_splats("/asset", **samples[0])
+    slider = server.gui.add_slider("time", min=0.0, max=1.0, step=0.001, initial_value=0.0)
+    playing = server.gui.add_checkbox("play", initial_value=True)
+    _announce(server, port, "the 4D model (frames computed on demand)", announce)
+
+    @slider.on_update
+    def _(_event) -> None:
+        t = float(slider.value)
+        if t != shown["t"]:
+            shown["t"] = t
+            server.scene.add_gaussian_splats("/asset", **frame_at(t))  # same name: replaces the node
+
+    start = time.time()
+    while duration is None or time.time() - start < duration:
+        if playing.value:
+            slider.value = round((float(slider.value) + 1.0 / (fps * seconds)) % 1.0, 3)
         time.sleep(1.0 / fps)
     return server
