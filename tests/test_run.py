@@ -170,6 +170,23 @@ def test_overwrite_deletes_only_what_gen4d_wrote(scene, tmp_path):
     assert json.loads((run / MARKER).read_text())["kind"] == "reconstruct"
 
 
+def test_overwrite_ignores_names_a_crafted_marker_lists(tmp_path):
+    """The marker is a file in the folder: --overwrite deletes the run kind's own entries, not what it lists."""
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "data.txt").write_text("keep")
+    run = tmp_path / "run"
+    open_run(run, "reconstruct", ("checkpoint", "log.txt"))
+    (run / "mine.txt").write_text("mine")
+    (run / "log.txt").write_text("old log")
+    marker = json.loads((run / MARKER).read_text())
+    marker["entries"] = ["../precious", "mine.txt", "log.txt"]
+    (run / MARKER).write_text(json.dumps(marker))
+    open_run(run, "reconstruct", ("checkpoint", "log.txt"), overwrite=True)
+    assert (outside / "data.txt").read_text() == "keep" and (run / "mine.txt").read_text() == "mine"
+    assert not (run / "log.txt").exists()
+
+
 def test_demo_replaces_only_its_own_run(data, tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--data", str(data), "--no-progress", "--coarse.iterations", "1",

@@ -72,6 +72,8 @@ def _check_location(path: Path) -> None:
 
 def _remove(path: Path, names: Iterable[str]) -> None:
     for name in names:
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"run entry {name!r}: expected a plain name inside the run folder")
         entry = path / name
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -113,7 +115,9 @@ def open_run(
             raise UserError(f"{path} already holds a gen4d {kind} run; pass --resume, --overwrite or another --out")
         return RunFolder(path, kind, entries, existed)
     if marker is not None:
-        written = tuple(dict.fromkeys([*marker.get("entries", []), *entries]))
+        # Only the names this kind of run declares are deleted: the marker is a file in the folder, so the
+        # names it lists are not trusted (a crafted one could name '../elsewhere').
+        written = entries
         present = [name for name in written if (path / name).exists()]
         if overwrite:
             _remove(path, written)
