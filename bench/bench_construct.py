@@ -25,7 +25,7 @@ e.g. ``--variant short=default:fine.iterations=1000;coarse.iterations=500``.
 is wanted but not its time) all run at once, before the timed runs, sharing the GPU; their
 times are not reported. ``--results FILE`` writes one record per run (data, preset, device,
 date, wall_s, train_s, psnr, ssim, iou, gaussians: the first held-out split) and ``--sheets
-DIR`` a ground truth (top) / render (bottom) sheet of six held-out views per run.
+DIR`` a sheet of six held-out renders per run (``--sheet-truth``: the ground truth above them).
 """
 
 from __future__ import annotations
@@ -110,30 +110,29 @@ def start_run(data: str, config: ConstructConfig, run_dir: Path) -> subprocess.P
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
 
 
-def write_sheet(data: str, run_dir: Path, split: str, path: Path, count: int = 6) -> None:
-    """Ground truth (top row, on white) over the run's held-out renders (bottom row)."""
+def write_sheet(dataset, run_dir: Path, split: str, path: Path, truth: bool, count: int = 6) -> None:
+    """The run's held-out renders of six views spread over the split (one row), with the ground truth
+    (on white) above them when ``truth`` (only for data the project makes: sheets of the shared data
+    are committed without its images)."""
     from PIL import Image
 
-    from gen4d.data.dataset import load_dataset
     from gen4d.recon.outputs import image_names
 
-    dataset = load_dataset(data)
     index = dataset.splits[split]
     names = image_names(dataset, index)
     rendered = [i for i, name in enumerate(names) if (run_dir / "renders" / split / f"{name}.png").is_file()]
     picks = [rendered[round(i * (len(rendered) - 1) / max(count - 1, 1))] for i in range(min(count, len(rendered)))]
-    size = dataset.width
-    sheet = Image.new("RGB", (size * len(picks), size * 2), "white")
+    size, rows = dataset.width, 2 if truth else 1
+    sheet = Image.new("RGB", (size * len(picks), size * rows), "white")
     for column, pick in enumerate(picks):
-        rgb = dataset.images[index[pick]]
-        if dataset.alphas is not None:
-            alpha = dataset.alphas[index[pick]]
-            rgb = rgb * alpha + (1 - alpha)
-        truth = Image.fromarray((rgb.clamp(0, 1) * 255).round().byte().numpy())
-        sheet.paste(truth, (column * size, 0))
-        render = run_dir / "renders" / split / f"{names[pick]}.png"
-        if render.is_file():
-            sheet.paste(Image.open(render).convert("RGB").resize((size, size)), (column * size, size))
+        if truth:
+            rgb = dataset.images[index[pick]]
+            if dataset.alphas is not None:
+                alpha = dataset.alphas[index[pick]]
+                rgb = rgb * alpha + (1 - alpha)
+            sheet.paste(Image.fromarray((rgb.clamp(0, 1) * 255).round().byte().numpy()), (column * size, 0))
+        render = Image.open(run_dir / "renders" / split / f"{names[pick]}.png").convert("RGB").resize((size, size))
+        sheet.paste(render, (column * size, size * (rows - 1)))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
 
@@ -171,7 +170,10 @@ def main() -> int:
     parser.add_argument(
         "--results", default=None, help="write one record per run to this JSON file (docs/results/construct.json)"
     )
-    parser.add_argument("--sheets", default=None, help="folder for ground-truth / render sheets of held-out views")
+    parser.add_argument("--sheets", default=None, help="folder for sheets of held-out renders (one row per run)")
+    parser.add_argument(
+        "--sheet-truth", action="store_true", help="put the ground truth above the renders (for data you made yourself)"
+    )
     args = parser.parse_args()
 
     if not torch.cuda.is_available():
@@ -194,6 +196,7 @@ def main() -> int:
     out_root = Path(args.out)
     rows = []
     records = []
+    sheet_data: dict = {}
     untimed = set(filter(None, args.untimed.split(",")))
     background = {}
     for data in filter(None, args.data.split(",")):
@@ -253,7 +256,12 @@ def main() -> int:
                 "gaussians": metrics["num_gaussians"],
             })  # fmt: skip
             if args.sheets and split != "train":
-                write_sheet(data, run_dir / "timed", split, Path(args.sheets) / f"{data_name}_{name}.png")
+                if data not in sheet_data:  # read once per dataset, not once per preset
+                    from gen4d.data.dataset import load_dataset
+
+                    sheet_data[data] = load_dataset(data)
+                sheet = Path(args.sheets) / f"{data_name}_{name}.png"
+                write_sheet(sheet_data[data], run_dir / "timed", split, sheet, args.sheet_truth)
 
     print()
     print("wall s = a fresh `gen4d reconstruct` process from start to exit (imports, CUDA init, data load, training,")
