@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 from gen4d.config import ConfigError, check_non_negative, check_positive, check_range
@@ -221,9 +221,11 @@ class Stag4DConfig:
         check_range(self, "init_opacity", 0.0, 1.0)
 
 
+_PUBLISHED = Stag4DConfig()
+
 PRESETS: dict[str, Stag4DConfig] = {
     # The published settings (FACTS.md section 1).
-    "stag4d": Stag4DConfig(),
+    "stag4d": _PUBLISHED,
     # Ours: about 4x fewer steps and smaller renders, Zero123++ at 30 steps with 8-frame anchor
     # batches, and the anchored views also as photometric supervision.
     "fast": Stag4DConfig(
@@ -233,33 +235,8 @@ PRESETS: dict[str, Stag4DConfig] = {
         deform=DeformConfig(
             hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4), regularizer="stag4d")
         ),
-        densify=DensifyConfig(
-            start=400,
-            stop=1600,
-            every=100,
-            threshold_mode="percentile",
-            percentile=2.5,
-            percent_dense=0.1,
-            prune_opacity=0.01,
-            prune_max_scale=0.1,
-            prune_min_scale=0.001,
-            reset_every=0,
-            max_gaussians=100_000,
-        ),
-        lr=LearningRates(
-            means=2e-3,
-            means_final=2e-5,
-            sh=5e-3,
-            opacity=2e-2,
-            scales=1e-2,
-            quats=2e-3,
-            field_mlp=1.6e-3,
-            field_mlp_final=1.6e-4,
-            field_grid=1.6e-2,
-            field_grid_final=1.6e-3,
-            decay_steps=1000,
-            adam_eps=1e-15,
-        ),
+        densify=replace(_PUBLISHED.densify, start=400, stop=1600, max_gaussians=100_000),
+        lr=replace(_PUBLISHED.lr, decay_steps=1000),
         loss=Stag4DLoss(multiview_rgb=2000.0, multiview_alpha=500.0),
         views=RandomViews(sizes=(128, 256), size_steps=(0.5,)),
         sds=SDSConfig(anneal=TimestepAnneal(steps=1000)),
