@@ -44,22 +44,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gen4d.config import from_dict, to_dict  # noqa: E402
+from gen4d.config import from_dict, set_fields, to_dict  # noqa: E402
 from gen4d.recon.construct import PRESETS, ConstructConfig, reconstruct  # noqa: E402
 
 
 def override(config: ConstructConfig, assignments: str) -> ConstructConfig:
-    data = to_dict(config)
-    for item in filter(None, (a.strip() for a in assignments.split(";"))):
-        key, _, value = item.partition("=")
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node[part]
-        if parts[-1] not in node:
-            raise SystemExit(f"--variant: unknown config key {key!r}")
-        node[parts[-1]] = value
-    return from_dict(ConstructConfig, data)
+    """``config`` with ``key=value;key=value`` dotted overrides (gen4d.config.set_fields)."""
+    changes = dict(item.strip().split("=", 1) for item in assignments.split(";") if item.strip())
+    try:
+        return set_fields(config, changes)
+    except ValueError as err:
+        raise SystemExit(f"--variant: {err}") from None
 
 
 def configs(args) -> dict[str, ConstructConfig]:

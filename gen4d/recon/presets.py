@@ -243,6 +243,7 @@ PRESETS: dict[str, ConstructConfig] = {
         deform=DeformConfig(hexplane=_hexplane(24, 12, (1, 2), features=16)),
         densify=DensifyConfig(start=100, stop=400, every=100, reset_every=0, prune_opacity=0.01, max_gaussians=12000),
         lr=LearningRates(means=3e-3, means_final=3e-5),
+        loss=LossWeights(),  # 4DGS-style: no rigidity term (its deform config draws no anchors)
         log_every=10,
         checkpoint_every=100,
         output=OutputConfig(video_frames=72, video_size=192),
