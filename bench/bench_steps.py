@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> int:
     from gen4d.config import load_config
     from gen4d.data.dataset import load_dataset
-    from gen4d.recon.construct import PRESETS, ConstructConfig, reconstruct
+    from gen4d.recon.construct import PRESETS, ConstructConfig, reconstruct, with_iterations
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
@@ -48,34 +48,22 @@ def main() -> int:
         quiet = replace(base.output, ply=False, video=False, renders=False, lpips=False, evaluate=False)
         for stage in ("coarse", "fine"):
             warm = 50
-            if stage == "coarse":
-                config = replace(
-                    base,
-                    coarse=replace(base.coarse, iterations=warm + args.steps),
-                    fine=replace(base.fine, iterations=0),
-                )
-            else:
-                config = replace(
-                    base, coarse=replace(base.coarse, iterations=warm), fine=replace(base.fine, iterations=args.steps)
-                )
-            config = replace(config, output=quiet, log_every=100, checkpoint_every=0)
+            # The coarse timing includes the run's set-up; the fine one resumes after warm coarse steps.
+            coarse, fine = (warm + args.steps, 0) if stage == "coarse" else (warm, args.steps)
+            config = replace(with_iterations(base, coarse, fine), output=quiet, log_every=100, checkpoint_every=0)
+            run = Path(args.out) / f"{name}_{stage}"
             if stage == "fine":
-                # Time the fine stage alone: first run the warm-up coarse steps, then resume.
-                run = Path(args.out) / f"{name}_{stage}"
                 reconstruct(dataset, config, run, overwrite=True, progress=False, echo=None, stop_after=warm)
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
-                start = time.perf_counter()
-                reconstruct(dataset, config, run, resume=True, progress=False, echo=None)
-            else:
-                run = Path(args.out) / f"{name}_{stage}"
-                start = time.perf_counter()
-                reconstruct(dataset, config, run, overwrite=True, progress=False, echo=None)
-                args_steps = args.steps + warm
+            start = time.perf_counter()
+            reconstruct(
+                dataset, config, run, resume=stage == "fine", overwrite=stage == "coarse", progress=False, echo=None
+            )
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
-            steps = args.steps if stage == "fine" else args_steps
+            steps = args.steps if stage == "fine" else coarse
             print(
                 f"{name} {stage}: {steps} steps in {elapsed:.2f} s = {steps / elapsed:.1f} steps/s "
                 f"({base.coarse.cameras_per_step if stage == 'coarse' else base.fine.cameras_per_step} images/step)",
