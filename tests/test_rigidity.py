@@ -82,7 +82,7 @@ def test_gradients_reach_the_field_and_off_switch():
     (terms["rigidity"] + terms["isometry"]).backward()
     assert field.shift.grad is not None
     assert rigidity_terms(field, canonical, TIMES, RigidityConfig(samples=0)) == {}
-    with pytest.raises(ValueError, match="samples must be >= 0"):
+    with pytest.raises(ValueError, match="samples: expected an integer >= 0"):
         RigidityConfig(samples=-1)
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gen4d.config import check_non_negative, check_positive
 from gen4d.gaussians.core import Gaussians, quaternion_to_matrix
 
 __all__ = ["RigidityConfig", "nearest_neighbours", "rigidity_terms"]
@@ -45,10 +46,8 @@ class RigidityConfig:
     """Nearest canonical neighbours of each anchor."""
 
     def __post_init__(self) -> None:
-        if self.samples < 0 or self.neighbours < 1:
-            raise ValueError(
-                f"RigidityConfig: samples must be >= 0 and neighbours >= 1, got {self.samples}, {self.neighbours}"
-            )
+        check_non_negative(self, "samples")
+        check_positive(self, "neighbours")
 
 
 def nearest_neighbours(query: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
