@@ -71,6 +71,21 @@ class Splat4D:
     def times(self) -> torch.Tensor:
         return frame_times(self.num_frames)
 
+    def at(self, times: torch.Tensor) -> Gaussians:
+        """Gaussians (B, N, ...) of the stored frames nearest to ``times`` (B,) in [0, 1]."""
+        last = self.num_frames - 1
+        index = (torch.as_tensor(times, dtype=torch.float32).reshape(-1).clamp(0, 1) * last).round().long().cpu()
+        frames = [self.frame(int(i)) for i in index]
+        return Gaussians(
+            **{name: torch.stack([getattr(f, name) for f in frames]) for name in Gaussians.__dataclass_fields__}
+        )
+
+    def render(self, cameras, background: torch.Tensor | None = None, options=None):
+        """Render every camera at its own time (nearest stored frame), as ``DynamicGaussians.render``."""
+        from gen4d.render import RenderOptions, render
+
+        return render(self.at(cameras.times), cameras, background, options or RenderOptions())
+
     def frame(self, index: int) -> Gaussians:
         pick = lambda x, per_point_dims: x[index] if x.dim() > per_point_dims else x  # noqa: E731
         return Gaussians(
