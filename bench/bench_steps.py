@@ -37,6 +37,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--out", default="bench_out/steps")
     parser.add_argument("--sync-debug", action="store_true", help="count host-device syncs (slower; separate runs)")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="also profile this many fine steps (torch.profiler) and print the top ops",
+    )
     args = parser.parse_args()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"# steps/s {datetime.datetime.now().isoformat(timespec='seconds')} {device} torch {torch.__version__}")
@@ -69,6 +75,8 @@ def main() -> int:
                 f"({base.coarse.cameras_per_step if stage == 'coarse' else base.fine.cameras_per_step} images/step)",
                 flush=True,
             )
+            if args.profile and stage == "fine":
+                profile_steps(dataset, config, Path(args.out) / f"{name}_profile", warm, args.profile)
             if args.sync_debug and torch.cuda.is_available():
                 count = 0
 
@@ -102,6 +110,29 @@ def main() -> int:
                     flush=True,
                 )
     return 0
+
+
+def profile_steps(dataset, config, run: Path, warm: int, steps: int) -> None:
+    """Profile ``steps`` fine steps after ``warm`` coarse ones; print where CPU and GPU time go."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from gen4d.recon.construct import reconstruct, with_iterations
+
+    config = with_iterations(config, warm, steps)
+    reconstruct(dataset, config, run, overwrite=True, progress=False, echo=None, stop_after=warm)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        reconstruct(dataset, config, run, resume=True, progress=False, echo=None)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    table = prof.key_averages()
+    for key in (
+        ("self_cpu_time_total", "self_device_time_total") if torch.cuda.is_available() else ("self_cpu_time_total",)
+    ):
+        print(f"## profile of {steps} fine steps, top ops by {key}")
+        print(table.table(sort_by=key, row_limit=25, max_name_column_width=60))
+    launches = sum(e.count for e in table if e.key.startswith("cudaLaunchKernel"))
+    print(f"## kernel launches: {launches} in {steps} steps = {launches / steps:.0f} per step", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def variant(name: str, base: str = "default"):
     """A config from a name: a preset, or ``BASE+token+token...`` with tokens
     ``ns`` (no scale deformation), ``rigW`` / ``isoW`` (rigidity / isometry weight W),
     ``anchN`` (rigidity anchors per step), ``sc`` (coarse stage on the static orbit alone),
-    ``fs`` (fine stage also on the static orbit), ``twF`` (fine stage coarse-to-fine in time over F of it), ``tsW`` (time-smoothness weight W), ``nd`` (no densification in the fine stage),
+    ``fs`` (fine stage also on the static orbit), ``twF`` (fine stage coarse-to-fine in time over F of it), ``tsW`` (time-smoothness weight W), ``alphaW`` (mask loss weight W), ``nd`` (no densification in the fine stage),
     ``clrF`` (canonical learning-rate factor in the fine stage), ``cN`` / ``fN`` (coarse / fine
     steps), ``camsN`` (images per step), ``tresN`` (HexPlane time resolution), ``sresN``
     (HexPlane spatial resolution), ``cp`` (control-point field)."""
@@ -57,6 +57,8 @@ def variant(name: str, base: str = "default"):
             config = replace(config, fine=replace(config.fine, static_orbit=True))
         elif key == "ts":
             config = replace(config, loss=replace(config.loss, time_smoothness=float(number)))
+        elif key == "alpha":
+            config = replace(config, loss=replace(config.loss, alpha=float(number)))
         elif key == "tw":
             config = replace(config, fine=replace(config.fine, time_window=float(number)))
         elif key == "nd":

@@ -119,3 +119,15 @@ def test_errors_are_clear():
         psnr(torch.full((1, 8, 8, 3), float("nan")), a[:1, :8, :8])
     with pytest.raises(ValueError, match="reduction"):
         ssim(a, a, reduction="sum")
+
+
+def test_gpu_filter_path_equals_the_cpu_convolution():
+    """The banded-matrix filter gen4d runs on a GPU gives the depthwise convolution's values (checked
+    here on the CPU, where both run), for non-square images."""
+    from gen4d.metrics import image
+
+    x = torch.rand(2, 5, 23, 31, dtype=torch.float64)
+    banded = image._band(23, 11, 1.5, x.dtype, x.device) @ x @ image._band(31, 11, 1.5, x.dtype, x.device).T
+    conv = image._filter_valid(x, 11, 1.5)
+    assert banded.shape == conv.shape == (2, 5, 13, 21)
+    torch.testing.assert_close(banded, conv, rtol=1e-12, atol=1e-12)

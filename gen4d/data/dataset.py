@@ -15,7 +15,7 @@ import torch
 
 from gen4d.cameras import Cameras, diffusion4d_orbit
 from gen4d.data.manifest import load_manifest
-from gen4d.data.multiview import MultiViewVideo, load_image_rgba
+from gen4d.data.multiview import MultiViewVideo, load_image_rgba, load_images_rgba
 
 __all__ = ["MultiViewVideo", "load_image_rgba", "load_diffusion4d", "load_dataset"]
 
@@ -65,8 +65,7 @@ def load_diffusion4d(folder: str | Path, size: int | None = None) -> MultiViewVi
         if not files:
             continue
         start = len(images)
-        for i in range(num):
-            rgb, alpha = load_image_rgba(files[i])
+        for i, (rgb, alpha) in enumerate(load_images_rgba([files[i] for i in range(num)])):
             if alpha is None:
                 raise ValueError(f"{files[i]}: expected an RGBA image (Diffusion4D renders have transparent film)")
             images.append(rgb)

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from gen4d.cameras import Cameras, to_blender_camera_to_world
-from gen4d.data.multiview import MultiViewVideo, load_image_rgba
+from gen4d.data.multiview import MultiViewVideo, load_images_rgba
 from gen4d.io import atomic_path, read_json, write_json
 
 __all__ = [
@@ -325,9 +325,8 @@ def load_manifest(path: str | Path, size: int | tuple[int, int] | None = None) -
     folder = manifest_path.parent
     width, height = int(data["width"]), int(data["height"])
     images, alphas, files = [], [], []
-    for record in data["images"]:
-        file = folder / record["file"]
-        rgb, alpha = load_image_rgba(file)
+    paths = [folder / record["file"] for record in data["images"]]
+    for file, (rgb, alpha) in zip(paths, load_images_rgba(paths)):
         if rgb.shape[:2] != (height, width):
             raise ValueError(f"{file}: image is {rgb.shape[1]}x{rgb.shape[0]}, the manifest says {width}x{height}")
         images.append(rgb)

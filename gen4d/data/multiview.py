@@ -11,6 +11,7 @@ The loaders (:mod:`gen4d.data.dataset` for the Diffusion4D format and the dispat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -135,6 +136,18 @@ class MultiViewVideo:
             alphas = resize(self.alphas)
             images = torch.where(alphas > 1e-6, premul / alphas.clamp_min(1e-6), torch.zeros_like(premul)).clamp(0, 1)
         return replace(self, images=images, alphas=alphas, cameras=self.cameras.resized(width, height))
+
+
+def load_images_rgba(paths: Sequence[str | Path]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """:func:`load_image_rgba` of each path, in order, decoded on a few threads (PIL releases the
+    GIL while decoding); the first failing path raises its error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(8, os.cpu_count() or 1, len(paths)))
+    if workers == 1:
+        return [load_image_rgba(p) for p in paths]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(load_image_rgba, paths))
 
 
 def load_image_rgba(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from gen4d.config import check_non_negative, check_positive
-from gen4d.gaussians.core import Gaussians, quaternion_to_matrix
+from gen4d.gaussians.core import Gaussians
 
 __all__ = ["RigidityConfig", "nearest_neighbours", "rigidity_terms"]
 
@@ -78,24 +78,39 @@ def rigidity_terms(
         neighbours = nearest_neighbours(means[anchors].detach(), means.detach(), k)  # (S, K)
     rows = torch.cat([anchors[:, None], neighbours], 1)  # (S, 1 + K)
     flat = rows.reshape(-1)
-    subset = canonical.map(lambda x: x[flat])
-    moved = field(subset, times) if moved is None else moved.map(lambda x: x[:, flat])  # (B, S * (1 + K), ...)
     batch, samples = times.shape[0], rows.shape[0]
-    rest = subset.means.reshape(samples, 1 + k, 3)
-    now = moved.means.reshape(batch, samples, 1 + k, 3)
+    if moved is None:
+        moved = field(canonical.map(lambda x: x[flat]), times)  # (B, S * (1 + K), ...)
+        now, q_now = moved.means, moved.quats.reshape(batch, samples, 1 + k, 4)[:, :, 0]
+    else:  # only the rows the terms read: fewer gathers (and scatters in the backward pass)
+        now, q_now = moved.means[:, flat], moved.quats[:, anchors]
+    rest = means[flat].reshape(samples, 1 + k, 3)
+    now = now.reshape(batch, samples, 1 + k, 3)
     rest_offset = rest[:, 1:] - rest[:, :1]  # (S, K, 3)
     now_offset = now[:, :, 1:] - now[:, :, :1]  # (B, S, K, 3)
     rest_sq = rest_offset.square().sum(-1)  # (S, K)
     scale = rest_sq.detach().mean().clamp_min(1e-12)
     weights = torch.exp(-rest_sq.detach() / (2 * scale))
     weights = weights / weights.sum()
-    # Rotation the field gave each anchor: R(q') R(q)^T.
-    q_rest = F.normalize(subset.quats.reshape(samples, 1 + k, 4)[:, 0], dim=-1)
-    q_now = F.normalize(moved.quats.reshape(batch, samples, 1 + k, 4)[:, :, 0], dim=-1)
-    turn = quaternion_to_matrix(q_now) @ quaternion_to_matrix(q_rest).transpose(-1, -2)[None]  # (B, S, 3, 3)
-    expected = torch.einsum("bsij,skj->bski", turn, rest_offset)
+    # Rotation the field gave each anchor, R(q') R(q)^T, applied to the rest offsets as two
+    # quaternion rotations (fewer kernels than building and multiplying 3x3 matrices).
+    q_rest = F.normalize(canonical.quats[anchors], dim=-1)  # (S, 4)
+    unturned = _rotate((q_rest * _CONJUGATE.to(q_rest))[:, None], rest_offset)  # R(q)^T (x_j - x_i): (S, K, 3)
+    expected = _rotate(F.normalize(q_now, dim=-1)[:, :, None], unturned[None])  # (B, S, K, 3)
     # Relative to the mean neighbour distance, so weights do not depend on the scene's scale.
     rigidity = ((now_offset - expected).square().sum(-1) * weights).sum() / (batch * scale)
     length_now = (now_offset.square().sum(-1) + 1e-12).sqrt()
     isometry = ((length_now - (rest_sq + 1e-12).sqrt()).abs() * weights).sum() / (batch * scale.sqrt())
     return {"rigidity": rigidity, "isometry": isometry}
+
+
+_CONJUGATE = torch.tensor([1.0, -1.0, -1.0, -1.0])
+
+
+def _rotate(quats: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """``vectors`` (..., 3) turned by unit quaternions (w, x, y, z) (..., 4) broadcast against them:
+    ``v + w t + u x t`` with ``t = 2 u x v``."""
+    shape = torch.broadcast_shapes(quats.shape[:-1] + (3,), vectors.shape)
+    w, u, vectors = quats[..., :1], quats[..., 1:].expand(shape), vectors.expand(shape)
+    t = 2.0 * torch.linalg.cross(u, vectors, dim=-1)
+    return vectors + w * t + torch.linalg.cross(u, t, dim=-1)

@@ -128,13 +128,27 @@ def gaussian_window(
     return _window_1d(size, float(sigma), dtype).clone()
 
 
-def _filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filter of (N, C, H, W), depthwise."""
-    channels = x.shape[1]
-    size = taps.numel()
-    kx = taps.view(1, 1, 1, size).expand(channels, 1, 1, size)
-    ky = taps.view(1, 1, size, 1).expand(channels, 1, size, 1)
+def _filter_valid(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
+    """Separable 'valid' Gaussian filter of (N, C, H, W). On a GPU: two products with banded
+    matrices (far faster there than depthwise convolutions, above all backward; bench/bench_ssim.py);
+    on a CPU: a 1 x window then a window x 1 depthwise convolution (faster there)."""
+    height, width = x.shape[-2:]
+    if x.device.type != "cpu":
+        return _band(height, window, sigma, x.dtype, x.device) @ x @ _band(width, window, sigma, x.dtype, x.device).T
+    channels, taps = x.shape[1], _window_1d(window, sigma, x.dtype, x.device)
+    kx = taps.view(1, 1, 1, window).expand(channels, 1, 1, window)
+    ky = taps.view(1, 1, window, 1).expand(channels, 1, window, 1)
     return F.conv2d(F.conv2d(x, kx, groups=channels), ky, groups=channels)
+
+
+@functools.lru_cache(maxsize=32)
+def _band(length: int, window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(length - window + 1, length) matrix whose row i holds the Gaussian taps at columns
+    i .. i + window - 1 (cached: built once per size and device)."""
+    taps = _window_1d(window, sigma, dtype, device)
+    rows = length - window + 1
+    columns = torch.arange(rows, device=device)[:, None] + torch.arange(window, device=device)[None]
+    return torch.zeros(rows, length, dtype=dtype, device=device).scatter_(1, columns, taps.expand(rows, window))
 
 
 def ssim_map(
@@ -154,7 +168,6 @@ def ssim_map(
         raise ValueError(
             f"ssim: images are {width}x{height}; expected at least {window}x{window} (the Gaussian window)"
         )
-    taps = _window_1d(window, float(sigma), pred.dtype, pred.device)
     x = pred.permute(0, 3, 1, 2)
     y = target.permute(0, 3, 1, 2)
     channels = x.shape[1]
@@ -164,7 +177,7 @@ def ssim_map(
     shift_y = y.mean(dim=(2, 3), keepdim=True).detach()
     xc, yc = x - shift_x, y - shift_y
     # One filter call over [x, y, x^2, y^2, xy] (centred) stacked along channels.
-    stats = _filter_valid(torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1), taps)
+    stats = _filter_valid(torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1), window, float(sigma))
     mu_xc, mu_yc, xx, yy, xy = stats.split(channels, dim=1)
     var_x = xx - mu_xc * mu_xc
     var_y = yy - mu_yc * mu_yc

@@ -285,16 +285,26 @@ def _reconstruct(
     if train_background != config.train_background:
         log(f"the images have no alpha: training on a {train_background} background instead of random ones")
 
+    phases = {"setup_s": time.perf_counter() - wall_start}
+    loop_start = time.perf_counter()
     result = engine.run(task, start_step, train_time)
+    phases["loop_s"] = time.perf_counter() - loop_start
     if result.stopped_early:
         log(f"stopped after step {result.step} (checkpoint written)")
         return {"stopped_at": result.step}
-    return _write_outputs(config, task, run_dir, result.train_time, wall_start, lpips_loader, device)
+    return _write_outputs(config, task, run_dir, result.train_time, wall_start, lpips_loader, device, phases)
 
 
 def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, train_time: float, wall_start: float,
-                   lpips_loader: LpipsLoader, device: torch.device) -> dict[str, Any]:  # fmt: skip
-    """metrics.json, held-out renders, PLY frames and the orbit video of a finished run."""
+                   lpips_loader: LpipsLoader, device: torch.device, phases: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """metrics.json, held-out renders, PLY frames and the orbit video of a finished run; ``phases``:
+    seconds of the run's parts so far, completed here with the outputs' (metrics.json ``phases``)."""
+
+    def phase(name: str, start: float) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        phases[name] = time.perf_counter() - start
+
     log = LOGGER.info
     model, dataset, heldout, options, bg_value = task.model, task.dataset, task.heldout, task.options, task.bg_value
     model.eval()
@@ -303,14 +313,21 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
         log(f"LPIPS not reported: its weights are not available ({lpips_loader.error})")
     splits = dict(heldout)
     splits["train"] = dataset.splits["orbit"]
+    start = time.perf_counter()
     metrics, renders = (
         evaluate_splits(model, dataset, splits, options, bg_value, lpips_model) if config.output.evaluate else ({}, {})
     )
+    phase("evaluate_s", start)
+    start = time.perf_counter()
     if config.output.renders and config.output.evaluate:
         for name in heldout:
             write_renders(run_dir / "renders" / name, renders[name], image_names(dataset, heldout[name]))
+    phase("renders_s", start)
+    start = time.perf_counter()
     if config.output.ply:
         write_plys(model, run_dir / "ply", dataset.num_frames)
+    phase("ply_s", start)
+    start = time.perf_counter()
     if config.output.video:
         radius, fov = camera_layout(dataset, dataset.splits["orbit"])
         write_orbit_video(
@@ -318,8 +335,7 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
             config.output.video_size or dataset.width, config.output.video_elevation, radius, fov,
             config.output.video_fps, bg_value,
         )  # fmt: skip
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    phase("video_s", start)
     result = {
         "dataset": dataset.name,
         "splits": metrics,
@@ -332,6 +348,7 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
         "wall_time_note": "this process's end-to-end time (data load, training, outputs); a resumed run counts only its own part",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "backend": resolve_backend(options.backend, device),
+        "phases": {k: round(v, 3) for k, v in phases.items()},
         "history": task.history,
         **peak_memory(device),
     }
