@@ -19,7 +19,8 @@ first and its time is printed separately. Prints the device and the date; ``--js
 writes every number to a file.
 
 Variants: ``--variant NAME=BASE:key=value;key=value`` adds a config derived from preset BASE,
-e.g. ``--variant short=default:fine.iterations=1000;coarse.iterations=500``.
+e.g. ``--variant short=default:fine.iterations=1000;coarse.iterations=500`` or ``--variant
+mcmc=default:densify=mcmc;densify.cap=150000`` (a union field takes a class name, then its fields).
 
 ``--untimed PRESETS``: those presets' runs (for example the ``paper`` reference, whose quality
 is wanted but not its time) all run at once, before the timed runs, sharing the GPU; their

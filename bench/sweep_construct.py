@@ -33,7 +33,8 @@ def variant(name: str, base: str = "default"):
     (HexPlane spatial resolution), ``cp`` (control-point field)."""
     import re
 
-    from gen4d.deform import ControlPointConfig, RigidityConfig
+    from gen4d.config import set_fields
+    from gen4d.deform import HexPlaneConfig, RigidityConfig
     from gen4d.recon.construct import PRESETS
 
     head, *tokens = name.split("+")
@@ -42,9 +43,11 @@ def variant(name: str, base: str = "default"):
     for token in tokens:
         number = re.sub(r"^[a-z]+", "", token)
         key = token[: len(token) - len(number)]
-        hexplane = config.deform.hexplane
+        hexplane = config.deform.field
+        if key in ("tres", "sres") and not isinstance(hexplane, HexPlaneConfig):
+            raise SystemExit(f"variant token {token!r} in {name!r} needs the HexPlane field")
         if key == "ns":
-            config = replace(config, deform=replace(config.deform, hexplane=replace(hexplane, deform_scale=False)))
+            config = set_fields(config, {"deform.field.deform_scale": False})
         elif key in ("rig", "iso"):
             rigidity = config.deform.rigidity if config.deform.rigidity.samples else RigidityConfig(samples=anchors)
             config = replace(config, deform=replace(config.deform, rigidity=rigidity),
@@ -75,22 +78,12 @@ def variant(name: str, base: str = "default"):
                 config, coarse=replace(config.coarse, cameras_per_step=n), fine=replace(config.fine, cameras_per_step=n)
             )
         elif key == "tres":
-            config = replace(
-                config,
-                deform=replace(
-                    config.deform, hexplane=replace(hexplane, resolution=hexplane.resolution[:3] + (int(number),))
-                ),
-            )
+            config = set_fields(config, {"deform.field.resolution": hexplane.resolution[:3] + (int(number),)})
         elif key == "sres":
             r = int(number)
-            config = replace(
-                config,
-                deform=replace(config.deform, hexplane=replace(hexplane, resolution=(r, r, r, hexplane.resolution[3]))),
-            )
+            config = set_fields(config, {"deform.field.resolution": (r, r, r, hexplane.resolution[3])})
         elif key == "cp":
-            config = replace(
-                config, deform=replace(config.deform, kind="control_points", control_points=ControlPointConfig())
-            )
+            config = set_fields(config, {"deform.field": "control_points"})
         else:
             raise SystemExit(f"unknown variant token {token!r} in {name!r}")
     return config

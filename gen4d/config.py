@@ -4,6 +4,13 @@ A config is a (possibly nested) dataclass whose fields carry a one-line docstrin
 them. :func:`add_config_arguments` exposes every leaf field as ``--section.field`` with that
 docstring as help; :func:`apply_overrides` applies what the user set on top of a preset or a
 stored config; :func:`to_dict` / :func:`from_dict` store and reload the resolved config.
+
+A field may hold one of several config classes (a typed union, ``field: HexPlaneConfig |
+ControlPointConfig``): each class names itself with a ``type_name`` class variable, its JSON carries
+that name under ``"type"``, ``--section.field NAME`` selects one (keeping its settings when it is
+already the selected one, else starting from the class's defaults) and ``--section.field.x`` sets
+the selected one's fields. A config class whose stored layout changed may define a static
+``upgrade_dict(data) -> data`` that :func:`from_dict` applies first, so older run folders still load.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = [
     "dumps",
     "load_config",
     "ConfigError",
+    "TYPE_KEY",
     "check_positive",
     "check_non_negative",
     "check_range",
@@ -58,17 +66,34 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+TYPE_KEY = "type"
+"""The key naming the chosen class of a union field in a stored config."""
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _variants(hint: Any) -> dict[str, type] | None:
+    """The classes of a union field (``A | B`` of config dataclasses) by their ``type_name``; None
+    for any other type."""
+    if get_origin(hint) not in (typing.Union, types.UnionType):
+        return None
+    args = get_args(hint)
+    if not all(dataclasses.is_dataclass(a) for a in args):
+        return None
+    return {a.type_name: a for a in args}
+
+
 def to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (nested) dataclass config."""
+    """A JSON-ready dict of a (nested) dataclass config; a union field's value carries its class's
+    ``type_name`` under ``"type"``."""
     out = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
-            value = to_dict(value)
+            tagged = hasattr(type(value), "type_name") and _variants(_hints(type(config))[f.name])
+            value = {TYPE_KEY: value.type_name, **to_dict(value)} if tagged else to_dict(value)
         elif isinstance(value, tuple):
             value = list(value)
         out[f.name] = value
@@ -211,6 +236,8 @@ def from_dict(cls: type[T], data: dict[str, Any], strict: bool = True) -> T:
     Bad values raise a :class:`ConfigError` whose ``field`` is the dotted path from ``cls``."""
     if not isinstance(data, dict):
         raise ConfigError(cls.__name__, f"expected a JSON object of fields, got {type(data).__name__}")
+    if hasattr(cls, "upgrade_dict"):
+        data = cls.upgrade_dict(dict(data))
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
@@ -221,6 +248,9 @@ def from_dict(cls: type[T], data: dict[str, Any], strict: bool = True) -> T:
         if f.name not in data:
             continue
         hint, value = hints[f.name], data[f.name]
+        variants = _variants(hint)
+        if variants is not None:
+            hint, value = _chosen_variant(f.name, variants, value, cls.__name__)
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise ConfigError(f.name, f"expected a section of fields, got {value!r}")
@@ -239,29 +269,56 @@ def from_dict(cls: type[T], data: dict[str, Any], strict: bool = True) -> T:
         raise ConfigError(err.field, err.message, cls.__name__) from None
 
 
-def _leaves(cls: type, prefix: str = ""):
-    hints = _hints(cls)
-    docs = field_docs(cls)
+def _chosen_variant(name: str, variants: dict[str, type], value: Any, owner: str) -> tuple[type, dict[str, Any]]:
+    """The class and fields of a union field's stored ``value`` (``{"type": NAME, ...}``, or NAME)."""
+    if isinstance(value, str):
+        value = {TYPE_KEY: value}
+    if not isinstance(value, dict):
+        raise ConfigError(name, f"expected a section of fields with a {TYPE_KEY!r}, got {value!r}", owner)
+    tag = value.get(TYPE_KEY)
+    if tag not in variants:
+        choices = ", ".join(repr(t) for t in variants)
+        raise ConfigError(name, f"expected {TYPE_KEY!r} one of {choices}, got {tag!r}", owner)
+    return variants[tag], {k: v for k, v in value.items() if k != TYPE_KEY}
+
+
+def _summary(cls: type) -> str:
+    return (inspect.getdoc(cls) or cls.__name__).splitlines()[0].rstrip(".")
+
+
+def _options(cls: type, defaults: Any = None, prefix: str = ""):
+    """(dotted path, type, help) of every CLI option of ``cls``; the help shows the values of
+    ``defaults`` when given. A union field gives a selector (its class names) and the fields of
+    every class, each option's help saying which classes have it."""
+    hints, docs = _hints(cls), field_docs(cls)
     for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            yield from _leaves(hint, f"{prefix}{f.name}.")
+        hint, doc, path = hints[f.name], docs.get(f.name, ""), f"{prefix}{f.name}"
+        value = getattr(defaults, f.name) if defaults is not None else None
+        variants = _variants(hint)
+        if variants is not None:
+            listed = "; ".join(f"'{tag}': {_summary(v)}" for tag, v in variants.items())
+            shown = f" (default: {value.type_name})" if defaults is not None else ""
+            yield path, Literal[tuple(variants)], f"{doc} One of {listed}; --{path}.* set its fields{shown}"
+            merged: dict[str, list] = {}
+            for tag, variant in variants.items():
+                chosen = value if isinstance(value, variant) else variant() if defaults is not None else None
+                for sub, sub_hint, sub_help in _options(variant, chosen, f"{path}."):
+                    entry = merged.setdefault(sub, [sub_hint, []])
+                    entry[0] = entry[0] if entry[0] == sub_hint else str  # read as the field's type later
+                    entry[1].append(f"[{tag}] {sub_help}")
+            for sub, (sub_hint, helps) in merged.items():
+                yield sub, sub_hint, " ".join(helps)
+        elif dataclasses.is_dataclass(hint):
+            yield from _options(hint, value, f"{path}.")
         else:
-            yield f"{prefix}{f.name}", hint, docs.get(f.name, "")
+            yield path, hint, doc + (f" (default: {value})" if defaults is not None else "")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Any = None) -> None:
-    """Add ``--a.b`` options for every leaf field of ``cls``; unset options stay None so they
-    only override what the user typed (see :func:`apply_overrides`)."""
+    """Add ``--a.b`` options for every leaf field of ``cls`` (and a selector for every union field);
+    unset options stay None so they only override what the user typed (see :func:`apply_overrides`)."""
     group = parser.add_argument_group(f"{cls.__name__} options (override the preset / stored config)")
-    for path, hint, doc in _leaves(cls):
-        default = None
-        if defaults is not None:
-            obj = defaults
-            for part in path.split("."):
-                obj = getattr(obj, part)
-            default = obj
-        help_text = doc + (f" (default: {default})" if defaults is not None else "")
+    for path, hint, help_text in _options(cls, defaults):
         choices = list(get_args(hint)) if get_origin(hint) is Literal else None
         group.add_argument(
             f"--{path}",
@@ -292,20 +349,48 @@ class _OptionType:
 
 def set_fields(config: T, changes: dict[str, Any]) -> T:
     """A copy of ``config`` with dotted fields replaced, e.g. ``{"optim.lr": 1e-4}``; values are
-    read as the fields' types (strings from the CLI included), unknown fields are an error. A bad
-    value raises a :class:`ConfigError` whose ``field`` is the dotted path."""
+    read as the fields' types (strings from the CLI included), unknown fields are an error. A union
+    field takes a class name (``{"deform.field": "control_points"}``: that class's defaults, or the
+    current settings when it is already chosen) or a config instance; its fields are set through the
+    chosen class (``{"deform.field.num_points": 64}``). A bad value raises a :class:`ConfigError`
+    whose ``field`` is the dotted path."""
     data = to_dict(config)
-    for key, value in changes.items():
+    # A class is chosen before its fields are set, whatever the order of ``changes``.
+    for key, value in sorted(changes.items(), key=lambda item: item[0].count(".")):
         *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            if not isinstance(node.get(part), dict):
+        node, cls, variants = data, type(config), None
+        for i, part in enumerate(parents):
+            hint = _hints(cls).get(part)
+            if hint is None or not isinstance(node.get(part), dict):
                 raise ValueError(f"{type(config).__name__}: unknown config section {key!r}")
-            node = node[part]
-        if leaf not in node:
+            node, variants = node[part], _variants(hint)
+            cls = hint if variants is None else _chosen_variant(".".join(parents[: i + 1]), variants, node, "")[0]
+        hints = _hints(cls)
+        if leaf not in hints:
+            if variants is not None:
+                _refuse_other_variant(key, leaf, variants, node[TYPE_KEY])
             raise ValueError(f"{type(config).__name__}: unknown config field {key!r}")
+        if _variants(hints[leaf]) is not None:
+            if dataclasses.is_dataclass(value):
+                value = {TYPE_KEY: value.type_name, **to_dict(value)}
+            elif isinstance(value, str):
+                if value == node[leaf][TYPE_KEY]:
+                    continue  # already the chosen class: keep its settings
+                value = {TYPE_KEY: value}  # another class, from its defaults
         node[leaf] = value
     return from_dict(type(config), data)
+
+
+def _refuse_other_variant(key: str, leaf: str, variants: dict[str, type], chosen: str) -> None:
+    """A field of a union's class other than the chosen one is set: say which class has it."""
+    owners = [tag for tag, variant in variants.items() if leaf in {f.name for f in dataclasses.fields(variant)}]
+    if owners:
+        section = key.rsplit(".", 1)[0]
+        raise ConfigError(
+            key,
+            f"is a field of {section} {' / '.join(owners)}, but {section} is {chosen!r} here "
+            f"(choose it with --{section} {owners[0]})",
+        )
 
 
 def apply_overrides(config: T, args: argparse.Namespace) -> T:

@@ -64,7 +64,7 @@ def test_time_window_grows_the_trained_times_during_the_stage(scene, tmp_path, m
 
 
 def test_canonical_lr_factor_scales_only_the_canonical_groups():
-    model = DynamicGaussians(random_in_sphere(20, seed=0), DeformConfig(hexplane=SMALL_HEX))
+    model = DynamicGaussians(random_in_sphere(20, seed=0), DeformConfig(field=SMALL_HEX))
     lr = LearningRates()
     optimizer = build_optimizer(model, lr)
     set_learning_rates(optimizer, lr, 10, 100, 0.1)

@@ -13,8 +13,8 @@ from gen4d.gaussians.dynamic import GAUSSIAN_FIELDS, DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer
 from gen4d.render import RenderOutput
 
-CP = DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=4, width=8, depth=1))
-HEX = DeformConfig(hexplane=HexPlaneConfig(features=2, resolution=(4, 4, 4, 3), multires=(1,), width=8))
+CP = DeformConfig(field=ControlPointConfig(num_points=4, width=8, depth=1))
+HEX = DeformConfig(field=HexPlaneConfig(features=2, resolution=(4, 4, 4, 3), multires=(1,), width=8))
 
 
 def make_model(count=6, deform=HEX, scale=0.01):

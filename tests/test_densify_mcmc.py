@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
-from gen4d.densify import MCMCConfig, MCMCStrategy, build_strategy, relocation
+from gen4d.densify import DensifyConfig, DensifyStrategy, MCMCConfig, MCMCStrategy, build_strategy, relocation
 from gen4d.gaussians import from_points
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer
 
-CP = DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=4, width=8, depth=1))
+CP = DeformConfig(field=ControlPointConfig(num_points=4, width=8, depth=1))
 
 
 def brute_force_denominator(o_new: float, n: int) -> float:
@@ -93,9 +93,10 @@ def test_add_grows_to_cap_and_noise_spares_opaque():
 
 
 def test_build_strategy():
-    assert isinstance(build_strategy("mcmc", None, MCMCConfig()), MCMCStrategy)
-    with pytest.raises(ValueError, match="strategy"):
-        build_strategy("bogus", None, MCMCConfig())
+    assert isinstance(build_strategy(MCMCConfig()), MCMCStrategy)
+    assert isinstance(build_strategy(DensifyConfig()), DensifyStrategy)
+    with pytest.raises(TypeError, match="DensifyConfig or MCMCConfig"):
+        build_strategy("mcmc")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cap"):
         MCMCStrategy(MCMCConfig(cap=0))
 
@@ -108,17 +109,17 @@ def test_reconstruct_with_mcmc(tmp_path):
 
     scene = synthetic_dataset(size=24, frames=4, eval_views=2, blobs=2, per_blob=20)
     config = ConstructConfig(
-        device="cpu", backend="torch", tile_size=8, strategy="mcmc", init=InitConfig(num_points=50),
+        device="cpu", backend="torch", tile_size=8, init=InitConfig(num_points=50),
         coarse=StageConfig(iterations=6, cameras_per_step=1), fine=StageConfig(iterations=6, cameras_per_step=1, static_orbit=False),
-        mcmc=MCMCConfig(cap=60, start=1, every=2), log_every=3,
+        densify=MCMCConfig(cap=60, start=1, every=2), log_every=3,
         output=OutputConfig(ply=False, video=False, renders=False, lpips=False),
     )  # fmt: skip
     metrics = reconstruct(scene, config, tmp_path / "run", progress=False, echo=None)
     assert metrics["num_gaussians"] == 60
     assert "relocated" in (tmp_path / "run" / "log.txt").read_text()
     # the same run with the default strategy: no relocation, and no growth before its start (step 500)
-    small = DeformConfig(hexplane=HexPlaneConfig(features=4, resolution=(8, 8, 8, 4), multires=(1,), width=16))
-    quick = replace(config, strategy="default", deform=small, output=replace(config.output, evaluate=False))
+    small = DeformConfig(field=HexPlaneConfig(features=4, resolution=(8, 8, 8, 4), multires=(1,), width=16))
+    quick = replace(config, densify=DensifyConfig(), deform=small, output=replace(config.output, evaluate=False))
     default = reconstruct(scene, quick, tmp_path / "default", progress=False, echo=None)
     assert default["num_gaussians"] == 50
     assert "relocated" not in (tmp_path / "default" / "log.txt").read_text()

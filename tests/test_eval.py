@@ -31,7 +31,7 @@ def _model(seed: int = 0, colour_shift: float = 0.0) -> DynamicGaussians:
     gaussians = gaussians.with_(log_scales=torch.full_like(gaussians.log_scales, math.log(0.06)))
     if colour_shift:
         gaussians = gaussians.with_(sh=gaussians.sh + colour_shift)
-    config = DeformConfig(hexplane=HexPlaneConfig(features=4, resolution=(8, 8, 8, 4), multires=(1,), width=16))
+    config = DeformConfig(field=HexPlaneConfig(features=4, resolution=(8, 8, 8, 4), multires=(1,), width=16))
     model = DynamicGaussians(gaussians, config)
     gen = torch.Generator().manual_seed(100 + seed)
     with torch.no_grad():  # a visible, time-dependent motion

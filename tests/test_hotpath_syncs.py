@@ -45,8 +45,8 @@ from gen4d.recon.optim import LearningRates, build_optimizer
 from gen4d.recon.step import TrainData, training_step
 from gen4d.render import RenderOptions, render
 
-SMALL_HEX = DeformConfig(hexplane=HexPlaneConfig(features=4, resolution=(4, 4, 4, 3), multires=(1,), width=8))
-SMALL_CP = DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=8, width=8, depth=1))
+SMALL_HEX = DeformConfig(field=HexPlaneConfig(features=4, resolution=(4, 4, 4, 3), multires=(1,), width=8))
+SMALL_CP = DeformConfig(field=ControlPointConfig(num_points=8, width=8, depth=1))
 READS = ("__bool__", "item", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy", "nonzero")
 EXEMPT = ("gen4d/render/reference.py", "torch/optim/")
 """Frames whose reads are not counted (module docstring)."""

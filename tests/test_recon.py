@@ -48,7 +48,7 @@ def tiny_config(kind="hexplane", coarse=4, fine=5, points=60, cameras=1, **chang
         init=InitConfig(num_points=points),
         coarse=StageConfig(iterations=coarse, cameras_per_step=cameras, static_orbit=True),
         fine=StageConfig(iterations=fine, cameras_per_step=cameras, static_orbit=False),
-        deform=DeformConfig(kind=kind, hexplane=SMALL_HEX, control_points=SMALL_CP),
+        deform=DeformConfig(field={"hexplane": SMALL_HEX, "control_points": SMALL_CP}[kind]),
         densify=DensifyConfig(
             start=2, stop=10_000, every=2, reset_every=0, prune_opacity=0.01, max_gaussians=4 * points
         ),
@@ -64,7 +64,7 @@ def test_model_at_and_render_one_batched_call(monkeypatch):
     from gen4d.cameras import orbit
     from gen4d.gaussians import dynamic as model_module
 
-    model = DynamicGaussians(random_in_sphere(50, seed=2), DeformConfig(hexplane=SMALL_HEX))
+    model = DynamicGaussians(random_in_sphere(50, seed=2), DeformConfig(field=SMALL_HEX))
     with torch.no_grad():  # a non-identity field so times matter
         model.field.head_out_weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
         model.field.grid.temporal[0].mul_(torch.linspace(0.5, 1.5, 5)[:, None])

@@ -15,7 +15,7 @@ from gen4d.recon.construct import PRESETS, ConstructConfig, StageConfig
 from gen4d.recon.losses import LossWeights, alpha_loss, depth_smoothness, dssim, l1, weighted_regularizers
 from gen4d.recon.optim import LearningRates, build_optimizer, learning_rates_at, log_linear, set_learning_rates
 
-HEX = DeformConfig(hexplane=HexPlaneConfig(features=2, resolution=(4, 4, 4, 3), multires=(1,), width=8))
+HEX = DeformConfig(field=HexPlaneConfig(features=2, resolution=(4, 4, 4, 3), multires=(1,), width=8))
 
 
 def test_image_losses():
@@ -57,7 +57,7 @@ def test_log_linear_schedule():
 
 @pytest.mark.parametrize(
     "deform",
-    [HEX, DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=4, width=8, depth=1))],
+    [HEX, DeformConfig(field=ControlPointConfig(num_points=4, width=8, depth=1))],
 )
 def test_optimizer_groups_cover_every_parameter(deform):
     model = DynamicGaussians(random_in_sphere(10), deform)

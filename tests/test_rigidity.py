@@ -97,8 +97,8 @@ def test_model_regularization_includes_rigidity_when_enabled():
     from gen4d.gaussians.dynamic import DynamicGaussians
 
     hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
-    on = DynamicGaussians(random_in_sphere(100, seed=1), DeformConfig(hexplane=hexplane, rigidity=CONFIG))
-    off = DynamicGaussians(random_in_sphere(100, seed=1), DeformConfig(hexplane=hexplane))
+    on = DynamicGaussians(random_in_sphere(100, seed=1), DeformConfig(field=hexplane, rigidity=CONFIG))
+    off = DynamicGaussians(random_in_sphere(100, seed=1), DeformConfig(field=hexplane))
     assert {"rigidity", "isometry"} <= set(on.regularization(TIMES))
     assert not {"rigidity", "isometry"} & set(off.regularization(TIMES))
 
@@ -108,7 +108,7 @@ def test_sampling_the_rendered_set_equals_running_the_field_again():
 
     hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
     torch.manual_seed(0)  # the field's other layers draw from the global generator
-    field = build_field(DeformConfig(hexplane=hexplane))
+    field = build_field(DeformConfig(field=hexplane))
     with torch.no_grad():
         field.head_out_weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
     canonical = random_in_sphere(150, seed=5)
@@ -133,7 +133,7 @@ def test_training_step_runs_the_field_once(monkeypatch):
     hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
     from gen4d.gaussians.dynamic import DynamicGaussians
 
-    model = DynamicGaussians(random_in_sphere(80, seed=1), DeformConfig(hexplane=hexplane, rigidity=CONFIG))
+    model = DynamicGaussians(random_in_sphere(80, seed=1), DeformConfig(field=hexplane, rigidity=CONFIG))
     optimizer = build_optimizer(model, LearningRates())
     cameras = orbit(0.0, [0.0, 120.0], 2.0, 40.0, 16, 16).with_times(torch.tensor([0.2, 0.7]))
     calls = []

@@ -44,7 +44,7 @@ def tiny(coarse=2, fine=3, **changes) -> ConstructConfig:
     config = ConstructConfig(
         device="cpu", backend="torch", tile_size=8, init=InitConfig(num_points=40),
         coarse=StageConfig(iterations=coarse, cameras_per_step=1), fine=StageConfig(iterations=fine, cameras_per_step=1),
-        deform=DeformConfig(hexplane=SMALL_HEX),
+        deform=DeformConfig(field=SMALL_HEX),
         densify=DensifyConfig(start=2, stop=100, every=2, reset_every=0, max_gaussians=160),
         log_every=2, checkpoint_every=0, output=NO_OUTPUTS,
     )  # fmt: skip

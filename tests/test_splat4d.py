@@ -22,7 +22,7 @@ FRAMES = 6
 def model():
     hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
     torch.manual_seed(0)  # the field's other layers draw from the global generator
-    model = DynamicGaussians(random_in_sphere(400, seed=3), DeformConfig(hexplane=hexplane))
+    model = DynamicGaussians(random_in_sphere(400, seed=3), DeformConfig(field=hexplane))
     with torch.no_grad():  # a field that moves, turns and resizes the Gaussians over time
         model.field.head_out_weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
         model.field.grid.temporal[0].mul_(torch.linspace(0.2, 1.8, 5)[:, None])
@@ -96,7 +96,7 @@ def test_export_command(tmp_path):
 
     hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
     run = tmp_path / "run"
-    save_checkpoint(run, DynamicGaussians(random_in_sphere(50, seed=1), DeformConfig(hexplane=hexplane)))
+    save_checkpoint(run, DynamicGaussians(random_in_sphere(50, seed=1), DeformConfig(field=hexplane)))
     assert main(["export", str(run), "--out", str(tmp_path / "x.splat4d"), "--frames", "3"]) == 0
     assert read_splat4d(tmp_path / "x.splat4d").num_frames == 3
     assert main(["export", str(run), "--out", str(tmp_path / "x.splat4d"), "--frames", "4"]) == 0  # its own file

@@ -57,7 +57,7 @@ def test_stag4d_preset_is_the_published_settings():
         0,
     )
     assert (d.percent_dense, d.prune_opacity, d.prune_max_scale, d.prune_min_scale) == (0.1, 0.01, 0.1, 0.001)
-    h = c.deform.hexplane
+    h = c.deform.field
     assert (h.features, h.resolution, h.multires, h.bounds, h.width, h.deform_opacity) == (
         32,
         (64, 64, 64, 25),
@@ -66,7 +66,7 @@ def test_stag4d_preset_is_the_published_settings():
         64,
         False,
     )
-    assert h.regularizer == "stag4d" and preset("fast").deform.hexplane.regularizer == "stag4d"
+    assert h.regularizer == "stag4d" and preset("fast").deform.field.regularizer == "stag4d"
     assert (c.sds.guidance_scale, c.sds.input_prob, c.sds.input_azimuth_deg) == (5.0, 0.6, 30.0)
     a = c.sds.anneal
     assert (a.min_start, a.min_end, a.max_start, a.max_end, a.steps) == (0.5, 0.02, 0.95, 0.5, 3000)
@@ -96,7 +96,7 @@ def _tiny(config, **changes):
         backend="torch",
         num_points=800,
         deform=DeformConfig(
-            hexplane=HexPlaneConfig(
+            field=HexPlaneConfig(
                 features=8, resolution=(16, 16, 16, 8), multires=(1, 2), width=32, regularizer="stag4d"
             )
         ),
@@ -157,7 +157,7 @@ def test_gen4d_video_end_to_end_tiny_models(tmp_path):
         "--sds.model", "random:tiny", "--views_per_step", "2", "--views.sizes", "16", "--views.size_steps", "",
         "--input.size", "24", "--num_points", "300", "--static_steps", "2", "--ramp_steps", "3",
         "--densify.start", "2", "--densify.every", "2", "--densify.stop", "5",
-        "--deform.hexplane.resolution", "8,8,8,4", "--deform.hexplane.multires", "1", "--deform.hexplane.features", "4",
+        "--deform.field.resolution", "8,8,8,4", "--deform.field.multires", "1", "--deform.field.features", "4",
         "--output.video_size", "16", "--output.round_frames", "4", "--output.loops", "1", "--checkpoint_every", "2",
     ]  # fmt: skip
     assert main(["video"] + common + ["--steps", "4"]) == 0

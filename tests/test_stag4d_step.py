@@ -96,7 +96,7 @@ def _views() -> MultiViewVideo:
 def _config(**changes) -> Stag4DConfig:
     base = dict(
         device="cpu", backend="torch", steps=4, static_steps=1, ramp_steps=10, views_per_step=4, num_points=200,
-        deform=DeformConfig(hexplane=HexPlaneConfig(features=4, resolution=(8, 8, 8, 4), multires=(1,), width=16, regularizer="stag4d")),
+        deform=DeformConfig(field=HexPlaneConfig(features=4, resolution=(8, 8, 8, 4), multires=(1,), width=16, regularizer="stag4d")),
         densify=DensifyConfig(start=1000, stop=2000), views=RandomViews(sizes=(SIZE,), size_steps=()),
         sds=SDSConfig(input_prob=0.0, input_azimuth_deg=0.0), output=Stag4DOutput(ply=False, videos=False, renders=False),
         log_every=2, checkpoint_every=0,

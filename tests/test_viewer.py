@@ -97,7 +97,7 @@ def test_model_frames_on_demand_and_served(tmp_path):
 
     torch.manual_seed(0)
     hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
-    model = DynamicGaussians(random_in_sphere(30, seed=2), DeformConfig(hexplane=hexplane))
+    model = DynamicGaussians(random_in_sphere(30, seed=2), DeformConfig(field=hexplane))
     with torch.no_grad():
         model.field.head_out_weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
         model.field.grid.temporal[0].mul_(torch.linspace(0.2, 1.8, 5)[:, None])  # motion over time
@@ -135,7 +135,7 @@ def test_view_command_shows_a_run_from_its_model_and_ply_on_request(tmp_path, mo
 
     hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
     run = tmp_path / "run"
-    save_checkpoint(run, DynamicGaussians(random_in_sphere(20, seed=1), DeformConfig(hexplane=hexplane)))
+    save_checkpoint(run, DynamicGaussians(random_in_sphere(20, seed=1), DeformConfig(field=hexplane)))
     save_ply(random_in_sphere(5, seed=2), run / "ply" / "frame_0000.ply")
     calls = []
     monkeypatch.setattr(

@@ -8,8 +8,9 @@ Pick one with :class:`DeformConfig` and :func:`build_field`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
 from gen4d.deform.base import DeformationField, check_times
 from gen4d.deform.control_points import (
@@ -40,22 +41,29 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DeformConfig:
-    """Which deformation field to use and its sizes."""
+    """Which deformation field to use, its sizes, and the rigidity regularisers."""
 
-    kind: Literal["hexplane", "control_points"] = "hexplane"
-    """'hexplane' (HexPlane + MLP, 4DGS / STAG4D) or 'control_points' (SC-GS)."""
-    hexplane: HexPlaneConfig = field(default_factory=HexPlaneConfig)
-    """HexPlane sizes (used when kind = 'hexplane')."""
-    control_points: ControlPointConfig = field(default_factory=ControlPointConfig)
-    """Control-point sizes (used when kind = 'control_points')."""
-    rigidity: RigidityConfig = field(default_factory=RigidityConfig)
+    field: HexPlaneConfig | ControlPointConfig = dataclasses.field(default_factory=HexPlaneConfig)
+    """The field, chosen by its config's class: 'hexplane' (HexPlaneConfig) or 'control_points' (ControlPointConfig)."""
+    rigidity: RigidityConfig = dataclasses.field(default_factory=RigidityConfig)
     """Local-rigidity regularisers of the motion, for either field (off by default)."""
+
+    @staticmethod
+    def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
+        """The stored layout of gen4d before typed unions (``kind`` beside both sub-configs) read as
+        the current one (``field: {"type": kind, ...}``); current dicts pass unchanged."""
+        if "field" in data or not {"kind", "hexplane", "control_points"} & set(data):
+            return data
+        kind = data.pop("kind", "hexplane")
+        hexplane, control_points = data.pop("hexplane", {}), data.pop("control_points", {})
+        chosen = {"hexplane": hexplane, "control_points": control_points}.get(kind, {})
+        return {"field": {"type": kind, **chosen} if isinstance(chosen, dict) else chosen, **data}
 
 
 def build_field(config: DeformConfig) -> DeformationField:
     """A freshly initialised field (identity deformation) for ``config``."""
-    if config.kind == "hexplane":
-        return HexPlaneField(config.hexplane)
-    if config.kind == "control_points":
-        return ControlPointField(config.control_points)
-    raise ValueError(f"DeformConfig.kind: unknown field {config.kind!r}; expected 'hexplane' or 'control_points'")
+    if isinstance(config.field, HexPlaneConfig):
+        return HexPlaneField(config.field)
+    if isinstance(config.field, ControlPointConfig):
+        return ControlPointField(config.field)
+    raise TypeError(f"DeformConfig.field: expected a HexPlaneConfig or ControlPointConfig, got {config.field!r}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,7 @@ __all__ = ["ControlPointConfig", "ControlPointField", "farthest_point_sampling",
 class ControlPointConfig:
     """Sizes of the control-point field (SC-GS uses 512-1024 points, K = 3)."""
 
+    type_name: ClassVar[str] = "control_points"
     num_points: int = 512
     """Number of control points M."""
     neighbours: int = 3

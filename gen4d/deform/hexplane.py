@@ -29,7 +29,7 @@ Regularisers (weights live in the caller's loss config), in one of two forms
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,7 @@ __all__ = ["HexPlaneConfig", "HexPlaneField", "HexPlaneGrid"]
 class HexPlaneConfig:
     """Sizes of the HexPlane grid and its MLP (defaults: 4DGaussians / STAG4D)."""
 
+    type_name: ClassVar[str] = "hexplane"
     features: int = 32
     """Feature channels per plane."""
     resolution: tuple[int, int, int, int] = (64, 64, 64, 25)

@@ -25,10 +25,12 @@ __all__ = [
 ]
 
 
-def build_strategy(kind: str, densify: DensifyConfig, mcmc: MCMCConfig, scene_extent: float = 1.0, seed: int = 0):
-    """The strategy named ``kind`` ('default' or 'mcmc') with its config."""
-    if kind == "default":
-        return DensifyStrategy(densify, scene_extent=scene_extent, seed=seed)
-    if kind == "mcmc":
-        return MCMCStrategy(mcmc, scene_extent=scene_extent, seed=seed)
-    raise ValueError(f"unknown densification strategy {kind!r}; expected 'default' or 'mcmc'")
+def build_strategy(
+    config: DensifyConfig | MCMCConfig, scene_extent: float = 1.0, seed: int = 0
+) -> DensifyStrategy | MCMCStrategy:
+    """The strategy that ``config``'s class selects."""
+    if isinstance(config, DensifyConfig):
+        return DensifyStrategy(config, scene_extent=scene_extent, seed=seed)
+    if isinstance(config, MCMCConfig):
+        return MCMCStrategy(config, scene_extent=scene_extent, seed=seed)
+    raise TypeError(f"build_strategy: expected a DensifyConfig or MCMCConfig, got {type(config).__name__}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,6 +42,7 @@ _MAX_COPIES = 51
 class MCMCConfig:
     """3DGS-MCMC settings (defaults: gsplat's MCMCStrategy and the paper)."""
 
+    type_name: ClassVar[str] = "mcmc"
     cap: int = 300_000
     """Largest number of Gaussians."""
     growth: float = 0.05

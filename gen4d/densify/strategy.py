@@ -32,7 +32,7 @@ lockstep. The per-step accumulation runs on the device without host synchronisat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -48,6 +48,7 @@ __all__ = ["DensifyConfig", "DensifyStrategy"]
 class DensifyConfig:
     """When and how to grow and prune Gaussians (defaults: 3DGS / gsplat DefaultStrategy)."""
 
+    type_name: ClassVar[str] = "adaptive"
     enabled: bool = True
     """Run adaptive density control at all."""
     start: int = 500

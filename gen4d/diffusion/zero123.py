@@ -45,16 +45,8 @@ import torch.nn.functional as F
 from gen4d._checks import check_shape
 from gen4d.diffusion.schedule import NoiseSchedule
 from gen4d.diffusion.sds import SDSOutput, classifier_free_guidance, sds_step
-from gen4d.diffusion.zero123pp import (
-    CLIP_MEAN,
-    CLIP_STD,
-    SD_VAE,
-    TINY_VAE,
-    TINY_VISION,
-    ImagePrep,
-    _require_diffusers,
-    _resolve_folder,
-)
+from gen4d.diffusion.zero123pp.conditioning import CLIP_MEAN, CLIP_STD, ImagePrep
+from gen4d.diffusion.zero123pp.loading import SD_VAE, TINY_VAE, TINY_VISION, require_diffusers, resolve_folder
 
 __all__ = ["Zero123Condition", "Zero123Guidance", "FULL_UNET", "FULL_VISION", "condition_clip_pixels"]
 
@@ -126,7 +118,7 @@ class Zero123Guidance:
         condition_prep: Literal["pil", "torch"] = "pil",
         posterior: Literal["mean", "sample"] = "mean",
     ):
-        _require_diffusers()
+        require_diffusers()
         if condition_prep not in ("pil", "torch"):
             raise ValueError(f"Zero123Guidance: condition_prep must be 'pil' or 'torch', got {condition_prep!r}")
         if posterior not in ("mean", "sample"):
@@ -164,7 +156,7 @@ class Zero123Guidance:
         device="cpu",
     ) -> Zero123Guidance:
         """Random-weight model of the given architecture (built on ``device``)."""
-        _require_diffusers()
+        require_diffusers()
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -192,11 +184,11 @@ class Zero123Guidance:
         cls, model: str = "ashawkey/zero123-xl-diffusers", device="cpu", dtype: torch.dtype = torch.float32
     ) -> Zero123Guidance:
         """Load a diffusers-format Zero-1-to-3 (XL) from a local folder or a hub id."""
-        _require_diffusers()
+        require_diffusers()
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPVisionModelWithProjection
 
-        folder = _resolve_folder(model)
+        folder = resolve_folder(model)
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
         vision = CLIPVisionModelWithProjection.from_pretrained(folder, subfolder="image_encoder", torch_dtype=dtype)

@@ -137,7 +137,9 @@ class ConstructTask(Task):
         if stage == "fine" and not model.deform_enabled:
             model.enable_deformation(prepare=True)
             self.strategy_state = self.strategy.initial_state(model)
-            LOGGER.info(f"fine stage: deformation ({config.deform.kind}) on, {model.num_gaussians} Gaussians")
+            LOGGER.info(
+                f"fine stage: deformation ({config.deform.field.type_name}) on, {model.num_gaussians} Gaussians"
+            )
         reach = min(stage_step / (stage_cfg.time_window * stage_length), 1.0) if stage_cfg.time_window else 1.0
         pool = self.data.pool(stage_cfg.static_orbit, stage_cfg.orbit, reach)
         set_learning_rates(self.optimizer, config.lr, stage_step, stage_length, stage_cfg.canonical_lr)
@@ -236,13 +238,13 @@ def _reconstruct(
 
     checkpoint = read_training_state(run_dir, device) if resume else None
     if checkpoint is not None:
-        check_resume_config(run_dir, to_dict(config), MAY_CHANGE_ON_RESUME)
+        check_resume_config(run_dir, config, MAY_CHANGE_ON_RESUME)
     write_json(run_dir / "config.json", to_dict(config))
 
     torch.manual_seed(config.seed)
     data_on_device = TrainData(dataset, device, config.seed)
     extent = scene_extent(dataset)
-    strategy = build_strategy(config.strategy, config.densify, config.mcmc, scene_extent=extent, seed=config.seed)
+    strategy = build_strategy(config.densify, scene_extent=extent, seed=config.seed)
     lpips_loader = LpipsLoader()
     lpips_loss_model = None
     if config.loss.lpips:

@@ -7,7 +7,7 @@ one-line docstring that ``gen4d reconstruct --help`` shows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from gen4d.config import ConfigError, check_non_negative, check_positive, check_range
 from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig, RigidityConfig
@@ -141,21 +141,18 @@ class ConstructConfig:
     """Dynamic stage (deformation on); by default without densification, the static orbit keeping time 0 fixed."""
     deform: DeformConfig = field(
         default_factory=lambda: DeformConfig(
-            hexplane=replace(_hexplane(32, 12, (1, 2)), deform_scale=False), rigidity=RigidityConfig(samples=2048)
+            field=replace(_hexplane(32, 12, (1, 2)), deform_scale=False), rigidity=RigidityConfig(samples=2048)
         )
     )
     """Deformation field (default: HexPlane moving and turning the Gaussians, not resizing them, with local
     rigidity between neighbours)."""
-    strategy: Literal["default", "mcmc"] = "default"
-    """Densification strategy: 'default' (3DGS clone / split / prune) or 'mcmc' (3DGS-MCMC, fixed cap)."""
-    densify: DensifyConfig = field(
+    densify: DensifyConfig | MCMCConfig = field(
         default_factory=lambda: DensifyConfig(
             start=100, stop=600, every=100, reset_every=0, prune_opacity=0.01, max_gaussians=150_000
         )
     )
-    """Densification schedule of the 'default' strategy (steps counted within each stage)."""
-    mcmc: MCMCConfig = field(default_factory=MCMCConfig)
-    """Settings of the 'mcmc' strategy (steps counted within each stage)."""
+    """Densification, chosen by the config's class: 'adaptive' (DensifyConfig: 3DGS clone / split / prune) or 'mcmc'
+    (MCMCConfig: 3DGS-MCMC, fixed cap); steps counted within each stage."""
     lr: LearningRates = field(default_factory=LearningRates)
     """Learning rates."""
     loss: LossWeights = field(default_factory=lambda: LossWeights(rigidity=0.01))
@@ -179,6 +176,20 @@ class ConstructConfig:
         check_non_negative(self, "size", "checkpoint_every", "eval_every")
         check_positive(self, "tile_size", "log_every")
 
+    @staticmethod
+    def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
+        """The stored layout of gen4d before typed unions (``strategy`` beside ``densify`` and
+        ``mcmc``) read as the current one (``densify: {"type": "adaptive" or "mcmc", ...}``)."""
+        densify = data.get("densify")
+        if "strategy" not in data and "mcmc" not in data and not (isinstance(densify, dict) and "type" not in densify):
+            return data
+        strategy = data.pop("strategy", "default")
+        mcmc = data.pop("mcmc", {})
+        chosen = {"default": densify or {}, "mcmc": mcmc}.get(strategy, {})
+        kind = {"default": "adaptive"}.get(strategy, strategy)  # the 3DGS strategy was called 'default'
+        data["densify"] = {"type": kind, **chosen} if isinstance(chosen, dict) else chosen
+        return data
+
     @property
     def total_iterations(self) -> int:
         return self.coarse.iterations + self.fine.iterations
@@ -197,7 +208,7 @@ PRESETS: dict[str, ConstructConfig] = {
         coarse=StageConfig(iterations=5000, cameras_per_step=1, static_orbit=True),
         fine=StageConfig(iterations=2000, cameras_per_step=1, static_orbit=False),
         # 4DGaussians' regulariser functionals (summed second differences; STAG4D inherited them).
-        deform=DeformConfig(hexplane=replace(_hexplane(64, 12, (1, 2)), regularizer="stag4d")),
+        deform=DeformConfig(field=replace(_hexplane(64, 12, (1, 2)), regularizer="stag4d")),
         densify=DensifyConfig(start=500, stop=15000, every=100, reset_every=3000, grad_threshold=2e-4),
         lr=LearningRates(
             means=1.6e-4 * 2.2,
@@ -220,7 +231,7 @@ PRESETS: dict[str, ConstructConfig] = {
         init=InitConfig(num_points=10000),
         coarse=StageConfig(iterations=16000, cameras_per_step=1, static_orbit=True),
         fine=StageConfig(iterations=4000, cameras_per_step=1, static_orbit=False),
-        deform=DeformConfig(kind="control_points", control_points=ControlPointConfig(num_points=512, neighbours=3)),
+        deform=DeformConfig(field=ControlPointConfig(num_points=512, neighbours=3)),
         densify=DensifyConfig(start=500, stop=15000, every=100, reset_every=3000, grad_threshold=2e-4),
         lr=LearningRates(
             means=1.6e-4 * 2.2,
@@ -240,7 +251,7 @@ PRESETS: dict[str, ConstructConfig] = {
         init=InitConfig(num_points=3000),
         coarse=StageConfig(iterations=200, cameras_per_step=2, static_orbit=True),
         fine=StageConfig(iterations=400, cameras_per_step=2, static_orbit=False),
-        deform=DeformConfig(hexplane=_hexplane(24, 12, (1, 2), features=16)),
+        deform=DeformConfig(field=_hexplane(24, 12, (1, 2), features=16)),
         densify=DensifyConfig(start=100, stop=400, every=100, reset_every=0, prune_opacity=0.01, max_gaussians=12000),
         lr=LearningRates(means=3e-3, means_final=3e-5),
         loss=LossWeights(),  # 4DGS-style: no rigidity term (its deform config draws no anchors)

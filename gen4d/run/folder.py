@@ -160,13 +160,17 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any], may_chan
     return [k for k in differ if not any(k == m or k.startswith(m + ".") for m in allowed)]
 
 
-def check_resume_config(run: str | os.PathLike, config: dict[str, Any], may_change: Iterable[str] = ()) -> None:
-    """Raise UserError naming the fields when ``config`` differs from the run's stored
-    ``config.json`` in fields that may not change on resume."""
+def check_resume_config(run: str | os.PathLike, config: Any, may_change: Iterable[str] = ()) -> None:
+    """Raise UserError naming the fields when the dataclass ``config`` differs from the run's stored
+    ``config.json`` in fields that may not change on resume. The stored config is read as
+    ``type(config)`` (:func:`gen4d.config.load_config`), so fields added since take their defaults
+    and layouts of older gen4d versions are upgraded before comparing."""
+    from gen4d.config import load_config, to_dict
+
     path = Path(run) / "config.json"
     if not path.is_file():
         return
-    differ = config_differences(read_json(path), config, may_change)
+    differ = config_differences(to_dict(load_config(type(config), path)), to_dict(config), may_change)
     if differ:
         shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
         raise UserError(

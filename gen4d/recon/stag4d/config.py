@@ -155,7 +155,7 @@ class Stag4DConfig:
     """Radius of that ball."""
     init_opacity: float = 0.1
     """Initial opacity."""
-    deform: DeformConfig = field(default_factory=lambda: DeformConfig(hexplane=HexPlaneConfig(regularizer="stag4d")))
+    deform: DeformConfig = field(default_factory=lambda: DeformConfig(field=HexPlaneConfig(regularizer="stag4d")))
     """Deformation field (HexPlane 32 features, [64, 64, 64, 25], multires 1/2/4/8, bounds 1.6, STAG4D's regularisers)."""
     densify: DensifyConfig = field(
         default_factory=lambda: DensifyConfig(
@@ -233,7 +233,7 @@ PRESETS: dict[str, Stag4DConfig] = {
         static_steps=300,
         ramp_steps=800,
         deform=DeformConfig(
-            hexplane=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4), regularizer="stag4d")
+            field=HexPlaneConfig(resolution=(32, 32, 32, 16), multires=(1, 2, 4), regularizer="stag4d")
         ),
         densify=replace(_PUBLISHED.densify, start=400, stop=1600, max_gaussians=100_000),
         lr=replace(_PUBLISHED.lr, decay_steps=1000),

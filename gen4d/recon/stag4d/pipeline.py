@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from gen4d.cameras import orbit
-from gen4d.config import load_config, to_dict
+from gen4d.config import to_dict
 from gen4d.data.dataset import MultiViewVideo
 from gen4d.diffusion.zero123pp import MultiViewConfig
 from gen4d.gaussians.dynamic import DynamicGaussians
@@ -162,9 +162,7 @@ def _run(input_path, run_dir: Path, config: Stag4DConfig, multiview: str, resume
 
     config_path = run_dir / "config.json"
     if resume and config_path.is_file():
-        stored = to_dict(load_config(Stag4DConfig, config_path))  # fills fields added since
-        write_json(config_path, stored)
-        check_resume_config(run_dir, to_dict(config), MAY_CHANGE_ON_RESUME)
+        check_resume_config(run_dir, config, MAY_CHANGE_ON_RESUME)
     write_json(config_path, to_dict(config))
     timings: dict[str, float] = {}
     input_path = Path(input_path)
