@@ -385,9 +385,9 @@ def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[
     image_encoder = text_encoder = None  # frozen encoders are no longer needed
     spec.motion_stats = _quantiles(clips.motion)
     if clips.cameras is not None:
-        from gen4d.diffusion.vdm.components import _orbit_record
+        from gen4d.diffusion.vdm.spec import orbit_record
 
-        spec.orbit_cameras = _orbit_record(clips.cameras)
+        spec.orbit_cameras = orbit_record(clips.cameras)
 
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=oc.lr, weight_decay=oc.weight_decay)
