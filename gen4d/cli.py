@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "curate",
     "train_vdm",
     "sample_vdm",
+    "convert_videomv",
     "eval",
     "bench",
     "view",

@@ -154,6 +154,13 @@ class VDMTask:
         oc = config.optim
         self.local_batch = oc.batch_size // (self.processes * oc.grad_accum)
         self.shape = tuple(clips.latents.shape[1:])
+        self.camera = None
+        if spec.camera_dim:
+            from gen4d.diffusion.vdm.camera import camera_features
+
+            if clips.cameras is None:
+                raise ValueError("this model takes per-frame cameras but the training clips have none")
+            self.camera = camera_features(clips.cameras)[None].to(self.device)
         self.keep_latents = spec.null_condition == "keep_latents"
         self.metrics_path = run / "metrics.jsonl"
         self.lr = oc.lr
@@ -187,6 +194,8 @@ class VDMTask:
             z0, zbar, condition = batch_condition(
                 self.clips, index, self.spec.variant, config.task, drop, self.null_text, self.keep_latents, device
             )
+            if self.camera is not None:  # VideoMV's per-frame cameras (every clip has the same orbit)
+                condition = replace(condition, camera=self.camera.expand(len(index), -1, -1))
             # Dropout draws from the global generators: seed them per (step, micro-batch, process) so a
             # resumed run draws the same masks as an uninterrupted one.
             torch.manual_seed(sample_seed(config.seed, step, micro, self.rank, 0xD509))

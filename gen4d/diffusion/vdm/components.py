@@ -29,6 +29,7 @@ from torch import nn
 
 from gen4d.config import from_dict, to_dict
 from gen4d.diffusion.schedule import NoiseSchedule
+from gen4d.diffusion.vdm.camera import add_camera_embedding
 from gen4d.diffusion.vdm.encoders import ImageEncoder, PixelCodec, TextEncoder, VAECodec, composite_white
 from gen4d.diffusion.vdm.model import (
     DIFFUSION_HINT,
@@ -250,6 +251,8 @@ def load_video_model(
         else:
             _check_source(spec.base or "")
             unet = _load_unet(cls, spec.base)
+        if spec.camera_dim:
+            add_camera_embedding(unet, spec.camera_dim)
         base_unet = None
         if (folder / BASE_UNET_FILE).is_file():
             base_unet = copy.deepcopy(unet)

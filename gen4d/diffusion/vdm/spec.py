@@ -42,6 +42,9 @@ class VDMSpec:
     or 'keep_latents' (I2VGen-XL's pipeline: concatenated latents kept)."""
     base_null_condition: str = "keep_latents"
     """The same for the 3D-aware base model when it generates the static orbit."""
+    camera_dim: int = 0
+    """Size of the per-frame camera input of VideoMV's camera embedding (16: a flattened 4x4 camera-to-world
+    matrix; gen4d.diffusion.vdm.camera); 0: the UNet takes no cameras."""
     motion_stats: dict = field(default_factory=dict)
     """Motion magnitudes m(V) of the training set (min, quantiles, max), to choose m at sampling."""
     orbit_cameras: dict = field(default_factory=dict)
@@ -56,6 +59,8 @@ class VDMSpec:
         for name in ("null_condition", "base_null_condition"):
             if getattr(self, name) not in ("drop_all", "keep_latents"):
                 raise ValueError(f"{name} must be 'drop_all' or 'keep_latents', got {getattr(self, name)!r}")
+        if self.camera_dim < 0:
+            raise ValueError(f"camera_dim must be >= 0, got {self.camera_dim}")
         if self.num_frames < 2:
             raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
         return self
