@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "video",
     "render",
     "curate",
+    "cache_latents",
     "train_vdm",
     "sample_vdm",
     "convert_videomv",
