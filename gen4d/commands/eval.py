@@ -16,13 +16,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.config import add_config_arguments
     from gen4d.eval.core import EvalConfig
 
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s) of one method (one per object)")
+    parser.add_argument("runs", nargs="*", metavar="RUN", help="run folder(s) of one method (one per object)")
+    parser.add_argument(
+        "--video",
+        nargs="+",
+        metavar="VIDEO",
+        help="instead of runs: generated orbital video(s) (mp4 / gif / frame folder, one frame per ground-truth "
+        "orbit view) scored directly against the ground-truth orbit (Diffusion4D* rows, no 4D construction)",
+    )
     parser.add_argument(
         "--gt",
         nargs="+",
         required=True,
         metavar="DATA",
-        help="ground-truth dataset(s) (manifest folder or Diffusion4D folder): one per RUN, or one for all",
+        help="ground-truth dataset(s) (manifest folder or Diffusion4D folder): one per RUN / VIDEO, or one for all",
     )
     parser.add_argument("--out", required=True, metavar="REPORT", help="folder for report.md and report.json")
     parser.add_argument("--name", default=None, help="method name in the table (default: the first run's folder name)")
@@ -46,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from gen4d.eval.report import load_report, markdown_report, read_generation_time, write_report
 
     config = apply_overrides(EvalConfig(), args)
+    if args.video:
+        return _run_videos(args, config)
+    if not args.runs:
+        raise UserError("pass run folders (RUN ...) or generated videos (--video VIDEO ...) to evaluate")
     runs = [Path(r) for r in args.runs]
     gts = list(args.gt)
     if len(gts) == 1:
@@ -74,6 +85,40 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(cases, config, method=args.name or runs[0].name)
     report["runs"] = [str(r) for r in runs]
     report["ground_truth"] = [str(g) for g in gts]
+    json_path, md_path = write_report(report, args.out, compare)
+    print(markdown_report(report, compare).split("\n\n**Counts")[0])
+    print(f"\nwrote {md_path} and {json_path}")
+    return 0
+
+
+def _run_videos(args: argparse.Namespace, config) -> int:
+    import dataclasses
+
+    from gen4d.data.dataset import load_dataset
+    from gen4d.errors import UserError
+    from gen4d.eval.core import evaluate
+    from gen4d.eval.report import load_report, markdown_report, write_report
+    from gen4d.eval.video import collect_video, read_video_frames, video_case
+
+    if args.runs:
+        raise UserError("pass either run folders or --video, not both")
+    if config.protocol == "consistent4d":
+        raise UserError("--protocol: a generated video is scored with the diffusion4d protocol")
+    config = dataclasses.replace(config, protocol="diffusion4d")
+    videos = [Path(v) for v in args.video]
+    gts = list(args.gt) * (len(videos) if len(args.gt) == 1 else 1)
+    if len(gts) != len(videos):
+        raise UserError(
+            f"--gt: got {len(args.gt)} datasets for {len(videos)} videos; pass one per video, or one for all"
+        )
+    for video in videos:
+        if not video.exists():
+            raise UserError(f"--video: no such file or folder: {video}")
+    cases = [video_case(v.stem, read_video_frames(v), load_dataset(g)) for v, g in zip(videos, gts)]
+    report = evaluate(cases, config, method=args.name or f"{videos[0].stem} (video)", collect=collect_video)
+    report["videos"] = [str(v) for v in videos]
+    report["ground_truth"] = [str(g) for g in gts]
+    compare = [load_report(p) for p in args.compare]
     json_path, md_path = write_report(report, args.out, compare)
     print(markdown_report(report, compare).split("\n\n**Counts")[0])
     print(f"\nwrote {md_path} and {json_path}")

@@ -205,6 +205,18 @@ def _orbit_cameras(gt: MultiViewVideo, count: int) -> Cameras:
     return orbit(0.0, 360.0 * steps / count, radius, fov, gt.width, gt.height, times, fov_axis="y")
 
 
+def clip_reference(gt: MultiViewVideo, config: EvalConfig) -> tuple[torch.Tensor | str, str]:
+    """The CLIP-F / CLIP-O reference of the diffusion4d protocol and a note saying what it is: the
+    prompt if given, else the ground truth's front (or orbit) image at the first time (1, H, W, 3)."""
+    if config.prompt:
+        return config.prompt, f"text: {config.prompt!r}"
+    ref_split = "front" if gt.has_split("front") else "orbit"
+    index = gt.splits[ref_split]
+    first = index[torch.argmin(gt.cameras.times[index])]
+    note = f"ground-truth {ref_split} image at t={float(gt.cameras.times[first]):.3f}"
+    return _ground_truth(gt, first.view(1), config.background), note
+
+
 def collect_case(case: EvalCase, protocol: str, config: EvalConfig, options: Any) -> _Collected:
     """Render ``case.model`` at the protocol's cameras and gather the matching ground truth."""
     gt = case.gt
@@ -235,17 +247,7 @@ def collect_case(case: EvalCase, protocol: str, config: EvalConfig, options: Any
             if split == "front":
                 collected.front = renders[order]
     if protocol == "diffusion4d":
-        if config.prompt:
-            collected.reference = config.prompt
-            collected.notes["clip_reference"] = f"text: {config.prompt!r}"
-        else:
-            ref_split = "front" if gt.has_split("front") else "orbit"
-            index = gt.splits[ref_split]
-            first = index[torch.argmin(gt.cameras.times[index])]
-            collected.reference = _ground_truth(gt, first.view(1), bg)
-            collected.notes["clip_reference"] = (
-                f"ground-truth {ref_split} image at t={float(gt.cameras.times[first]):.3f}"
-            )
+        collected.reference, collected.notes["clip_reference"] = clip_reference(gt, config)
         if collected.front is None:
             collected.notes["clip_f"] = "no 'front' split: CLIP-F uses orbit view 0 only"
             collected.front = collected.pairs["orbit"][0][:1]
@@ -320,11 +322,14 @@ def evaluate(
     method: str = "gen4d",
     loaders: dict[str, Callable[[], Any]] | None = None,
     progress: bool = True,
+    collect: Callable[[EvalCase, str, EvalConfig, Any], _Collected] | None = None,
 ) -> dict[str, Any]:
     """Evaluate one method over ``cases``; returns the report dict (see :mod:`gen4d.eval.report`).
 
     loaders: optional overrides ``{"lpips" | "clip" | "fvd": () -> network}`` (tests pass small
     random networks; the defaults load pretrained weights or report the metric as skipped).
+    collect: how a case's images are obtained (default :func:`collect_case`, rendering the model;
+    :func:`gen4d.eval.video.collect_video` takes a generated video's frames instead).
     """
     from tqdm.auto import tqdm
 
@@ -364,7 +369,7 @@ def evaluate(
     notes: dict[str, Any] = {}
     image_count = 0
     for case in tqdm(cases, desc="eval", disable=not progress or len(cases) < 2):
-        collected = collect_case(case, protocol, config, options)
+        collected = (collect or collect_case)(case, protocol, config, options)
         notes.update(collected.notes)
         case_values: dict[str, list[torch.Tensor]] = {k: [] for k in per_image}
         case_iou = [0, 0]

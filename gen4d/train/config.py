@@ -23,6 +23,9 @@ class DataConfig:
     """Folder for cached encodings (latents, CLIP embeddings), shared by runs and processes; None: in memory only."""
     captions: str | None = None
     """JSON file {dataset name: caption} (text variant)."""
+    shards: str | None = None
+    """A latent cache from `gen4d cache-latents` (index.json + safetensors shards), streamed: every process
+    reads a disjoint share of the shards per epoch; replaces paths (image / static3d variants)."""
 
     def __post_init__(self) -> None:
         check_positive(self, "size", "num_frames")
@@ -147,8 +150,13 @@ class TrainConfig:
             raise ValueError("model.codec=vae needs a base model (--model.base) to take the VAE from")
         if self.optim.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"optim.mixed_precision must be no, fp16 or bf16, got {self.optim.mixed_precision!r}")
-        if not self.data.paths:
-            raise ValueError("no training data: pass dataset folders with --data.paths (or positional DATA)")
+        if not self.data.paths and not self.data.shards:
+            raise ValueError(
+                "no training data: pass dataset folders with --data.paths (or positional DATA), or a latent cache "
+                "with --data.shards"
+            )
+        if self.data.shards and self.model.variant == "text":
+            raise ValueError("--data.shards: the latent cache holds no captions; train the text variant from folders")
         if self.optim.batch_size < 1 or self.optim.grad_accum < 1 or self.optim.steps < 1:
             raise ValueError("optim.batch_size, optim.grad_accum and optim.steps must be >= 1")
         if not 0 <= self.uncond_prob < 1:

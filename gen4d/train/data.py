@@ -31,6 +31,7 @@ __all__ = [
     "ClipSet",
     "find_datasets",
     "clip_from_dataset",
+    "encode_clip",
     "load_clips",
     "global_batch_indices",
     "sample_seed",
@@ -151,6 +152,32 @@ def clip_from_dataset(folder: Path, size: int, num_frames: int):
     return v, vbar, m, orbit.cameras
 
 
+def encode_clip(
+    folder: Path,
+    size: int,
+    num_frames: int,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    image_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    text_encoder: Callable[[list[str]], torch.Tensor] | None = None,
+    caption: str | None = None,
+) -> tuple[dict[str, torch.Tensor], object]:
+    """The encodings of one dataset folder ({'latents', 'static_latents', 'motion' (1,) float64
+    [, 'image_embeds'] [, 'text']}, on the CPU) and its orbit cameras."""
+    v, vbar, m, cams = clip_from_dataset(folder, size, num_frames)
+    with torch.no_grad():
+        entry = {
+            "latents": encode(v[None])[0].cpu(),
+            "static_latents": encode(vbar[None])[0].cpu(),
+            "motion": torch.tensor([m], dtype=torch.float64),
+        }
+        if image_encoder is not None:
+            front = v[0, ..., :3] * v[0, ..., 3:] + (1 - v[0, ..., 3:])
+            entry["image_embeds"] = image_encoder(front[None])[0].float().cpu()
+        if caption is not None:
+            entry["text"] = text_encoder([caption])[0].float().cpu()
+    return entry, cams
+
+
 def load_clips(
     folders: Sequence[Path],
     size: int,
@@ -201,19 +228,8 @@ def load_clips(
             if cameras is None:
                 _, _, _, cameras = clip_from_dataset(folder, size, num_frames)
         if entry is None:
-            v, vbar, m, cams = clip_from_dataset(folder, size, num_frames)
+            entry, cams = encode_clip(folder, size, num_frames, encode, image_encoder, text_encoder, caption)
             cameras = cameras if cameras is not None else cams
-            with torch.no_grad():
-                entry = {
-                    "latents": encode(v[None])[0].cpu(),
-                    "static_latents": encode(vbar[None])[0].cpu(),
-                    "motion": torch.tensor([m], dtype=torch.float64),
-                }
-                if image_encoder is not None:
-                    front = v[0, ..., :3] * v[0, ..., 3:] + (1 - v[0, ..., 3:])
-                    entry["image_embeds"] = image_encoder(front[None])[0].float().cpu()
-                if caption is not None:
-                    entry["text"] = text_encoder([caption])[0].float().cpu()
             if cache_file is not None and write_cache:
                 with atomic_path(cache_file) as tmp:
                     save_file({k: t.contiguous() for k, t in entry.items()}, str(tmp))

@@ -51,6 +51,7 @@ from gen4d.run.logs import LOGGER, run_logging
 from gen4d.train.config import TrainConfig
 from gen4d.train.data import ClipSet, find_datasets, global_batch_indices, load_clips, read_captions, sample_seed
 from gen4d.train.ema import EMA
+from gen4d.train.shards import ShardStream, codec_id
 from gen4d.train.step import batch_condition, per_sample_randomness, vdm_loss
 
 __all__ = ["train_vdm", "RESUMABLE_CHANGES"]
@@ -138,7 +139,7 @@ class VDMTask:
     nan_hint = "Lower --optim.lr (or raise --optim.warmup_steps), or check the data"
     resume_how = "rerunning the same command"
 
-    def __init__(self, config: TrainConfig, accelerator, unet, optimizer, params, ema, clips: ClipSet, spec, schedule,
+    def __init__(self, config: TrainConfig, accelerator, unet, optimizer, params, ema, clips: ClipSet | ShardStream, spec, schedule,
                  null_text, run: Path):  # fmt: skip
         self.config, self.accelerator, self.unet, self.optimizer, self.params = (
             config,
@@ -153,7 +154,13 @@ class VDMTask:
         self.processes, self.rank = accelerator.num_processes, accelerator.process_index
         oc = config.optim
         self.local_batch = oc.batch_size // (self.processes * oc.grad_accum)
-        self.shape = tuple(clips.latents.shape[1:])
+        self.shape = clips.shape if isinstance(clips, ShardStream) else tuple(clips.latents.shape[1:])
+        self.camera = None
+        if spec.camera_dim:
+            from gen4d.diffusion.vdm.camera import camera_features
+            from gen4d.diffusion.vdm.spec import orbit_cameras
+
+            self.camera = camera_features(orbit_cameras(spec))[None].to(self.device)
         self.keep_latents = spec.null_condition == "keep_latents"
         self.metrics_path = run / "metrics.jsonl"
         self.lr = oc.lr
@@ -175,18 +182,25 @@ class VDMTask:
         self.lr = oc.lr * min(1.0, (step + 1) / oc.warmup_steps) if oc.warmup_steps else oc.lr
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
-        clip_ids = global_batch_indices(len(self.clips), step, oc.batch_size, config.seed)
+        stream = self.clips if isinstance(self.clips, ShardStream) else None
+        if stream is None:
+            clip_ids = global_batch_indices(len(self.clips), step, oc.batch_size, config.seed)
         totals = torch.zeros(3, device=device)
         for micro in range(oc.grad_accum):
             first = (micro * self.processes + self.rank) * self.local_batch
             positions = range(first, first + self.local_batch)
-            index = clip_ids[first : first + self.local_batch]
+            if stream is None:
+                clips, index = self.clips, clip_ids[first : first + self.local_batch]
+            else:  # this process's own shards (gen4d.train.shards)
+                clips, index = stream.micro_batch(step, micro), torch.arange(self.local_batch)
             t, noise, drop = per_sample_randomness(
                 step, positions, config.seed, self.shape, self.schedule.num_train_timesteps, config.uncond_prob, device
             )
             z0, zbar, condition = batch_condition(
-                self.clips, index, self.spec.variant, config.task, drop, self.null_text, self.keep_latents, device
+                clips, index, self.spec.variant, config.task, drop, self.null_text, self.keep_latents, device
             )
+            if self.camera is not None:  # VideoMV's per-frame cameras (every clip has the same orbit)
+                condition = replace(condition, camera=self.camera.expand(len(index), -1, -1))
             # Dropout draws from the global generators: seed them per (step, micro-batch, process) so a
             # resumed run draws the same masks as an uninterrupted one.
             torch.manual_seed(sample_seed(config.seed, step, micro, self.rank, 0xD509))
@@ -343,6 +357,15 @@ def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[
     processes = accelerator.num_processes
 
     unet, spec, schedule, codec, image_encoder, text_encoder, base_state = _build_model(config, device)
+    if config.data.shards:
+        local = oc.batch_size // (processes * oc.grad_accum)
+        clips = ShardStream(config.data.shards, accelerator.process_index, processes, local, oc.grad_accum, config.seed)
+        clips.check(
+            codec_id(codec.kind, config.model.init or config.model.base), config.data.size, config.data.num_frames
+        )
+        spec.orbit_cameras = clips.index["orbit_cameras"]
+        null_text = text_encoder([""]).float().cpu() if text_encoder is not None else None
+        return _train_on(config, accelerator, run, progress, unet, spec, schedule, base_state, clips, null_text)
     folders = find_datasets(config.data.paths)
     captions = read_captions(config.data.captions)
     if config.model.variant == "text" and text_encoder is None:
@@ -350,7 +373,7 @@ def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[
             "the text variant needs a CLIP text encoder: fine-tune from a base model that has one "
             "(--model.base damo-vilab/text-to-video-ms-1.7b)"
         )
-    codec_id = f"{codec.kind}:{config.model.init or config.model.base or 'scratch'}"
+    codec_name = codec_id(codec.kind, config.model.init or config.model.base)
     encode_kwargs = dict(
         image_encoder=image_encoder,
         text_encoder=text_encoder if config.model.variant == "text" else None,
@@ -365,7 +388,7 @@ def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[
                 config.data.size,
                 config.data.num_frames,
                 codec.encode,
-                codec_id,
+                codec_name,
                 progress=progress,
                 **encode_kwargs,
             )
@@ -376,18 +399,26 @@ def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[
             config.data.size,
             config.data.num_frames,
             codec.encode,
-            codec_id,
+            codec_name,
             write_cache=main,
             progress=progress and main,
             **encode_kwargs,
         )
     null_text = text_encoder([""]).float().cpu() if text_encoder is not None else None
     image_encoder = text_encoder = None  # frozen encoders are no longer needed
-    spec.motion_stats = _quantiles(clips.motion)
     if clips.cameras is not None:
-        from gen4d.diffusion.vdm.components import _orbit_record
+        from gen4d.diffusion.vdm.spec import orbit_record
 
-        spec.orbit_cameras = _orbit_record(clips.cameras)
+        spec.orbit_cameras = orbit_record(clips.cameras)
+    return _train_on(config, accelerator, run, progress, unet, spec, schedule, base_state, clips, null_text)
+
+
+def _train_on(config, accelerator, run, progress, unet, spec, schedule, base_state, clips, null_text) -> dict[str, Any]:
+    """The optimisation, export and result, given the model and the clips (in memory or streamed)."""
+    oc = config.optim
+    device, main = accelerator.device, accelerator.is_main_process
+    processes = accelerator.num_processes
+    spec.motion_stats = _quantiles(clips.motion)
 
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=oc.lr, weight_decay=oc.weight_decay)

@@ -4,7 +4,8 @@
 * :mod:`.model` - the denoiser (diffusers I2VGenXLUNet / UNet3DConditionModel + motion embedding),
   :class:`VideoCondition`, :func:`predict`;
 * :mod:`.sampling` - eq. 3's 3D-aware classifier-free guidance and DDIM;
-* :mod:`.components` - codecs (VAE / pixel), CLIP encoders, :class:`VideoModel`, load / save;
+* :mod:`.encoders` - codecs (VAE / pixel), CLIP encoders; :mod:`.spec` - :class:`VDMSpec` (model.json);
+* :mod:`.components` - :class:`VideoModel`, load / save;
 * :mod:`.pipeline` - condition -> orbital video (+ static orbit) -> gen4d dataset;
 * :mod:`.presets` - UNet / schedule presets (tiny, small, full).
 

@@ -1,4 +1,5 @@
-"""The parts around the denoiser: latent codecs, CLIP encoders, the model bundle, loading and saving.
+"""The model bundle around the denoiser, loading and saving (codecs and CLIP encoders:
+:mod:`.encoders`; the stored description :class:`VDMSpec`: :mod:`.spec`).
 
 A :class:`VideoModel` bundles what sampling and training need: the fine-tuned UNet (with its motion
 embedding), the frozen 3D-aware base UNet of eq. 3 (or None when the two share weights), the noise
@@ -19,16 +20,17 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from gen4d._checks import check_shape
 from gen4d.config import from_dict, to_dict
 from gen4d.diffusion.schedule import NoiseSchedule
+from gen4d.diffusion.vdm.camera import add_camera_embedding
+from gen4d.diffusion.vdm.encoders import ImageEncoder, PixelCodec, TextEncoder, VAECodec, composite_white
 from gen4d.diffusion.vdm.model import (
     DIFFUSION_HINT,
     UNET_CLASSES,
@@ -39,7 +41,7 @@ from gen4d.diffusion.vdm.model import (
     has_motion_embedding,
     limit_attention_batch,
 )
-from gen4d.diffusion.vdm.presets import SCHEDULE_PRESETS
+from gen4d.diffusion.vdm.spec import VDMSpec, orbit_cameras, orbit_record
 from gen4d.io import atomic_path, read_json, write_json
 
 __all__ = [
@@ -55,205 +57,14 @@ __all__ = [
     "MODEL_FILE",
     "UNET_FILE",
     "BASE_UNET_FILE",
+    "composite_white",
+    "orbit_cameras",
+    "orbit_record",
 ]
 
 MODEL_FILE = "model.json"
 UNET_FILE = "unet.safetensors"
 BASE_UNET_FILE = "base_unet.safetensors"
-
-
-@dataclass
-class VDMSpec:
-    """How a Diffusion4D video model is built and used (stored as model.json next to its weights)."""
-
-    variant: str = "image"
-    """Condition type: image or static3d (I2VGen-XL architecture) or text (ModelScope T2V architecture)."""
-    unet_config: dict = field(default_factory=dict)
-    """diffusers constructor arguments of the UNet (empty: the base model's own config)."""
-    scheduler: dict = field(default_factory=lambda: dict(SCHEDULE_PRESETS["stable_diffusion"]))
-    """diffusers scheduler config of the noise schedule the model was trained with."""
-    codec: str = "vae"
-    """Latent space: 'vae' (the base model's AutoencoderKL) or 'pixel' (RGBA pixels, 4 channels)."""
-    base: str | None = None
-    """diffusers folder or hub id providing the base weights, the VAE and the CLIP encoders (None: none)."""
-    num_frames: int = 24
-    """Frames (orbit views) per video T."""
-    size: int = 256
-    """Image side in pixels (square videos)."""
-    fps: int = 16
-    """I2VGen-XL's fps micro-condition (a constant here)."""
-    motion_freq_dim: int = 256
-    """Size of the sinusoidal features of the motion magnitude."""
-    motion_scale: float = 1000.0
-    """m is multiplied by this before the sinusoid (m is a mean squared difference, typically < 0.1)."""
-    null_condition: str = "drop_all"
-    """Unconditional input of guidance and of training's condition dropout: 'drop_all' (eq. 3's eps(z, t))
-    or 'keep_latents' (I2VGen-XL's pipeline: concatenated latents kept)."""
-    base_null_condition: str = "keep_latents"
-    """The same for the 3D-aware base model when it generates the static orbit."""
-    motion_stats: dict = field(default_factory=dict)
-    """Motion magnitudes m(V) of the training set (min, quantiles, max), to choose m at sampling."""
-    orbit_cameras: dict = field(default_factory=dict)
-    """Cameras of the training orbits (world_to_camera, fx, fy, cx, cy, width, height); empty: Diffusion4D's orbit."""
-    notes: str = ""
-    """Free text: how the weights were made."""
-
-    def validate(self) -> VDMSpec:
-        check_variant(self.variant)
-        if self.codec not in ("vae", "pixel"):
-            raise ValueError(f"unknown codec {self.codec!r}; expected 'vae' or 'pixel'")
-        for name in ("null_condition", "base_null_condition"):
-            if getattr(self, name) not in ("drop_all", "keep_latents"):
-                raise ValueError(f"{name} must be 'drop_all' or 'keep_latents', got {getattr(self, name)!r}")
-        if self.num_frames < 2:
-            raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
-        return self
-
-
-# --------------------------------------------------------------------------------------------- codecs
-
-
-def _check_rgba_video(name: str, video: torch.Tensor) -> None:
-    check_shape(name, video, ("B", "T", "H", "W", None))
-    if video.shape[-1] not in (3, 4):
-        raise ValueError(f"{name}: expected 3 (RGB) or 4 (RGBA) channels last, got {video.shape[-1]}")
-
-
-def composite_white(video: torch.Tensor) -> torch.Tensor:
-    """(..., 3|4) colour in [0, 1] -> (..., 3) over a white background."""
-    if video.shape[-1] == 3:
-        return video
-    rgb, alpha = video[..., :3], video[..., 3:4]
-    return rgb * alpha + (1 - alpha)
-
-
-class PixelCodec:
-    """Pixel space as 'latents': RGB composited on white and alpha, mapped to [-1, 1] (4 channels).
-    For small models trained from scratch; needs RGBA inputs, and decodes alpha too."""
-
-    channels = 4
-    downsample = 1
-    kind = "pixel"
-
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, T, H, W, 4) RGBA in [0, 1] -> (B, 4, T, H, W)."""
-        _check_rgba_video("video", video)
-        if video.shape[-1] != 4:
-            raise ValueError(
-                "the pixel-space model needs RGBA input (an alpha channel / transparent background); "
-                "got RGB. Cut the object out first (e.g. with a matting tool)."
-            )
-        rgb = composite_white(video)
-        x = torch.cat([rgb, video[..., 3:4]], dim=-1) * 2 - 1
-        return x.permute(0, 4, 1, 2, 3).contiguous()
-
-    def decode(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, 4, T, H, W) -> colour (B, T, H, W, 3) (not premultiplied) and alpha (B, T, H, W, 1)."""
-        check_shape("latents", latents, ("B", 4, "T", "H", "W"))
-        y = ((latents.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1)
-        white, alpha = y[..., :3], y[..., 3:4]
-        # white = rgb * a + (1 - a)  =>  rgb = (white - 1 + a) / a where a is not ~0
-        rgb = torch.where(alpha > 1e-3, (white - 1 + alpha) / alpha.clamp_min(1e-3), white).clamp(0, 1)
-        return rgb, alpha
-
-
-class VAECodec:
-    """A diffusers ``AutoencoderKL`` applied frame by frame on RGB composited on white. Decoding gives
-    no alpha (None). Encoding uses the posterior mean (deterministic, so latents can be cached)."""
-
-    channels = 4
-    kind = "vae"
-
-    def __init__(self, vae: nn.Module, chunk: int = 8):
-        self.vae = vae
-        self.chunk = int(chunk)
-        self.scaling = float(vae.config.scaling_factor)
-        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
-        if int(vae.config.latent_channels) != 4:
-            raise ValueError(f"the VAE has {vae.config.latent_channels} latent channels; I2VGen-XL / ModelScope need 4")
-
-    @torch.no_grad()
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        _check_rgba_video("video", video)
-        batch, frames = video.shape[:2]
-        param = next(self.vae.parameters())
-        x = (composite_white(video) * 2 - 1).flatten(0, 1).permute(0, 3, 1, 2).to(param)
-        parts = [self.vae.encode(x[i : i + self.chunk]).latent_dist.mean for i in range(0, x.shape[0], self.chunk)]
-        z = torch.cat(parts) * self.scaling
-        return z.reshape(batch, frames, *z.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> tuple[torch.Tensor, None]:
-        check_shape("latents", latents, ("B", 4, "T", "h", "w"))
-        batch, _, frames = latents.shape[:3]
-        param = next(self.vae.parameters())
-        z = latents.permute(0, 2, 1, 3, 4).flatten(0, 1).to(param) / self.scaling
-        parts = [self.vae.decode(z[i : i + self.chunk]).sample for i in range(0, z.shape[0], self.chunk)]
-        x = ((torch.cat(parts).float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
-        return x.reshape(batch, frames, *x.shape[1:]), None
-
-
-# ------------------------------------------------------------------------------------------- encoders
-
-
-class TextEncoder:
-    """CLIP text encoder + tokenizer: prompts -> (B, 77, D) hidden states.
-
-    ``skip_layers`` follows diffusers' ``clip_skip``: 0 gives the last layer's states (ModelScope's
-    ``TextToVideoSDPipeline``); 1 gives the penultimate layer's states through the model's final
-    layer norm, which is what ``I2VGenXLPipeline`` feeds I2VGen-XL (its ``clip_skip`` defaults to 1)."""
-
-    def __init__(self, model: nn.Module, tokenizer: Any, skip_layers: int = 0):
-        if skip_layers < 0:
-            raise ValueError(f"TextEncoder: skip_layers must be >= 0, got {skip_layers}")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.skip_layers = int(skip_layers)
-
-    @torch.no_grad()
-    def __call__(self, prompts: list[str]) -> torch.Tensor:
-        param = next(self.model.parameters())
-        tokens = self.tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        ids = tokens.input_ids.to(param.device)
-        if not self.skip_layers:
-            return self.model(ids)[0]
-        hidden = self.model(ids, output_hidden_states=True).hidden_states[-(self.skip_layers + 1)]
-        # transformers < 5 nests the layers under .text_model; 5 keeps them on the model itself.
-        return getattr(self.model, "text_model", self.model).final_layer_norm(hidden)
-
-
-class ImageEncoder:
-    """CLIP vision model with projection: (B, H, W, 3) images in [0, 1] -> (B, D) image embeddings.
-    Preprocessing (resize, CLIP mean / std) is done here in torch, without the processor class."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        size: int = 224,
-        mean=(0.48145466, 0.4578275, 0.40821073),
-        std=(0.26862954, 0.26130258, 0.27577711),
-    ):
-        self.model = model
-        self.size = int(size)
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        check_shape("images", images, ("B", "H", "W", 3))
-        param = next(self.model.parameters())
-        x = images.permute(0, 3, 1, 2).float()
-        x = torch.nn.functional.interpolate(
-            x, size=(self.size, self.size), mode="bicubic", align_corners=False, antialias=True
-        ).clamp(0, 1)
-        x = ((x - self.mean.to(x)) / self.std.to(x)).to(param)
-        return self.model(pixel_values=x).image_embeds
 
 
 # ---------------------------------------------------------------------------------------------- bundle
@@ -348,43 +159,6 @@ def load_unet_weights(unet: nn.Module, path: str | Path, strict: bool = True) ->
         )
 
 
-def _orbit_record(cameras) -> dict:
-    return {
-        "world_to_camera": cameras.world_to_camera.tolist(),
-        "fx": cameras.fx.tolist(),
-        "fy": cameras.fy.tolist(),
-        "cx": cameras.cx.tolist(),
-        "cy": cameras.cy.tolist(),
-        "width": cameras.width,
-        "height": cameras.height,
-    }
-
-
-def orbit_cameras(spec: VDMSpec):
-    """The T orbit cameras of generated videos (times i / (T - 1)): the training orbit when recorded,
-    else Diffusion4D's orbit (elevation 0, radius 2, fov 39.6 deg)."""
-    from gen4d.cameras import Cameras, diffusion4d_orbit
-
-    count = spec.num_frames
-    times = torch.linspace(0, 1, count)
-    record = spec.orbit_cameras
-    if not record:
-        return diffusion4d_orbit(count, size=spec.size).with_times(times)
-    cams = Cameras(
-        world_to_camera=torch.tensor(record["world_to_camera"], dtype=torch.float32),
-        fx=torch.tensor(record["fx"]),
-        fy=torch.tensor(record["fy"]),
-        cx=torch.tensor(record["cx"]),
-        cy=torch.tensor(record["cy"]),
-        width=int(record["width"]),
-        height=int(record["height"]),
-        times=times,
-    )
-    if len(cams) != count:
-        raise ValueError(f"model.json records {len(cams)} orbit cameras for {count} frames")
-    return cams.resized(spec.size, spec.size)
-
-
 def _load_components(spec: VDMSpec, source: str | None, device, dtype, encoders: bool = True):
     """Codec, text and image encoders from the base folder / hub id (as far as the spec needs them)."""
     codec = PixelCodec() if spec.codec == "pixel" else None
@@ -477,6 +251,8 @@ def load_video_model(
         else:
             _check_source(spec.base or "")
             unet = _load_unet(cls, spec.base)
+        if spec.camera_dim:
+            add_camera_embedding(unet, spec.camera_dim)
         base_unet = None
         if (folder / BASE_UNET_FILE).is_file():
             base_unet = copy.deepcopy(unet)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from gen4d._checks import check_shape
+from gen4d.diffusion.vdm.camera import camera_input
 from gen4d.diffusion.vdm.motion import MotionEmbedding
 
 __all__ = [
@@ -147,6 +148,9 @@ class VideoCondition:
     motion_mask: torch.Tensor | None = None
     """(B,) 1 where ``motion`` applies, 0 where the row is motion-free (e.g. the unconditional
     row of a guidance batch); None = all 1."""
+    camera: torch.Tensor | None = None
+    """(B, T, D) per-frame camera features for a UNet with VideoMV's camera embedding
+    (:mod:`gen4d.diffusion.vdm.camera`); None = no camera term. Kept in the unconditional input."""
 
     @property
     def batch_size(self) -> int | None:
@@ -227,7 +231,8 @@ def null_condition(
 ) -> VideoCondition:
     """The unconditional input eps(z_t, t) of classifier-free guidance for ``condition``: the empty
     prompt's tokens (``null_text`` (1, L, D); zeros when None), a zero image embedding, no motion,
-    and zero condition latents unless ``keep_latents`` (I2VGen-XL's own pipeline keeps them)."""
+    and zero condition latents unless ``keep_latents`` (I2VGen-XL's own pipeline keeps them); the
+    cameras (geometry, not a condition to drop) are kept."""
     size = condition.batch_size
     text = condition.text
     if text is not None:
@@ -243,7 +248,7 @@ def null_condition(
     latents = condition.latents
     if latents is not None and not keep_latents:
         latents = torch.zeros_like(latents)
-    return VideoCondition(text=text, image_embeds=image, latents=latents)
+    return VideoCondition(text=text, image_embeds=image, latents=latents, camera=condition.camera)
 
 
 class BatchChunkedAttnProcessor:
@@ -327,7 +332,8 @@ def predict(
         if text is None:
             raise ValueError("the text variant needs text tokens (VideoCondition.text, (B, L, D)); pass a prompt")
         check_shape("condition.text", text, (batch, None, None))
-        return unet(sample, timesteps, encoder_hidden_states=text, timestep_cond=packed, return_dict=False)[0]
+        with camera_input(inner, condition.camera):
+            return unet(sample, timesteps, encoder_hidden_states=text, timestep_cond=packed, return_dict=False)[0]
     cross_dim = inner.config.cross_attention_dim
     if condition.latents is None:
         what = "the condition image's latent" if variant == "image" else "the latents of the static orbit V-bar"
@@ -343,16 +349,19 @@ def predict(
     image = sample.new_zeros(batch, cross_dim) if image is None else image.to(dtype)
     check_shape("condition.image_embeds", image, (batch, cross_dim))
     fps_tensor = torch.full((batch,), int(fps), device=sample.device, dtype=torch.long)
-    return unet(
-        sample,
-        timesteps,
-        fps=fps_tensor,
-        image_latents=condition.latents.to(dtype),
-        image_embeddings=image[:, None, :],
-        encoder_hidden_states=text,
-        timestep_cond=packed,
-        return_dict=False,
-    )[0]
+    if condition.camera is not None:
+        check_shape("condition.camera", condition.camera, (batch, frames, None))
+    with camera_input(inner, condition.camera):
+        return unet(
+            sample,
+            timesteps,
+            fps=fps_tensor,
+            image_latents=condition.latents.to(dtype),
+            image_embeddings=image[:, None, :],
+            encoder_hidden_states=text,
+            timestep_cond=packed,
+            return_dict=False,
+        )[0]
 
 
 def image_condition_latents(image_latent: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 
 from gen4d._checks import check_shape
 from gen4d.config import ConfigError, check_non_negative, check_positive
+from gen4d.diffusion.vdm.camera import camera_features
 from gen4d.diffusion.vdm.components import VideoModel, composite_white, orbit_cameras
 from gen4d.diffusion.vdm.model import VideoCondition, image_condition_latents, null_condition
 from gen4d.diffusion.vdm.sampling import ddim_sample, guided_output
@@ -110,6 +111,9 @@ def encode_condition(
     """
     spec, device, dtype = model.spec, model.device, model.dtype
     variant = spec.variant
+    camera = None  # VideoMV's per-frame camera input: the cameras of the orbit to generate
+    if spec.camera_dim:
+        camera = camera_features(orbit_cameras(spec))[None].to(device=device, dtype=dtype)
     text = None
     if prompt is not None or variant == "text":
         if variant == "text" and not prompt:
@@ -122,7 +126,7 @@ def encode_condition(
     elif model.text_encoder is not None:
         text = model.text_encoder([""]).to(device=device, dtype=dtype)
     if variant == "text":
-        return VideoCondition(text=text)
+        return VideoCondition(text=text, camera=camera)
     if variant == "image":
         if image is None:
             raise ValueError("the image variant needs a condition image (--image)")
@@ -145,7 +149,7 @@ def encode_condition(
     embeds = None
     if model.image_encoder is not None:
         embeds = model.image_encoder(composite_white(front)[None].to(device)).to(dtype)
-    return VideoCondition(text=text, image_embeds=embeds, latents=latents.to(dtype))
+    return VideoCondition(text=text, image_embeds=embeds, latents=latents.to(dtype), camera=camera)
 
 
 def _default_motion(model: VideoModel) -> float:

@@ -79,6 +79,18 @@ SCHEDULE_PRESETS: dict[str, dict] = {
         "prediction_type": "epsilon",
         "timestep_spacing": "leading",
     },
+    # VideoMV's I2VGen-XL fine-tuning (its configs/i2vgen_xl_train.yaml): cosine betas (s = 0.008, as
+    # diffusers' squaredcos_cap_v2) rescaled to zero terminal SNR, v-prediction.
+    "videomv": {
+        "num_train_timesteps": 1000,
+        "beta_schedule": "squaredcos_cap_v2",
+        "rescale_betas_zero_snr": True,
+        "clip_sample": False,
+        "set_alpha_to_one": True,
+        "steps_offset": 0,
+        "prediction_type": "v_prediction",
+        "timestep_spacing": "trailing",
+    },
     # Pixel space from scratch: cosine schedule, v-prediction (stable x0 estimates for L_mr at every t),
     # trailing spacing so sampling starts at the last (pure-noise) step.
     "pixel_cosine_v": {
