@@ -121,11 +121,14 @@ def test_asset_list_paths_procedural_and_objaverse_ids(tmp_path):
     (tmp_path / "lists" / "notes.txt").write_text("")
     listing = tmp_path / "lists" / "assets.txt"
     lines = ["# comment", "a.glb", "", f"  {uid}  ", "procedural:3:motion=leave", unknown, "missing.glb", "notes.txt"]
-    listing.write_text("\n".join([*lines, "a.glb"]) + "\n")
+    listing.write_text("\n".join([*lines, "a.glb", "./a.glb"]) + "\n")
     entries = read_asset_list(listing)
-    assert entries == ["a.glb", uid, "procedural:3:motion=leave", unknown, "missing.glb", "notes.txt", "a.glb"]
+    assert entries == [
+        *["a.glb", uid, "procedural:3:motion=leave", unknown, "missing.glb", "notes.txt", "a.glb", "./a.glb"]
+    ]
     items = {i.entry: i for i in resolve_assets(entries, listing.parent, cache)}
-    assert len(items) == 6  # a.glb listed twice resolves once
+    assert len(items) == 7  # a.glb listed twice resolves once; ./a.glb names the same file
+    assert items["./a.glb"].path is None and "the same asset as 'a.glb'" in items["./a.glb"].reason
     assert items["a.glb"].path == str((tmp_path / "lists" / "a.glb").resolve())
     assert items[uid].path == str((cache / "glbs" / "000-012" / f"{uid}.glb").resolve())
     assert items["procedural:3:motion=leave"].path == "procedural:3:motion=leave"

@@ -130,10 +130,12 @@ def ray_available() -> bool:
 
 
 def asset_id(path: Path, root: Path) -> str:
-    """A file-system-safe, unique id of an asset below ``root`` (relative path + short hash)."""
-    relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    """A file-system-safe, unique id of an asset: its path below ``root`` (else its name) and a
+    short hash of that relative path (else of the whole path)."""
+    inside = path.is_relative_to(root)
+    relative = path.relative_to(root).as_posix() if inside else path.name
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in relative)[:80]
-    return f"{stem}-{hashlib.sha1(relative.encode()).hexdigest()[:8]}"
+    return f"{stem}-{hashlib.sha1((relative if inside else path.as_posix()).encode()).hexdigest()[:8]}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -184,6 +186,12 @@ def resolve_assets(entries: Sequence[str], base_dir: str | Path, objaverse_dir: 
             items.append(Item(entry, str(found.resolve()), "") if found else Item(entry, None, reason))
         else:
             items.append(Item(entry, None, f"no such asset file {path} (and not a 32-hex Objaverse id)"))
+    first: dict[str, str] = {}
+    for i, item in enumerate(items):  # two entries naming one file would render into one folder at once
+        if item.path is not None:
+            if item.path in first:
+                items[i] = Item(item.entry, None, f"the same asset as {first[item.path]!r}, listed earlier")
+            first.setdefault(item.path, item.entry)
     return items
 
 
