@@ -14,8 +14,8 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.cli import number_type
+    from gen4d.commands._batch import add_batch_arguments
     from gen4d.config import add_config_arguments
-    from gen4d.data.batch import add_batch_arguments
     from gen4d.data.curation import CurationConfig
 
     positive = number_type(int, 0, low_open=True)
@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gen4d.commands._batch import batch_from_args, items_from_args
     from gen4d.config import apply_overrides
-    from gen4d.data.batch import batch_from_args, items_from_args
     from gen4d.data.blender import RenderConfig
     from gen4d.data.curation import CurationConfig, curate_assets
     from gen4d.errors import UserError

@@ -13,8 +13,8 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gen4d.commands._batch import add_batch_arguments
     from gen4d.config import add_config_arguments
-    from gen4d.data.batch import add_batch_arguments
     from gen4d.data.blender import PRESETS, RenderConfig
 
     parser.add_argument(
@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_batch(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from gen4d.commands._batch import batch_from_args, items_from_args
     from gen4d.config import apply_overrides
-    from gen4d.data.batch import batch_from_args, items_from_args, render_threads
+    from gen4d.data.batch import render_threads
     from gen4d.data.blender import PRESETS
     from gen4d.data.blender_batch import render_assets
     from gen4d.errors import UserError

@@ -47,9 +47,6 @@ __all__ = [
     "run_batch",
     "ray_available",
     "render_threads",
-    "add_batch_arguments",
-    "batch_from_args",
-    "items_from_args",
 ]
 
 INSTALL_HINT = "pip install 'gen4d[ray]' (or pass --engine threads to run the assets in local threads)"
@@ -356,10 +353,8 @@ def _run_threads(todo: list[Item], work: Work, failed: Failed, config: BatchConf
 
 
 def _run_ray(todo: list[Item], work: Work, failed: Failed, config: BatchConfig, emit) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise ImportError(f"running a batch on Ray needs ray: {INSTALL_HINT}") from None
+    import ray
+
     started = False
     if not ray.is_initialized():
         if config.ray_address:
@@ -417,6 +412,8 @@ def run_batch(
     """
     from gen4d.io import atomic_path
 
+    if config.engine == "ray" and not ray_available():
+        raise ImportError(f"running a batch on Ray needs ray: {INSTALL_HINT}")
     results_path = Path(results_path)
     check_results_file(results_path, fmt.header, fmt.what, fmt.legacy)
     results_path.parent.mkdir(parents=True, exist_ok=True)
@@ -450,78 +447,3 @@ def run_batch(
         if bar is not None:
             bar.close()
     return results
-
-
-# ---------------------------------------------------------------------------------------
-# Command-line options shared by gen4d render and gen4d curate
-# ---------------------------------------------------------------------------------------
-def add_batch_arguments(parser: Any) -> None:
-    """``--assets``, ``--objaverse-dir`` and the :class:`BatchConfig` options."""
-    from gen4d.cli import number_type
-
-    group = parser.add_argument_group("batch options (many assets as Ray tasks)")
-    group.add_argument(
-        "--assets",
-        metavar="LIST",
-        help="text file, one asset a line: a path (relative to the list's folder), procedural:SEED or an Objaverse id",
-    )
-    group.add_argument(
-        "--objaverse-dir",
-        metavar="DIR",
-        help=f"folder searched for <id>.glb of Objaverse ids (default: the objaverse package's cache {OBJAVERSE_CACHE})",
-    )
-    group.add_argument(
-        "--engine",
-        default="ray",
-        choices=["ray", "threads"],
-        help="ray: one Ray task per asset (default); threads: local threads without Ray",
-    )
-    group.add_argument(
-        "--ray-address",
-        default="",
-        metavar="ADDR",
-        help="join this Ray cluster (auto, or HOST:6379 of `ray start --head`); default: a local Ray instance",
-    )
-    group.add_argument(
-        "--workers",
-        type=number_type(int, 0),
-        default=0,
-        help="assets at once on this machine, one Blender process each (local Ray CPUs or threads; 0: every CPU)",
-    )
-    group.add_argument(
-        "--max-retries",
-        type=number_type(int, 0),
-        default=2,
-        help="times an asset is retried after its worker process died (Ray; default 2)",
-    )
-    group.add_argument(
-        "--timeout",
-        type=number_type(float, 0),
-        default=0.0,
-        metavar="SECONDS",
-        help="kill an asset's Blender after this long and record it as failed (0: no limit)",
-    )
-
-
-def batch_from_args(args: Any) -> BatchConfig:
-    """The :class:`BatchConfig` of parsed :func:`add_batch_arguments` options."""
-    return BatchConfig(
-        engine=args.engine,
-        ray_address=args.ray_address,
-        workers=args.workers,
-        max_retries=args.max_retries,
-        timeout_s=args.timeout,
-    )
-
-
-def items_from_args(args: Any) -> list[Item]:
-    """The resolved entries of ``--assets LIST`` (UserError when the list is missing or empty)."""
-    from gen4d.errors import UserError
-
-    try:
-        entries = read_asset_list(args.assets)
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from None
-    if not entries:
-        raise UserError(f"--assets {args.assets}: the list is empty (expected one asset path or id a line)")
-    return resolve_assets(entries, Path(args.assets).resolve().parent, args.objaverse_dir)
