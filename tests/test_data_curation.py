@@ -200,6 +200,8 @@ def test_curate_command_records_import_errors_and_goes_on(tmp_path, capsys):
         "--frames",
         "4",
         "--no-progress",
+        "--engine",
+        "threads",
     ]
     assert main(args) == 0
     header, *records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -264,3 +266,22 @@ def test_curate_command_normalises_by_the_first_time_by_default(tmp_path, monkey
         == 0
     )
     assert seen["render"].normalise_over == "sampled"
+
+
+@needs_bpy
+def test_curate_rejects_a_sliding_asset_with_the_default_normalisation(tmp_path):
+    """Diffusion4D's curation default: normalised at the first time, an asset that slides away
+    leaves the frame and is rejected; normalised over its whole path it would stay in view."""
+    from gen4d.cli import main
+
+    listing = tmp_path / "assets.txt"
+    listing.write_text("procedural:5:motion=leave,magnitude=1\n")
+    args = ["curate", "--assets", str(listing), "--engine", "threads", "--no-progress"]
+    args += ["--size", "48", "--samples", "2", "--frames", "6", "--drop-renders"]
+    assert main([*args, "--out", str(tmp_path / "default.jsonl")]) == 0
+    (record,) = read_results(tmp_path / "default.jsonl").values()
+    assert record["decision"] == "reject" and record["reason"].startswith("leaves the frame"), record
+    assert record["settings"]["render"]["normalise_over"] == "first"
+    assert main([*args, "--out", str(tmp_path / "sampled.jsonl"), "--normalise-over", "sampled"]) == 0
+    (record,) = read_results(tmp_path / "sampled.jsonl").values()
+    assert record["figures"]["border_alpha"] <= 0.1 and not record["reason"].startswith("leaves the frame"), record

@@ -6,28 +6,27 @@ import argparse
 
 NAME = "curate"
 HELP = (
-    "render every asset under ASSETS_DIR (orbit, static orbit, front) and apply Diffusion4D's curation "
-    "filters (front-view SSIM, alpha leaving the frame, motion magnitude); one JSON line per asset"
+    "render every asset under ASSETS_DIR or in --assets LIST (orbit, static orbit, front) as Ray tasks and "
+    "apply Diffusion4D's curation filters (front-view SSIM, alpha leaving the frame, motion magnitude); "
+    "one JSON line per asset"
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.cli import number_type
+    from gen4d.commands._batch import add_batch_arguments
     from gen4d.config import add_config_arguments
     from gen4d.data.curation import CurationConfig
 
     positive = number_type(int, 0, low_open=True)
 
     parser.add_argument(
-        "assets_dir", metavar="ASSETS_DIR", help="folder searched recursively for .glb/.gltf/.fbx/.blend"
+        "assets_dir", nargs="?", metavar="ASSETS_DIR", help="folder searched recursively for .glb/.gltf/.fbx/.blend"
     )
     parser.add_argument(
         "--out", required=True, metavar="MANIFEST.jsonl", help="results, one JSON line per asset (resumable)"
     )
     parser.add_argument("--renders", metavar="DIR", help="where the curation renders go (default: <out stem>_renders)")
-    parser.add_argument(
-        "--workers", type=positive, default=1, help="assets rendered at once, each in its own Blender process"
-    )
     parser.add_argument("--size", type=number_type(int, 8), default=128, help="render size in pixels (default 128)")
     parser.add_argument("--samples", type=positive, default=16, help="Cycles samples (default 16)")
     parser.add_argument("--frames", type=number_type(int, 2), default=24, help="T, orbit views and times (default 24)")
@@ -43,14 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="light / sampling seed")
     parser.add_argument("--drop-renders", action="store_true", help="delete each asset's renders after curating it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_batch_arguments(parser)
     add_config_arguments(parser, CurationConfig, CurationConfig())
 
 
 def run(args: argparse.Namespace) -> int:
+    from gen4d.commands._batch import batch_from_args, items_from_args
     from gen4d.config import apply_overrides
     from gen4d.data.blender import RenderConfig
     from gen4d.data.curation import CurationConfig, curate_assets
+    from gen4d.errors import UserError
 
+    if (args.assets_dir is None) == (args.assets is None):
+        raise UserError("give one ASSETS_DIR or --assets LIST (a text file, one asset a line)")
+    batch = batch_from_args(args)
+    assets = items_from_args(args) if args.assets is not None else args.assets_dir
     config = apply_overrides(CurationConfig(), args)
     render_config = RenderConfig(
         sets=("orbit", "static_orbit", "front"),
@@ -63,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     results = curate_assets(
-        args.assets_dir,
+        assets,
         args.out,
         render_config,
         config,
         renders_dir=args.renders,
-        workers=args.workers,
+        batch=batch,
         progress=not args.no_progress,
         keep_renders=not args.drop_renders,
     )

@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -289,7 +288,8 @@ def _worker_env() -> dict[str, str]:
 def _run_worker(
     job: dict[str, Any], work_dir: Path, log_path: Path, progress: bool, desc: str, timeout: float | None
 ) -> dict[str, Any]:
-    """Run one job in a fresh Python + bpy process; returns its info dict (raises on failure)."""
+    """Run one job in a fresh Python + bpy process; returns its info dict (raises on failure;
+    :class:`gen4d.data.batch.TaskTimeout` after killing it past ``timeout`` seconds)."""
     if not bpy_available():
         raise ImportError(f"Blender rendering needs bpy: {INSTALL_HINT}")
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -305,39 +305,34 @@ def _run_worker(
 
         bar = tqdm(total=len(job["images"]), desc=desc, unit="img")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    from gen4d.data.batch import run_process
     from gen4d.data.blender_worker import PROGRESS_PREFIX
 
     with open(log_path, "a") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "gen4d.data.blender_worker", str(job_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=_worker_env(),
-            bufsize=1,
-        )
+
+        def on_line(line: str) -> None:
+            if not line.startswith(PROGRESS_PREFIX):
+                log.write(line)
+                return
+            payload = json.loads(line[len(PROGRESS_PREFIX) :])
+            if bar is not None:
+                if "todo" in payload:
+                    bar.update(payload["total"] - payload["todo"])
+                elif "done" in payload:
+                    bar.update(1)
+
         try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                if line.startswith(PROGRESS_PREFIX):
-                    payload = json.loads(line[len(PROGRESS_PREFIX) :])
-                    if bar is not None:
-                        if "todo" in payload:
-                            bar.update(payload["total"] - payload["todo"])
-                        elif "done" in payload:
-                            bar.update(1)
-                else:
-                    log.write(line)
-            process.wait(timeout=timeout)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
+            status = run_process(
+                [sys.executable, "-u", "-m", "gen4d.data.blender_worker", str(job_path)],
+                timeout=timeout,
+                on_line=on_line,
+                env=_worker_env(),
+            )
         finally:
             if bar is not None:
                 bar.close()
     if not info_path.is_file():
-        raise RenderError(f"Blender exited with status {process.returncode} without a report; see {log_path}")
+        raise RenderError(f"Blender exited with status {status} without a report; see {log_path}")
     info = json.loads(info_path.read_text())
     info_path.unlink()
     job_path.unlink(missing_ok=True)

@@ -282,15 +282,6 @@ def find_assets(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in ASSET_SUFFIXES)
 
 
-def asset_id(path: Path, root: Path) -> str:
-    """A file-system-safe, unique id of an asset below ``root`` (relative path + short hash)."""
-    import hashlib
-
-    relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in relative)[:80]
-    return f"{stem}-{hashlib.sha1(relative.encode()).hexdigest()[:8]}"
-
-
 RESULTS_HEADER = {"format": "gen4d.curation", "version": 1}
 """First line of every curation results file: proves gen4d wrote it (so a rerun may resume it)."""
 
@@ -303,54 +294,21 @@ def check_results_file(path: str | Path) -> None:
     """Refuse (ValueError naming ``path``) to write curation results into an existing file that
     gen4d did not write: one whose first line is not :data:`RESULTS_HEADER` (files of earlier
     gen4d versions, every line a curation record, are accepted)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"--out {path}: is a folder; give a results file such as {path / 'curated.jsonl'}")
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    try:
-        lines = path.read_text().splitlines()
-    except (UnicodeDecodeError, OSError) as err:
-        raise ValueError(
-            f"--out {path}: exists and is not a gen4d curation results file ({err}); "
-            "choose another --out or move the file away"
-        ) from None
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            records.append(None)
-    if records and isinstance(records[0], dict) and records[0].get("format") == RESULTS_HEADER["format"]:
-        return
-    complete = records[:-1] if records and records[-1] is None else records  # an interrupted last line
-    if complete and all(_is_record(r) for r in complete):
-        return  # written by an earlier gen4d, before the header
-    raise ValueError(
-        f"--out {path}: exists and is not a gen4d curation results file (no gen4d header line); "
-        "gen4d will not overwrite it: choose another --out or move the file away"
-    )
+    from gen4d.data.batch import check_results_file as check
+
+    check(path, RESULTS_HEADER, "curation", legacy=_is_record)
 
 
 def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
     """Asset -> result of a curation JSONL file (the header line and lines that are not valid JSON,
     e.g. the last line of an interrupted run, are ignored)."""
-    path = Path(path)
-    results: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return results
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if _is_record(record):
-            results[record["asset"]] = record
-    return results
+    from gen4d.data.batch import read_results as read
+
+    return read(path, _is_record)
 
 
 def curate_assets(
-    assets_dir: str | Path | Sequence[str | Path],
+    assets_dir: str | Path | Sequence[Any],
     out: str | Path,
     render_config: Any = None,
     config: CurationConfig = CurationConfig(),
@@ -358,93 +316,77 @@ def curate_assets(
     workers: int = 1,
     progress: bool = True,
     keep_renders: bool = True,
+    batch: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """Render and curate every asset under ``assets_dir`` (or in a list of asset files and
-    ``procedural:SEED`` names); one JSON line per asset in ``out``.
+    """Render and curate every asset under ``assets_dir`` (or in a list of asset files,
+    ``procedural:SEED`` names or resolved :class:`gen4d.data.batch.Item`); one JSON line per asset
+    in ``out``.
 
-    Resumable: assets already in ``out`` are skipped. ``workers`` assets are rendered at once,
-    each in its own Blender process (with ``cpu_count // workers`` render threads). An asset that
-    fails to import (or to render) is recorded with ``decision: "error"`` and its message, and the
-    run goes on; an asset without animation is rejected (``no animation``).
+    Runs through :func:`gen4d.data.batch.run_batch`: ``batch`` (a BatchConfig) picks Ray or local
+    threads, retries and the per-asset timeout; without it, ``workers`` local threads. Resumable:
+    assets already in ``out`` are skipped. Each asset renders in its own Blender process (render
+    threads split between the parallel tasks). An asset that fails to import (or to render, or
+    runs past its timeout) is recorded with ``decision: "error"`` and its message, and the run
+    goes on; an asset without animation is rejected (``no animation``).
     Returns asset -> result for every asset (old and new).
     """
-    import os
     import shutil
-    import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor, as_completed
     from dataclasses import replace
 
     from gen4d.config import to_dict
+    from gen4d.data.batch import BatchConfig, Item, ResultsFormat, asset_id, render_threads, run_batch
     from gen4d.data.blender import NoAnimationError, RenderConfig, render_asset
     from gen4d.data.procedural import is_procedural
-    from gen4d.io import atomic_path
 
     if isinstance(assets_dir, (str, Path)) and not is_procedural(str(assets_dir)):
         root = Path(assets_dir).resolve()
-        assets: list[Any] = find_assets(root)
-    else:  # an explicit list of asset files and / or procedural:SEED names
+        items = [Item(str(p), str(p)) for p in find_assets(root)]
+    else:  # an explicit list of asset files, procedural:SEED names and / or resolved items
         root = Path.cwd()
-        assets = [
-            a if is_procedural(str(a)) else Path(a).resolve()
-            for a in ([assets_dir] if isinstance(assets_dir, str) else assets_dir)
-        ]
+        items = []
+        for a in [assets_dir] if isinstance(assets_dir, str) else assets_dir:
+            if isinstance(a, Item):
+                items.append(a)
+            else:
+                name = str(a) if is_procedural(str(a)) else str(Path(a).resolve())
+                items.append(Item(name, name))
     out = Path(out)
     renders = Path(renders_dir) if renders_dir else out.with_name(out.stem + "_renders")
     if render_config is None:
-        render_config = RenderConfig(sets=("orbit", "static_orbit", "front"), size=128, samples=16)
+        # Normalised at the first time, as Diffusion4D's script: an asset that slides out of view is rejected.
+        render_config = RenderConfig(
+            sets=("orbit", "static_orbit", "front"), size=128, samples=16, normalise_over="first"
+        )
     needed = {"orbit", "static_orbit", "front"}
     if not needed <= set(render_config.sets):
         render_config = replace(render_config, sets=tuple(dict.fromkeys((*render_config.sets, *sorted(needed)))))
-    workers = max(1, int(workers))
-    if render_config.threads == 0 and workers > 1:
-        render_config = replace(render_config, threads=max(1, (os.cpu_count() or 1) // workers))
-    check_results_file(out)
-    results = read_results(out)
-    # Rewrite the header and the kept lines so an interrupted last line does not glue onto the next record.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in [RESULTS_HEADER, *results.values()]))
-    todo = [p for p in assets if str(p) not in results]
-    lock = threading.Lock()
+    batch = batch or BatchConfig(engine="threads", workers=max(1, int(workers)))
+    if render_config.threads == 0:
+        render_config = replace(render_config, threads=render_threads(batch))
+    settings = {"curation": config_dict(config), "render": to_dict(render_config)}
 
-    def one(path: Any) -> dict[str, Any]:
-        began = time.perf_counter()
-        ident = asset_id(Path(str(path).replace(":", "_")), root) if is_procedural(str(path)) else asset_id(path, root)
+    def failed(item: Item, reason: str) -> dict[str, Any]:
+        return {"asset": item.entry, "decision": "error", "reason": reason, "figures": {}, "settings": settings}
+
+    def work(item: Item, timeout: float | None) -> dict[str, Any]:
+        path = str(item.path)
+        ident = asset_id(Path(path.replace(":", "_")), root)
         folder = renders / ident
-        record: dict[str, Any] = {"asset": str(path), "id": ident}
+        record: dict[str, Any] = {"asset": item.entry, "id": ident}
         try:
-            manifest = render_asset(path, folder, render_config, overwrite=True, progress=False)
+            manifest = render_asset(path, folder, render_config, overwrite=True, progress=False, timeout=timeout)
             result = curate_render(folder, config)
             data = json.loads(manifest.read_text())
             record.update(result, clip=(data.get("clip") or {}).get("name"), render=str(folder))
         except NoAnimationError:
             record.update(decision="reject", reason="no animation", figures={})
-        except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:  # OSError: timeouts too
             record.update(decision="error", reason=" ".join(str(err).split())[:1000], figures={})
-        record["seconds"] = round(time.perf_counter() - began, 2)
         if not keep_renders:
             shutil.rmtree(folder, ignore_errors=True)
             record.pop("render", None)
+        record["settings"] = settings
         return record
 
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="curate", unit="asset")
-    with open(out, "a") as handle, ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(one, p) for p in todo]
-        for future in as_completed(futures):
-            record = future.result()
-            record["settings"] = {"curation": config_dict(config), "render": to_dict(render_config)}
-            with lock:
-                handle.write(json.dumps(record) + "\n")
-                handle.flush()
-                results[record["asset"]] = record
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"{Path(record['asset']).name}: {record['decision']}")
-    if bar is not None:
-        bar.close()
-    return results
+    fmt = ResultsFormat(RESULTS_HEADER, "curation", _is_record, legacy=_is_record)
+    return run_batch(items, work, failed, out, fmt, batch, progress)
