@@ -107,7 +107,8 @@ def model_file(config: RembgConfig) -> Path:
         raise UserError(
             f"rembg's {name} model is not in {folder} (rembg's model folder, $U2NET_HOME) and gen4d never downloads "
             f"it; on a connected machine run `{download_command(name)}`, copy the file to {path} (or set U2NET_HOME "
-            "to the folder that holds it), or pass the file with rembg.model"
+            "to the folder that holds it), or pass the file with --input.rembg.model (gen4d video) / "
+            "--condition.rembg.model (sample-vdm)"
         )
     return path
 
@@ -130,7 +131,7 @@ def _rembg_alpha(images: torch.Tensor, config: RembgConfig) -> torch.Tensor:
     rembg = _import_rembg()
     path = model_file(config)
     session = _session(str(path.resolve()), path.stat().st_mtime, REMBG_MODELS[config.resolved_name()])
-    rgb = (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    rgb = (images[..., :3].detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     try:
         masks = [np.asarray(rembg.remove(image, session=session, only_mask=True), dtype=np.uint8) for image in rgb]
     except Exception as err:  # a model whose input or output does not fit rembg's session
@@ -139,7 +140,7 @@ def _rembg_alpha(images: torch.Tensor, config: RembgConfig) -> torch.Tensor:
             f"{path}: rembg could not run this model ({type(err).__name__}: {reason}); expected a "
             f"{config.resolved_name()}-style model (set rembg.name to the model's family)"
         ) from None
-    return torch.from_numpy(np.stack(masks)).float().div(255.0)[..., None]
+    return torch.from_numpy(np.stack(masks)).to(images.device).float().div(255.0)[..., None]
 
 
 def matte_constant_background(images: torch.Tensor, tolerance: float = 0.08, softness: float = 0.04) -> torch.Tensor:
