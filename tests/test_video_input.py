@@ -9,14 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
+from gen4d.data.matting import matte_constant_background
 from gen4d.data.video_input import (
     VideoInputConfig,
     load_video_input,
-    matte_constant_background,
     preprocess_frames,
     read_frames,
     save_frames,
 )
+from gen4d.errors import UserError
 
 HAS_REMBG = importlib.util.find_spec("rembg") is not None
 
@@ -132,15 +133,15 @@ def test_bad_inputs(tmp_path):
 def test_no_alpha_without_matting(tmp_path):
     rgb = tmp_path / "rgb"
     _write(rgb, _disk_frames(count=3, alpha=False), pattern="frame{i:03d}.jpg")
-    with pytest.raises(ValueError, match="matting='alpha'"):
+    with pytest.raises(UserError, match=r"rgb: no usable alpha \(RGB only\) and matting='alpha'"):
         load_video_input(rgb, VideoInputConfig(matting="alpha"))
     opaque = [f.copy() for f in _disk_frames(count=2)]
     for f in opaque:
         f[..., 3] = 255
-    with pytest.raises(ValueError, match="opaque everywhere"):
+    with pytest.raises(UserError, match="opaque everywhere"):
         preprocess_frames(opaque, ["a", "b"], VideoInputConfig(matting="alpha"))
     if not HAS_REMBG:
-        with pytest.raises(ValueError, match="Provide RGBA frames"):
+        with pytest.raises(UserError, match=r"needs rembg and onnxruntime: pip install 'gen4d\[matting\]'"):
             load_video_input(rgb)
 
 

@@ -16,6 +16,7 @@ EXTRAS = {
     "render": ["bpy"],
     "metrics": ["lpips", "transformers"],
     "viewer": ["viser"],
+    "matting": ["rembg", "onnxruntime"],
 }
 
 

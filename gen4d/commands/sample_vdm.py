@@ -21,7 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(folder or hub id, e.g. ali-vilab/i2vgen-xl) with --weights",
     )
     parser.add_argument("--out", required=True, help="output dataset folder (manifest.json + PNGs)")
-    parser.add_argument("--image", help="condition image (RGBA with a transparent background preferred)")
+    parser.add_argument(
+        "--image",
+        help="condition image: RGBA with a transparent background, or matted with rembg (--condition.matting); "
+        "the object is recentred in a square, never stretched",
+    )
     parser.add_argument(
         "--static", help="static-3D condition: a dataset with a 'static_orbit' split (static3d variant)"
     )
@@ -45,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    import numpy as np
     import torch
 
     from gen4d.config import apply_overrides, to_dict
-    from gen4d.data.dataset import load_dataset, load_image_rgba
+    from gen4d.data.dataset import load_dataset
     from gen4d.data.manifest import save_dataset
+    from gen4d.data.video_input import load_image_input
     from gen4d.diffusion.vdm.components import load_video_model
     from gen4d.diffusion.vdm.pipeline import SampleConfig, generate, orbit_dataset
 
@@ -60,13 +64,12 @@ def run(args: argparse.Namespace) -> int:
     if dtype is None:
         dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
     started = time.perf_counter()
+    # The image first: a bad one fails before the (slow) model load.
+    image = load_image_input(args.image, config.condition) if args.image else None
     model = load_video_model(
         args.model, weights=args.weights, variant=args.variant, base=args.base, device=device, dtype=dtype
     )
-    image = static = None
-    if args.image:
-        rgb, alpha = load_image_rgba(args.image)
-        image = torch.from_numpy(rgb if alpha is None else np.concatenate([rgb, alpha], -1))
+    static = None
     if args.static:
         data = load_dataset(args.static)
         if not data.has_split("static_orbit"):

@@ -5,18 +5,21 @@ Accepted inputs:
 * a folder of RGBA frames named ``0_rgba.png, 1_rgba.png, ...`` (STAG4D's layout; natural
   order, so ``10_rgba.png`` follows ``9_rgba.png``);
 * a folder of frames (``.png .jpg .jpeg .webp .bmp``, natural order), with or without alpha;
-* a video file (``.mp4 .webm .mov .mkv .avi`` through imageio-ffmpeg, ``.gif`` through Pillow,
-  keeping GIF transparency).
+* a video file (``.mp4 .webm .mov .mkv .avi`` through imageio-ffmpeg's ffmpeg, ``.gif`` through
+  Pillow, keeping GIF transparency). Videos with an alpha channel keep it: VP8 / VP9 webm with
+  alpha (decoded with libvpx, as ffmpeg's own VP8 / VP9 decoders drop alpha) and mov / mkv whose
+  stream has an alpha pixel format (ProRes 4444, QuickTime Animation, PNG).
 
-Alpha is used when the frames have it. Without alpha (or with an alpha that is opaque
-everywhere) the object is matted with ``rembg`` when it is installed with its model
-(``matting="rembg"`` or ``"auto"``); otherwise a clear error says how to provide RGBA frames.
+Matting (:mod:`gen4d.data.matting`): ``matting="auto"`` uses the frames' alpha when they have one
+that is not opaque everywhere, else rembg with a local model file (``rembg.model``); ``"alpha"``,
+``"rembg"`` and ``"color"`` (plain background) force one method.
 
 Preprocessing (one transform for the whole video, so the object does not jitter): the union of
 every frame's alpha bounding box gives one square crop centred on it whose side leaves
 ``border`` of the image free; every frame is cropped with it (transparent padding where the crop
 leaves the frame) and resampled to ``size`` x ``size``. Colour is kept un-premultiplied with
-its alpha.
+its alpha. :func:`load_image_input` applies the same matting and recentring to one image (the
+Diffusion4D image condition): the object lands in a square, never stretched.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -33,6 +35,9 @@ import torch.nn.functional as F
 
 from gen4d._checks import check_shape
 from gen4d.config import check_positive, check_range
+from gen4d.data.matting import MattingMethod, RembgConfig, matte
+from gen4d.data.video_file import VideoStream, probe_video, read_video
+from gen4d.errors import UserError
 
 __all__ = [
     "VideoInputConfig",
@@ -41,15 +46,15 @@ __all__ = [
     "preprocess_frames",
     "load_video_input",
     "save_frames",
-    "matte_constant_background",
-    "remove_background",
+    "load_image_input",
+    "probe_video",
+    "VideoStream",
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
-REMBG_HINT = "pip install rembg onnxruntime (its u2net model is downloaded on first use into ~/.u2net)"
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,10 @@ class VideoInputConfig:
     """Refuse frames whose larger side exceeds this many pixels."""
     stride: int = 1
     """Keep every ``stride``-th frame."""
-    matting: Literal["auto", "alpha", "rembg"] = "auto"
-    """'alpha': frames must carry alpha; 'rembg': always matte with rembg; 'auto': alpha if present, else rembg."""
+    matting: MattingMethod = "auto"
+    """'alpha': frames must carry alpha; 'rembg': always matte with rembg; 'color': key out a plain background; 'auto': alpha if present, else rembg."""
+    rembg: RembgConfig = field(default_factory=RembgConfig)
+    """rembg's local model file (never downloaded; see gen4d.data.matting)."""
     alpha_threshold: float = 0.5
     """Alpha above which a pixel belongs to the object's bounding box."""
 
@@ -152,41 +159,6 @@ def _read_gif(path: Path, limit: int) -> list[np.ndarray]:
     return frames
 
 
-def _read_video(path: Path, limit: int) -> list[np.ndarray]:
-    try:
-        import imageio.v2 as imageio
-    except ImportError as err:  # pragma: no cover - imageio is a core dependency
-        raise ImportError(
-            "reading videos needs imageio and imageio-ffmpeg: pip install imageio imageio-ffmpeg"
-        ) from err
-    frames = []
-    try:
-        reader = imageio.get_reader(str(path), format="FFMPEG", input_params=["-hide_banner"])
-        with reader:
-            for frame in reader:
-                frames.append(np.asarray(frame, dtype=np.uint8))
-                if len(frames) > limit:
-                    break
-    except Exception as err:  # imageio raises several types for unreadable files
-        raise ValueError(
-            f"{path}: not a readable video (ffmpeg: {_ffmpeg_reason(err)}); check the file, convert it to an "
-            "H.264 .mp4, or pass a folder of frames"
-        ) from None
-    return frames
-
-
-def _ffmpeg_reason(err: Exception) -> str:
-    """The line that matters of an imageio-ffmpeg error, without ffmpeg's version / build banner."""
-    message = str(err)
-    head, _, stderr = message.partition("=== stderr ===")
-    banner = ("ffmpeg version", "built with", "configuration:", "lib")
-    lines = [line.strip() for line in stderr.splitlines()]
-    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line) for line in lines if line and not line.startswith(banner)]
-    errors = [line for line in lines if "rror" in line or "nvalid" in line or "not found" in line]
-    reason = (errors or lines or [head.strip() or type(err).__name__])[-1]
-    return reason.rstrip(").").strip()[:300]
-
-
 def read_frames(path: str | Path, max_frames: int = 128, stride: int = 1) -> tuple[list[np.ndarray], list[str]]:
     """Raw frames (H, W, 3 or 4) uint8 and their names, in order; see the module docstring."""
     path = Path(path)
@@ -215,44 +187,13 @@ def read_frames(path: str | Path, max_frames: int = 128, stride: int = 1) -> tup
         raise ValueError(
             f"{path}: unknown input type {suffix!r}; expected a frame folder or a video ({', '.join(VIDEO_SUFFIXES)})"
         )
-    frames = _read_gif(path, limit) if suffix == ".gif" else _read_video(path, limit)
+    frames = _read_gif(path, limit) if suffix == ".gif" else read_video(path, limit)
     frames = frames[::stride]
     if len(frames) > max_frames:
         raise ValueError(
             f"{path}: more than max_frames={max_frames} frames; raise the limit, use a stride or trim the video"
         )
     return frames, [f"{path.name}#{i * stride}" for i in range(len(frames))]
-
-
-# -----------------------------------------------------------------------------------------
-# Matting
-# -----------------------------------------------------------------------------------------
-def remove_background(images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """RGBA uint8 frames from RGB(A) uint8 frames with rembg (lazily imported)."""
-    try:
-        import rembg
-    except ImportError as err:
-        raise ValueError(
-            "the frames have no alpha and no background remover is installed. Provide RGBA frames "
-            f"(e.g. 0_rgba.png, 1_rgba.png, ...) or install one: {REMBG_HINT}"
-        ) from err
-    try:
-        session = rembg.new_session()
-    except Exception as err:  # missing model file and no network, onnxruntime errors ...
-        raise RuntimeError(f"rembg could not load its model ({type(err).__name__}: {err}); {REMBG_HINT}") from err
-    return [np.asarray(rembg.remove(image[..., :3], session=session), dtype=np.uint8) for image in images]
-
-
-def matte_constant_background(images: torch.Tensor, tolerance: float = 0.08, softness: float = 0.04) -> torch.Tensor:
-    """Alpha (N, 1, H, W) for images (N, 3, H, W) in [0, 1] on a constant background, e.g.
-    Zero123++'s generated views: the background colour is the median of the border pixels and
-    alpha ramps from 0 to 1 as the colour distance goes from ``tolerance`` to
-    ``tolerance + softness``. A heuristic; use rembg for natural images."""
-    check_shape("images", images, (None, 3, None, None))
-    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], dim=-1)
-    background = border.median(dim=-1).values[..., None, None]  # (N, 3, 1, 1)
-    distance = (images - background).abs().amax(dim=1, keepdim=True)
-    return ((distance - tolerance) / max(softness, 1e-6)).clamp(0, 1)
 
 
 # -----------------------------------------------------------------------------------------
@@ -288,18 +229,7 @@ def _crop_resample(rgba: torch.Tensor, crop: tuple[int, int, int], size: int) ->
     return torch.cat([colour, alpha], dim=1).permute(0, 2, 3, 1).contiguous()
 
 
-def preprocess_frames(
-    frames: Sequence[np.ndarray], names: Sequence[str], config: VideoInputConfig = VideoInputConfig()
-) -> VideoFrames:
-    """Check, matte, recentre and rescale raw frames (see the module docstring)."""
-    if not 0.0 <= config.border < 1.0:
-        raise ValueError(f"border must be in [0, 1), got {config.border}")
-    if len(frames) < 2:
-        raise ValueError(f"{len(frames)} frame(s): video-to-4D needs a video of at least 2 frames")
-    if len(frames) > config.max_frames:
-        raise ValueError(
-            f"{len(frames)} frames, more than max_frames={config.max_frames}; raise the limit or use a stride"
-        )
+def _check_sizes(frames: Sequence[np.ndarray], names: Sequence[str], config: VideoInputConfig) -> None:
     shapes = [f.shape[:2] for f in frames]
     if len(set(shapes)) != 1:
         bad = next(i for i, s in enumerate(shapes) if s != shapes[0])
@@ -310,31 +240,67 @@ def preprocess_frames(
     height, width = shapes[0]
     if max(height, width) > config.max_side:
         raise ValueError(
-            f"frames are {width}x{height}, larger than max_side={config.max_side}; downscale the video first"
+            f"{names[0]}: {width}x{height} pixels, larger than max_side={config.max_side}; downscale it first"
         )
     if min(height, width) < 8:
-        raise ValueError(f"frames are {width}x{height}; expected at least 8 pixels per side")
+        raise ValueError(f"{names[0]}: {width}x{height} pixels; expected at least 8 pixels per side")
+
+
+def _as_float(frames: Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 frames -> (F, H, W, 4 or 3) float in [0, 1]; RGB unless every frame has alpha."""
     has_alpha = all(f.ndim == 3 and f.shape[2] == 4 for f in frames)
-    opaque = has_alpha and all(int(f[..., 3].min()) >= 250 for f in frames)
-    if config.matting == "rembg" or (config.matting == "auto" and (not has_alpha or opaque)):
-        frames = remove_background(frames)
-    elif not has_alpha or opaque:
+    return torch.from_numpy(np.stack([f if has_alpha else f[..., :3] for f in frames])).float() / 255.0
+
+
+def preprocess_frames(
+    frames: Sequence[np.ndarray],
+    names: Sequence[str],
+    config: VideoInputConfig = VideoInputConfig(),
+    source: str = "the frames",
+) -> VideoFrames:
+    """Check, matte, recentre and rescale raw frames (see the module docstring); ``source`` names
+    the input in error messages."""
+    if len(frames) < 2:
+        raise ValueError(f"{len(frames)} frame(s): video-to-4D needs a video of at least 2 frames")
+    if len(frames) > config.max_frames:
         raise ValueError(
-            "the frames have no usable alpha ("
-            + ("opaque everywhere" if opaque else "RGB only")
-            + ") and matting='alpha'; "
-            f"provide RGBA frames (0_rgba.png, 1_rgba.png, ...) or set matting to 'auto' / 'rembg' ({REMBG_HINT})"
+            f"{len(frames)} frames, more than max_frames={config.max_frames}; raise the limit or use a stride"
         )
-    rgba = torch.from_numpy(np.stack(frames)).float() / 255.0
+    _check_sizes(frames, names, config)
+    height, width = frames[0].shape[:2]
+    rgba = matte(_as_float(frames), config.matting, config.rembg, source)
     crop = _square_crop(rgba[..., 3], config.alpha_threshold, config.border)
     out = _crop_resample(rgba, crop, config.size)
     return VideoFrames(rgba=out, names=list(names), crop=crop, source_size=(width, height))
 
 
+def load_image_input(path: str | Path, config: VideoInputConfig = VideoInputConfig()) -> torch.Tensor:
+    """One image (e.g. the Diffusion4D image condition) -> (S, S, 4) RGBA in [0, 1], S = ``config.size``:
+    matted like video frames, the object recentred in a square with ``config.border`` free, never
+    stretched. An image in which matting finds no object is a :class:`UserError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such image: {path}")
+    try:
+        frame = _read_image(path)
+        _check_sizes([frame], [str(path)], config)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    rgba = matte(_as_float([frame]), config.matting, config.rembg, str(path))
+    try:
+        crop = _square_crop(rgba[..., 3], config.alpha_threshold, config.border)
+    except ValueError:
+        raise UserError(
+            f"{path}: no object found (matting '{config.matting}' left no pixel with alpha above "
+            f"{config.alpha_threshold}); expected one object on a background, or an RGBA image with the object opaque"
+        ) from None
+    return _crop_resample(rgba, crop, config.size)[0]
+
+
 def load_video_input(path: str | Path, config: VideoInputConfig = VideoInputConfig()) -> VideoFrames:
     """:func:`read_frames` + :func:`preprocess_frames`."""
     frames, names = read_frames(path, config.max_frames, config.stride)
-    return preprocess_frames(frames, names, config)
+    return preprocess_frames(frames, names, config, source=str(path))
 
 
 def save_frames(video: VideoFrames, folder: str | Path) -> list[Path]:

@@ -12,12 +12,13 @@ motion), as in the paper's coarse stage; the static3d variant uses the given sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from gen4d._checks import check_shape
 from gen4d.config import ConfigError, check_non_negative, check_positive
+from gen4d.data.video_input import VideoInputConfig
 from gen4d.diffusion.vdm.camera import camera_features
 from gen4d.diffusion.vdm.components import VideoModel, composite_white, orbit_cameras
 from gen4d.diffusion.vdm.model import VideoCondition, image_condition_latents, null_condition
@@ -49,6 +50,8 @@ class SampleConfig:
     """Also generate the static orbit with the base model (image / text variants), for the coarse stage."""
     static_guidance: float = 7.0
     """Classifier-free guidance scale of that static orbit (plain CFG)."""
+    condition: VideoInputConfig = field(default_factory=VideoInputConfig)
+    """Matting and recentring of the condition image (--image), as for video frames (then resized to the model's size)."""
 
     def __post_init__(self) -> None:
         check_positive(self, "steps")
@@ -131,6 +134,11 @@ def encode_condition(
         if image is None:
             raise ValueError("the image variant needs a condition image (--image)")
         check_shape("image", image, ("H", "W", None))
+        if image.shape[0] != image.shape[1]:
+            raise ValueError(
+                f"image: {image.shape[1]}x{image.shape[0]} pixels, expected a square image (it would be stretched); "
+                "load it with gen4d.data.video_input.load_image_input, which recentres the object in a square"
+            )
         front = resize_rgba(image, spec.size)
         latent = model.codec.encode(front[None, None].to(device))[:, :, 0]
         latents = image_condition_latents(latent, spec.num_frames)

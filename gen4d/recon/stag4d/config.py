@@ -198,7 +198,7 @@ class Stag4DConfig:
     multiview: MultiViewConfig = field(default_factory=MultiViewConfig)
     """Zero123++ with the temporal anchor."""
     view_matting: Literal["color", "rembg"] = "color"
-    """Alpha of generated views: 'color' keys out the constant background, 'rembg' uses rembg."""
+    """Alpha of generated views: 'color' keys out the constant background, 'rembg' uses rembg (with input.rembg's model)."""
     input: VideoInputConfig = field(default_factory=VideoInputConfig)
     """Input reading / preprocessing (its size is the reference view's resolution)."""
     output: Stag4DOutput = field(default_factory=Stag4DOutput)

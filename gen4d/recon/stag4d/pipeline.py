@@ -68,20 +68,13 @@ def _is_dataset(path: Path) -> bool:
 
 def _views_from_grids(grids: torch.Tensor, reference: MultiViewVideo, config: Stag4DConfig) -> MultiViewVideo:
     """Generated views (F, 6, 3, v, v) -> a MultiViewVideo with alpha and Zero123++ cameras."""
-    from gen4d.data.video_input import matte_constant_background, remove_background
+    from gen4d.data.matting import matte
     from gen4d.diffusion.zero123pp import view_cameras
 
     count, _, _, size, _ = grids.shape
-    flat = grids.reshape(count * 6, 3, size, size)
-    if config.view_matting == "rembg":
-        import numpy as np
-
-        arrays = [(img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for img in flat]
-        rgba = torch.from_numpy(np.stack(remove_background(arrays))).float() / 255.0
-        rgb, alpha = rgba[..., :3], rgba[..., 3:]
-    else:
-        alpha = matte_constant_background(flat).permute(0, 2, 3, 1)
-        rgb = flat.permute(0, 2, 3, 1)
+    flat = grids.reshape(count * 6, 3, size, size).permute(0, 2, 3, 1)
+    rgba = matte(flat, config.view_matting, config.input.rembg, source="the Zero123++ views")
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
     times = reference.cameras.times
     _, az, r = spherical(reference.cameras[[0]])
     cams = view_cameras(
