@@ -6,7 +6,7 @@ import argparse
 
 NAME = "render"
 HELP = (
-    "render an animated asset (.glb/.gltf/.fbx/.blend or procedural:SEED) with Blender into a gen4d "
+    "render an animated asset (.glb/.gltf/.fbx/.obj/.blend or procedural:SEED) with Blender into a gen4d "
     "dataset folder (RGBA PNGs + manifest.json): orbit, static_orbit, front, zero123pp, eval sets"
 )
 
@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.config import add_config_arguments
     from gen4d.data.blender import PRESETS, RenderConfig
 
-    parser.add_argument("asset", help="asset file (.glb, .gltf, .fbx, .blend) or procedural:SEED[:key=value,...]")
+    parser.add_argument("asset", help="asset file (.glb, .gltf, .fbx, .obj, .blend) or procedural:SEED[:key=value,...]")
     parser.add_argument("--out", help="output folder (PNGs + manifest.json); rerun the same command to resume")
     parser.add_argument(
         "--preset",

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-SUPPORTED_SUFFIXES = (".glb", ".gltf", ".fbx", ".blend")
+SUPPORTED_SUFFIXES = (".glb", ".gltf", ".fbx", ".obj", ".blend")
 PROGRESS_PREFIX = "GEN4D "
 # The four shadowless sun lights of the Diffusion4D / Objaverse rendering script: Euler XYZ
 # rotation (radians) and the energies one is drawn from.
@@ -99,6 +99,8 @@ def load_asset(bpy, asset: str) -> dict[str, Any]:
             result = bpy.ops.import_scene.gltf(filepath=str(path), disable_bone_shape=True)
         elif suffix == ".fbx":
             result = bpy.ops.import_scene.fbx(filepath=str(path))
+        elif suffix == ".obj":  # static meshes (gen4d animate)
+            result = bpy.ops.wm.obj_import(filepath=str(path))
         else:
             result = bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False)
     except AssetError:
