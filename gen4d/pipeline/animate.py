@@ -132,7 +132,7 @@ def check_animate_inputs(asset: str, config: RouteConfig) -> None:
     if not config.model:
         raise UserError(
             "gen4d animate needs the static3d variant of the Diffusion4D video model: pass --model DIR (a gen4d "
-            "model folder from `gen4d train-vdm --model.variant static3d`); no such model is public, see docs/animate.md"
+            "model folder from `gen4d train-vdm --model.variant static3d`); no such model is public, see docs/image_to_4d.md"
         )
     if not Path(config.model).expanduser().exists() and config.model.count("/") != 1:
         raise UserError(f"--model {config.model}: no such model folder")

@@ -126,11 +126,12 @@ def _text_image_stage(prompt: str) -> Stage:
         settings = config.text_to_image
         pipe = load_pipeline("text_to_image", settings.model, ctx.device, settings.dtype, settings.cpu_offload,
                              "--text_to_image.model", ctx.progress)  # fmt: skip
-        image = text_to_image(pipe, prompt, settings, ctx.progress)
+        stats: dict[str, Any] = {}
+        image = text_to_image(pipe, prompt, settings, ctx.progress, stats)
         del pipe
         _write_png(image, ctx.run_dir / "image.png")
         coverage = find_object(image, config.matting, "the generated image image.png")
-        return {"prompt": prompt + settings.prompt_suffix, "object_coverage": round(coverage, 4)}
+        return {"prompt": prompt + settings.prompt_suffix, "object_coverage": round(coverage, 4), **stats}
 
     return Stage("image", ("image.png",), run, sections=("text_to_image",))
 
@@ -145,14 +146,15 @@ def _video_stage() -> Stage:
         image = read_rgba_image(ctx.run_dir / "image.png")
         pipe = load_pipeline("image_to_video", settings.model, ctx.device, settings.dtype, settings.cpu_offload,
                              "--image_to_video.model", ctx.progress)  # fmt: skip
-        frames = image_to_video(pipe, image, settings, ctx.progress)
+        stats: dict[str, Any] = {}
+        frames = image_to_video(pipe, image, settings, ctx.progress, stats)
         del pipe
         folder = ctx.run_dir / "raw"
         for i, frame in enumerate(frames):
             _write_png(frame, folder / f"{i:04d}.png")
         if mp4_available():
             write_mp4(frames, ctx.run_dir / "raw.mp4", settings.fps)
-        return {"frames": len(frames), "size": [int(frames.shape[2]), int(frames.shape[1])]}
+        return {"frames": len(frames), "size": [int(frames.shape[2]), int(frames.shape[1])], **stats}
 
     return Stage("video", ("raw",), run, sections=("image_to_video",))
 
@@ -187,7 +189,8 @@ def _stag4d_stage() -> Stage:
             inner = dc.replace(inner, device=config.device)
         result = run_video_to_4d(ctx.run_dir / "matted", folder, inner, "zero123pp", resume=is_run(folder),
                                  progress=ctx.progress, echo=None)  # fmt: skip
-        return {"num_gaussians": result["num_gaussians"], "run": "stag4d", "wall_time_s": result["wall_time_s"]}
+        keep = ("num_gaussians", "wall_time_s", "timings", "backend")
+        return {"run": "stag4d", **{k: result[k] for k in keep if k in result}}
 
     return Stage("stag4d", ("stag4d/metrics.json",), run, sections=("stag4d",), resumable=True)
 
@@ -199,7 +202,7 @@ def load_route_video_model(config: RouteConfig, device: torch.device, variant: s
     if not config.model:
         raise UserError(
             "this route needs the Diffusion4D video model: pass --model DIR (a gen4d model folder written by "
-            "`gen4d train-vdm`, or a diffusers base with --vdm.weights); no such model is public, see docs/animate.md"
+            "`gen4d train-vdm`, or a diffusers base with --vdm.weights); no such model is public, see docs/image_to_4d.md"
         )
     if not Path(config.model).expanduser().exists() and config.model.count("/") != 1:
         raise UserError(f"--model {config.model}: no such model folder")
