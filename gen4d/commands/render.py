@@ -6,7 +6,7 @@ import argparse
 
 NAME = "render"
 HELP = (
-    "render an animated asset (.glb/.gltf/.fbx/.blend or procedural:SEED) with Blender into a gen4d "
+    "render an animated asset (.glb/.gltf/.fbx/.obj/.blend or procedural:SEED) with Blender into a gen4d "
     "dataset folder (RGBA PNGs + manifest.json): orbit, static_orbit, front, zero123pp, eval sets; "
     "--assets LIST renders many as Ray tasks into OUT/<asset id>/ with a resumable results file"
 )
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gen4d.data.blender import PRESETS, RenderConfig
 
     parser.add_argument(
-        "asset", nargs="?", help="asset file (.glb, .gltf, .fbx, .blend) or procedural:SEED[:key=value,...]"
+        "asset", nargs="?", help="asset file (.glb, .gltf, .fbx, .obj, .blend) or procedural:SEED[:key=value,...]"
     )
     parser.add_argument(
         "--out",

@@ -51,12 +51,14 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from gen4d.config import apply_overrides, to_dict
-    from gen4d.data.dataset import load_dataset
-    from gen4d.data.manifest import save_dataset
+    from gen4d.config import apply_overrides
     from gen4d.data.video_input import load_image_input
     from gen4d.diffusion.vdm.components import load_video_model
-    from gen4d.diffusion.vdm.pipeline import SampleConfig, generate, orbit_dataset
+    from gen4d.diffusion.vdm.pipeline import (
+        SampleConfig,
+        generate_dataset,
+        static_orbit_condition,
+    )
 
     config = apply_overrides(SampleConfig(), args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,46 +71,26 @@ def run(args: argparse.Namespace) -> int:
     model = load_video_model(
         args.model, weights=args.weights, variant=args.variant, base=args.base, device=device, dtype=dtype
     )
-    static = None
-    if args.static:
-        data = load_dataset(args.static)
-        if not data.has_split("static_orbit"):
-            raise ValueError(
-                f"{args.static}: no 'static_orbit' split; the static3d variant needs the static orbit V-bar"
-            )
-        part = data.split("static_orbit")
-        alpha = part.alphas if part.alphas is not None else torch.ones_like(part.images[..., :1])
-        static = torch.cat([part.images, alpha], dim=-1)
+    static = static_orbit_condition(args.static) if args.static else None
     loaded = time.perf_counter()
-    result = generate(
-        model, image=image, static_video=static, prompt=args.prompt, config=config, progress=not args.no_progress
-    )
-    generated = time.perf_counter()
     out = Path(args.out)
-    video = orbit_dataset(result, model, name=args.name or out.name)
     meta = {
         "generator": {
             "command": "gen4d sample-vdm",
             "model": str(args.model),
             "weights": args.weights,
-            "variant": model.spec.variant,
-            "sample": to_dict(config),
-            "motion": result.motion,
-            "measured_motion": result.measured_motion,
             "image": args.image,
             "static": args.static,
-            "prompt": args.prompt,
             "load_s": round(loaded - started, 3),
-            "sample_s": round(generated - loaded, 3),
-            "static_orbit_source": (
-                "given" if model.spec.variant == "static3d" else "base model" if result.static_rgb is not None else None
-            ),
         }
     }
-    save_dataset(video, out, meta=meta)
+    video, result, seconds = generate_dataset(
+        model, out, image=image, static_video=static, prompt=args.prompt, config=config,
+        progress=not args.no_progress, meta=meta, name=args.name,
+    )  # fmt: skip
     measured = "" if result.measured_motion is None else f", measured m {result.measured_motion:.4g}"
     print(
-        f"wrote {len(video)} views ({', '.join(video.splits)}) to {out} in {generated - loaded:.1f} s "
+        f"wrote {len(video)} views ({', '.join(video.splits)}) to {out} in {seconds:.1f} s "
         f"(requested m {result.motion:.4g}{measured}); next: {next_command(out)}"
     )
     return 0

@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 SETS = ("orbit", "static_orbit", "front", "zero123pp", "eval")
-SUPPORTED_SUFFIXES = (".glb", ".gltf", ".fbx", ".blend")
+SUPPORTED_SUFFIXES = (".glb", ".gltf", ".fbx", ".obj", ".blend")
 INSTALL_HINT = "pip install 'gen4d[render]' (bpy wheels need Python 3.11)"
 
 
@@ -399,7 +399,7 @@ def render_asset(
     progress: bool = True,
     timeout: float | None = None,
 ) -> Path:
-    """Render ``config.sets`` of ``asset`` (a .glb/.gltf/.fbx/.blend file or ``procedural:SEED``)
+    """Render ``config.sets`` of ``asset`` (a .glb/.gltf/.fbx/.obj/.blend file or ``procedural:SEED``)
     into ``out`` (PNGs + ``manifest.json``); returns the manifest path.
 
     A folder holding a complete manifest of the same asset and settings is returned as is; an

@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-SUPPORTED_SUFFIXES = (".glb", ".gltf", ".fbx", ".blend")
+SUPPORTED_SUFFIXES = (".glb", ".gltf", ".fbx", ".obj", ".blend")
 
 
 class AssetError(Exception):
@@ -69,6 +69,8 @@ def load_asset(bpy, asset: str) -> dict[str, Any]:
             result = bpy.ops.import_scene.gltf(filepath=str(path), disable_bone_shape=True)
         elif suffix == ".fbx":
             result = bpy.ops.import_scene.fbx(filepath=str(path))
+        elif suffix == ".obj":  # static meshes (gen4d animate)
+            result = bpy.ops.wm.obj_import(filepath=str(path))
         else:
             result = bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False)
     except AssetError:

@@ -6,7 +6,7 @@ import resource
 
 import torch
 
-__all__ = ["peak_memory", "reset_peak_memory"]
+__all__ = ["peak_memory", "release_memory", "reset_peak_memory"]
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -22,3 +22,13 @@ def peak_memory(device: torch.device) -> dict[str, float]:
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         out["peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
     return out
+
+
+def release_memory(device: torch.device) -> None:
+    """Collect garbage and, on CUDA, return the cached blocks of freed tensors to the driver (between
+    stages whose models must not share the GPU)."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

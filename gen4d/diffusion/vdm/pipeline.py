@@ -25,7 +25,16 @@ from gen4d.diffusion.vdm.model import VideoCondition, image_condition_latents, n
 from gen4d.diffusion.vdm.sampling import ddim_sample, guided_output
 from gen4d.metrics.motion import motion_from_sum
 
-__all__ = ["SampleConfig", "GeneratedOrbit", "encode_condition", "resize_rgba", "generate", "orbit_dataset"]
+__all__ = [
+    "SampleConfig",
+    "GeneratedOrbit",
+    "encode_condition",
+    "resize_rgba",
+    "generate",
+    "orbit_dataset",
+    "static_orbit_condition",
+    "generate_dataset",
+]
 
 
 @dataclass
@@ -291,3 +300,47 @@ def orbit_dataset(result: GeneratedOrbit, model: VideoModel, name: str = "genera
         num_frames=count,
         name=name,
     )
+
+
+def static_orbit_condition(dataset) -> torch.Tensor:
+    """(T, H, W, 4) the static orbit V-bar of a dataset folder with a ``static_orbit`` split (static3d condition)."""
+    from gen4d.data.dataset import load_dataset
+
+    data = load_dataset(dataset)
+    if not data.has_split("static_orbit"):
+        raise ValueError(f"{dataset}: no 'static_orbit' split; the static3d variant needs the static orbit V-bar")
+    part = data.split("static_orbit")
+    alpha = part.alphas if part.alphas is not None else torch.ones_like(part.images[..., :1])
+    return torch.cat([part.images, alpha], dim=-1)
+
+
+def generate_dataset(model: VideoModel, folder, image=None, static_video=None, prompt=None,
+                     config: SampleConfig | None = None, progress: bool = False, meta: dict | None = None,
+                     name: str | None = None):  # fmt: skip
+    """:func:`generate` + :func:`orbit_dataset`, written to ``folder`` in gen4d's dataset format with
+    ``meta["generator"]`` completed by the motion and the sampling time. Returns (dataset, result, seconds)."""
+    import time
+    from pathlib import Path
+
+    from gen4d.config import to_dict
+    from gen4d.data.manifest import save_dataset
+
+    config = SampleConfig() if config is None else config
+    started = time.perf_counter()
+    result = generate(model, image=image, static_video=static_video, prompt=prompt, config=config, progress=progress)
+    seconds = time.perf_counter() - started
+    video = orbit_dataset(result, model, name=name or Path(folder).name)
+    generator = dict((meta or {}).get("generator", {}))
+    generator.update(
+        variant=model.spec.variant,
+        sample=to_dict(config),
+        motion=result.motion,
+        measured_motion=result.measured_motion,
+        prompt=prompt,
+        sample_s=round(seconds, 3),
+        static_orbit_source=(
+            "given" if model.spec.variant == "static3d" else "base model" if result.static_rgb is not None else None
+        ),
+    )
+    save_dataset(video, folder, meta={**(meta or {}), "generator": generator})
+    return video, result, seconds

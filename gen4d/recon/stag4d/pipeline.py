@@ -26,7 +26,7 @@ from gen4d.run import check_resume_config, open_run
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
 from gen4d.run.device import resolve_device
 from gen4d.run.logs import LOGGER, run_logging
-from gen4d.run.timing import peak_memory, reset_peak_memory
+from gen4d.run.timing import peak_memory, release_memory, reset_peak_memory
 
 __all__ = ["MAY_CHANGE_ON_RESUME", "RUN_ENTRIES", "RUN_KIND", "load_multiview_model", "run_video_to_4d"]
 
@@ -225,6 +225,7 @@ def _run(input_path, run_dir: Path, config: Stag4DConfig, multiview: str, resume
             views = views.resized(reference.width)
         log(f"multi-view: Zero123++ {config.multiview.version}, {len(views)} views (cached in {run_dir / 'multiview'})")
     timings["multiview_s"] = round(time.perf_counter() - t0, 3)
+    release_memory(device)  # Zero123++ is gone; return its cached blocks before Zero-1-to-3 loads
 
     # -- 3. optimisation --------------------------------------------------------------------
     t0 = time.perf_counter()
