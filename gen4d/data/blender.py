@@ -287,9 +287,16 @@ def _worker_env() -> dict[str, str]:
 
 
 def _run_worker(
-    job: dict[str, Any], work_dir: Path, log_path: Path, progress: bool, desc: str, timeout: float | None
+    job: dict[str, Any],
+    work_dir: Path,
+    log_path: Path,
+    progress: bool,
+    desc: str,
+    timeout: float | None,
+    module: str = "gen4d.data.blender_worker",
 ) -> dict[str, Any]:
-    """Run one job in a fresh Python + bpy process; returns its info dict (raises on failure)."""
+    """Run one job in a fresh Python + bpy process (``python -m module JOB.json``, a module whose
+    ``main`` is :func:`gen4d.data.blender_worker.main`); returns its info dict (raises on failure)."""
     if not bpy_available():
         raise ImportError(f"Blender rendering needs bpy: {INSTALL_HINT}")
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -309,7 +316,7 @@ def _run_worker(
 
     with open(log_path, "a") as log:
         process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "gen4d.data.blender_worker", str(job_path)],
+            [sys.executable, "-u", "-m", module, str(job_path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
