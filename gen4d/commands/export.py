@@ -64,10 +64,31 @@ def check_out(out: Path, kind: str) -> None:
         raise UserError(f"--out {out}: {folder} is not writable; pass a location you can write to")
 
 
+def export_mesh(model, times, fps: float, config, out: Path, kind: str, run_dir: Path) -> Path:
+    """Bake ``model`` (a DynamicGaussians) at ``times`` into a mesh and write it as ``kind`` (glb or
+    mesh-seq) to ``out``; a field that cannot be baked is a UserError naming ``run_dir``."""
+    from gen4d.errors import UserError
+    from gen4d.export.gltf import write_glb
+    from gen4d.export.mesh import BakeError, bake_mesh, write_mesh_sequence
+
+    try:
+        mesh = bake_mesh(model.canonical(), model.at, times, fps, config)
+    except BakeError as err:
+        raise UserError(f"{run_dir}: {err}") from None
+    counts = f"{mesh.positions.shape[1]} vertices, {len(mesh.faces)} triangles, {mesh.num_frames} frames"
+    if kind == "glb":
+        path = write_glb(mesh, out)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {counts})")
+        return path
+    write_mesh_sequence(mesh, out)
+    print(f"wrote {mesh.num_frames} mesh frames to {out} ({counts})")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from gen4d.config import apply_overrides
     from gen4d.errors import UserError
-    from gen4d.export.mesh import BakeError, MeshConfig, bake_mesh, write_mesh_sequence
+    from gen4d.export.mesh import MeshConfig
     from gen4d.export.ply_sequence import frame_times, write_ply_sequence
     from gen4d.export.splat4d import write_splat4d
     from gen4d.recon.checkpoint import find_checkpoint, load_run
@@ -89,19 +110,5 @@ def run(args: argparse.Namespace) -> int:
         paths = write_ply_sequence(model.at, times, out)
         print(f"wrote {len(paths)} PLY frames to {out}")
     else:
-        try:
-            mesh = bake_mesh(model.canonical(), model.at, times, args.fps, mesh_config)
-        except BakeError as err:
-            raise UserError(f"{run_dir}: {err}") from None
-        if args.format == "glb":
-            from gen4d.export.gltf import write_glb
-
-            path = write_glb(mesh, out)
-            size = f"{path.stat().st_size / 1e6:.2f} MB"
-            print(
-                f"wrote {path} ({size}, {mesh.positions.shape[1]} vertices, {len(mesh.faces)} triangles, {frames} frames)"
-            )
-        else:
-            paths = write_mesh_sequence(mesh, out)
-            print(f"wrote {len(paths)} mesh frames ({mesh.positions.shape[1]} vertices each) to {out}")
+        export_mesh(model, times, args.fps, mesh_config, out, args.format, run_dir)
     return 0

@@ -4,7 +4,7 @@ Axes: glTF's (Y up, the front facing +Z): a point (x, y, z) of gen4d's world (Z 
 facing -Y) is stored as (x, z, -y), so glTF viewers and Blender's importer show it upright.
 Layout: the base mesh is frame 0 (``POSITION``, ``NORMAL``, ``COLOR_0`` as linear float RGB,
 16- or 32-bit indices); frame f > 0 is morph target f - 1 (``POSITION`` deltas from frame 0, plus
-``NORMAL`` deltas when ``normal_targets``); the animation ``gen4d`` drives the node's ``weights``
+``NORMAL`` deltas only when ``normal_targets``: the unlit material does not use normals); the animation ``gen4d`` drives the node's ``weights``
 with a one-hot key per frame at ``f / fps`` seconds, so it covers the run's times 0..1 exactly once
 (``(F - 1) / fps`` seconds) and a LINEAR sampler blends neighbouring frames. The material is
 ``KHR_materials_unlit`` (the Gaussians' colours already include their lighting), double-sided,
@@ -80,7 +80,7 @@ def to_gltf_axes(points: np.ndarray) -> np.ndarray:
 def write_glb(
     mesh: AnimatedMesh,
     path: str | os.PathLike,
-    normal_targets: bool = True,
+    normal_targets: bool = False,
     interpolation: Literal["LINEAR", "STEP"] = "LINEAR",
     name: str = "gen4d",
 ) -> Path:
