@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # A CPU wheel of torch is enough for both; override on a GPU machine, e.g. TORCH_SPEC=torch.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,diffusion,render,metrics,viewer,ray,matting
+EXTRAS ?= dev,diffusion,render,metrics,viewer,ray,matting,export
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 

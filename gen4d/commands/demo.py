@@ -39,6 +39,22 @@ def default_data():
     return synthetic_dataset(size=64, frames=12, eval_views=8)
 
 
+def write_demo_glb(out: Path, fps: float) -> Path | None:
+    """RUN/export/asset.glb: the run as an animated mesh (skipped with a note without scikit-image)."""
+    from gen4d.commands.export import export_mesh
+    from gen4d.export.mesh import MeshConfig
+    from gen4d.export.ply_sequence import frame_times
+    from gen4d.recon.checkpoint import load_run
+
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        print("no glb: the mesh export needs scikit-image (pip install 'gen4d[export]')")
+        return None
+    frames = len(list((out / "ply").glob("frame_*.ply"))) or 24
+    return export_mesh(load_run(out), frame_times(frames), fps, MeshConfig(), out / "export" / "asset.glb", "glb", out)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -64,9 +80,12 @@ def run(args: argparse.Namespace) -> int:
     data = args.data or default_data()
     metrics = reconstruct(data, config, out, resume=args.resume, overwrite=replace, progress=not args.no_progress,
                           command="demo")  # fmt: skip
+    glb = write_demo_glb(out, config.output.video_fps)
     print(f"\ndemo finished in {metrics['wall_time_s']:.0f} s")
     if config.output.video:
         print(f"  orbit video: {out / 'videos' / 'orbit.mp4'}  (gif: {out / 'videos' / 'orbit.gif'})")
+    if glb is not None:
+        print(f"  glb:         {glb}  (animated mesh: Blender, glTF viewers)")
     print(f"  metrics:     {out / 'metrics.json'}")
     for split, values in metrics["splits"].items():
         print(f"  {split:>6}: PSNR {values['psnr']:.2f} SSIM {values['ssim']:.3f} ({values['images']} images)")

@@ -286,9 +286,16 @@ def _worker_env() -> dict[str, str]:
 
 
 def _run_worker(
-    job: dict[str, Any], work_dir: Path, log_path: Path, progress: bool, desc: str, timeout: float | None
+    job: dict[str, Any],
+    work_dir: Path,
+    log_path: Path,
+    progress: bool,
+    desc: str,
+    timeout: float | None,
+    module: str = "gen4d.data.blender_worker",
 ) -> dict[str, Any]:
-    """Run one job in a fresh Python + bpy process; returns its info dict (raises on failure;
+    """Run one job in a fresh Python + bpy process (``python -m module JOB.json``, a module whose
+    ``main`` is :func:`gen4d.data.blender_worker.main`); returns its info dict (raises on failure;
     :class:`gen4d.data.batch.TaskTimeout` after killing it past ``timeout`` seconds)."""
     if not bpy_available():
         raise ImportError(f"Blender rendering needs bpy: {INSTALL_HINT}")
@@ -323,7 +330,7 @@ def _run_worker(
 
         try:
             status = run_process(
-                [sys.executable, "-u", "-m", "gen4d.data.blender_worker", str(job_path)],
+                [sys.executable, "-u", "-m", module, str(job_path)],
                 timeout=timeout,
                 on_line=on_line,
                 env=_worker_env(),

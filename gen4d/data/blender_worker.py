@@ -147,7 +147,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, run=run_job) -> int:
+    """Run the job file ``argv[0]`` with ``run(job) -> info`` and write the info (or the error) to
+    the job's ``info_path``: exit 0, 3 (the asset's fault) or 4 (internal error)."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m gen4d.data.blender_worker JOB.json", file=sys.stderr)
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(Path(argv[0]).read_text())
     info_path = Path(job["info_path"])
     try:
-        info = run_job(job)
+        info = run(job)
         status = 0
     except AssetError as err:
         info, status = {"error": str(err), "kind": "asset", "code": err.code}, 3
