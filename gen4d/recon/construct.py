@@ -96,7 +96,9 @@ def _stage_of(config: ConstructConfig, step: int) -> tuple[str, int, int]:
 
 
 RUN_KIND = "reconstruct"
-RUN_ENTRIES = (*CHECKPOINT_ENTRIES, "ply", "renders", "videos", "metrics.json", "log.txt", "config.json")
+# What a construction run writes in its folder (``--overwrite`` deletes these names only); the demo
+# adds its web player, player.html.
+RUN_ENTRIES = (*CHECKPOINT_ENTRIES, "ply", "renders", "videos", "player.html", "metrics.json", "log.txt", "config.json")
 """What a run writes into its folder (``--overwrite`` deletes only these)."""
 MAY_CHANGE_ON_RESUME = (
     "output", "log_every", "checkpoint_every", "checkpoint_seconds", "eval_every", "device", "backend", "tile_size",

@@ -1,0 +1,218 @@
+"""The web player: the bundled page, `gen4d export --format html` and its refusals, the demo's run
+entry, and (where Chromium is installed) the page in headless Chromium against gen4d's renderer:
+the JavaScript decoder against read_splat4d, screenshots at given cameras and times (silhouette
+IoU and PSNR), and the frame rate it reaches."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from gen4d.cli import main
+from gen4d.deform import DeformConfig, HexPlaneConfig
+from gen4d.export.chromium import Chromium, find_chromium
+from gen4d.export.ply_sequence import frame_times
+from gen4d.export.splat4d import decode_splat4d, encode_splat4d
+from gen4d.export.web_player import embedded_asset, is_player_html, player_html, write_player_html
+from gen4d.gaussians import random_in_sphere
+from gen4d.gaussians.dynamic import DynamicGaussians
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SMALL_HEX = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
+
+
+def moving_model(count: int = 300, sh_degree: int = 0, seed: int = 3) -> DynamicGaussians:
+    """Random Gaussians whose field moves, turns and resizes them over time."""
+    torch.manual_seed(0)
+    model = DynamicGaussians(random_in_sphere(count, opacity=0.6, sh_degree=sh_degree, seed=seed), DeformConfig(hexplane=SMALL_HEX))  # fmt: skip
+    with torch.no_grad():
+        model.field.head_out_weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+        model.field.grid.temporal[0].mul_(torch.linspace(0.2, 1.8, 5)[:, None])
+        if sh_degree:
+            model.params["sh"][:, 1:].normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+    return model.eval()
+
+
+def asset_bytes(model: DynamicGaussians, frames: int = 5) -> bytes:
+    with torch.no_grad():
+        return encode_splat4d(model.at(frame_times(frames)), fps=10)
+
+
+# -- the page and the export command (no browser) ---------------------------------------------------
+def test_bundled_page_holds_the_scripts_and_the_asset(tmp_path):
+    data = asset_bytes(moving_model(50))
+    path = write_player_html(data, tmp_path / "p.html")
+    page = path.read_text()
+    assert is_player_html(path) and "<script src=" not in page  # every script inlined: opens from file://
+    assert "gen4dSplat4D" in page and "gen4dPlayer" in page
+    assert embedded_asset(path) == data
+    assert decode_splat4d(embedded_asset(path)).num_frames == 5
+    (tmp_path / "other.html").write_text("<html>mine</html>")
+    assert not is_player_html(tmp_path / "other.html") and not is_player_html(tmp_path)
+    with pytest.raises(ValueError, match="not a .splat4d file"):
+        player_html(b"PK\x03\x04" + bytes(80))
+
+
+def test_export_html_command_and_its_refusals(tmp_path):
+    from gen4d.recon.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    save_checkpoint(run, moving_model(40))
+    out = tmp_path / "web" / "player.html"
+    assert main(["export", str(run), "--format", "html", "--out", str(out), "--frames", "3"]) == 0
+    assert read_splat4d_bytes(out).num_frames == 3
+    assert main(["export", str(run), "--format", "html", "--out", str(out), "--frames", "4"]) == 0  # its own page
+    assert read_splat4d_bytes(out).num_frames == 4
+    mine = tmp_path / "index.html"
+    mine.write_text("<html>my page</html>")
+    assert main(["export", str(run), "--format", "html", "--out", str(mine)]) == 2
+    assert mine.read_text() == "<html>my page</html>"
+    assert main(["export", str(run), "--format", "html", "--out", str(tmp_path)]) == 2  # a folder
+    assert main(["export", str(tmp_path / "nothing"), "--format", "html", "--out", str(tmp_path / "x.html")]) == 2
+    assert main(["export", str(run), "--format", "html", "--out", str(mine / "x.html")]) == 2  # under a file
+    assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_export_html_to_a_read_only_folder_is_refused(tmp_path, capsys):
+    from gen4d.recon.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "run", moving_model(20))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["export", str(tmp_path / "run"), "--format", "html", "--out", str(locked / "p.html")]) == 2
+        assert "not writable" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def read_splat4d_bytes(page: Path):
+    return decode_splat4d(embedded_asset(page))
+
+
+def test_demo_player_is_a_declared_run_entry(tmp_path):
+    """The demo's player.html is deleted by --overwrite like the run's other outputs; a user's file is not."""
+    from gen4d.commands.demo import write_player
+    from gen4d.recon.checkpoint import save_checkpoint
+    from gen4d.recon.construct import RUN_ENTRIES, RUN_KIND
+    from gen4d.run.folder import open_run
+
+    run = tmp_path / "demo"
+    open_run(run, RUN_KIND, RUN_ENTRIES, command="demo")
+    save_checkpoint(run, moving_model(30))
+    player = write_player(run, fps=12)
+    assert player == run / "player.html" and is_player_html(player)
+    assert read_splat4d_bytes(player).num_frames == 24 and read_splat4d_bytes(player).fps == 12
+    (run / "notes.txt").write_text("mine")
+    open_run(run, RUN_KIND, RUN_ENTRIES, overwrite=True, command="demo")
+    assert not player.exists() and (run / "notes.txt").read_text() == "mine"
+
+
+# -- in headless Chromium ---------------------------------------------------------------------------
+CHROMIUM = find_chromium()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium not found: `apt-get install chromium` (scripts/sysdeps.sh does it as root)"
+)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("Chromium not found")
+    with Chromium(CHROMIUM, width=480, height=360) as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny 4D construction on the embedded default data (a few seconds on one core)."""
+    from gen4d.commands.demo import default_data
+    from gen4d.recon.construct import OutputConfig, preset, reconstruct
+    from gen4d.recon.presets import with_iterations
+
+    config = replace(
+        with_iterations(preset("demo"), coarse=40, fine=40),
+        size=48,
+        device="cpu",
+        backend="torch",
+        init=replace(preset("demo").init, num_points=1500),
+        checkpoint_every=0,
+        output=OutputConfig(ply=False, video=False, renders=False, lpips=False, evaluate=False),
+    )
+    run = tmp_path_factory.mktemp("player") / "run"
+    reconstruct(default_data(), config, run, progress=False)
+    return run
+
+
+@needs_chromium
+def test_javascript_decoder_matches_read_splat4d(browser, tmp_path):
+    from gen4d.export.player_check import open_player
+
+    data = asset_bytes(moving_model(120, sh_degree=1), frames=4)
+    path = write_player_html(data, tmp_path / "p.html")
+    summary = open_player(browser, path)
+    asset = decode_splat4d(data)
+    assert summary == {"count": 120, "frames": 4, "coeffs": 4, "fps": 10, "flags": 1}  # scales per frame
+    sh = torch.tensor(browser.evaluate("Array.from(gen4dPlayer.asset.sh)"))
+    torch.testing.assert_close(sh, asset.sh.reshape(-1), rtol=0, atol=0)  # float16 decoded exactly
+    for index in (0, 3):
+        got = browser.evaluate(
+            f"(() => {{ const f = gen4dPlayer.asset.frame({index}); return Object.fromEntries("
+            "Object.entries(f).map(([k, v]) => [k, Array.from(v)])); })()"
+        )
+        frame = asset.frame(index)
+        torch.testing.assert_close(torch.tensor(got["means"]).reshape(-1, 3), frame.means, rtol=0, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(got["quats"]).reshape(-1, 4), frame.quats, rtol=0, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(got["logScales"]).reshape(-1, 3), frame.log_scales, rtol=0, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(got["opacity"]), frame.opacities, rtol=0, atol=1e-6)
+
+
+@needs_chromium
+def test_view_dependent_colours_match_gen4d(browser, tmp_path):
+    """SH degree 1 colours seen from two sides (the camera convention and SH evaluation in JS)."""
+    from gen4d.export.player_check import compare_to_gen4d, open_player
+
+    data = asset_bytes(moving_model(300, sh_degree=1), frames=3)
+    open_player(browser, write_player_html(data, tmp_path / "p.html"))
+    asset = decode_splat4d(data)
+    for azimuth, elevation, time in ((35.0, 20.0, 0.5), (200.0, -30.0, 1.0)):
+        view = {"azimuth": azimuth, "elevation": elevation, "radius": 2.2, "fov": 45.0, "target": [0, 0, 0], "time": time}  # fmt: skip
+        scores = compare_to_gen4d(browser, asset.at, {**view, "smooth": False}, 64, 48)
+        assert scores["foreground"] > 0.1 and scores["iou"] >= 0.97 and scores["psnr"] > 45, scores
+
+
+@needs_chromium
+def test_player_matches_gen4d_on_a_trained_run(browser, trained_run, tmp_path):
+    """The exported page of a run trained on the embedded default, at given cameras and times,
+    against gen4d's render of the same camera and time; then its frame rate."""
+    from gen4d.export.player_check import compare_to_gen4d, measure_fps, open_player
+    from gen4d.recon.checkpoint import load_run
+
+    page = tmp_path / "run.html"
+    assert main(["export", str(trained_run), "--format", "html", "--out", str(page), "--frames", "6"]) == 0
+    summary = open_player(browser, page)
+    asset = read_splat4d_bytes(page)
+    assert summary["count"] == asset.means.shape[1] and summary["frames"] == 6
+    target = [0.0, 0.0, 0.0]
+    # Stored frames (t = f / 5): the file's own frames, as gen4d renders them.
+    for azimuth, elevation, time in ((0.0, 15.0, 0.4), (120.0, 0.0, 1.0)):
+        view = {"azimuth": azimuth, "elevation": elevation, "radius": 2.0, "fov": 39.6, "target": target, "time": time}
+        scores = compare_to_gen4d(browser, asset.at, view, 96, 96)
+        print(f"player vs gen4d render of the file, az {azimuth} t {time}: IoU {scores['iou']:.4f} PSNR {scores['psnr']:.2f} dB")  # fmt: skip
+        assert scores["foreground"] > 0.05 and scores["iou"] >= 0.9 and scores["psnr"] > 30, scores
+    # Between stored frames the player interpolates; against the model itself at that time.
+    model = load_run(trained_run)
+    view = {"azimuth": 60.0, "elevation": 10.0, "radius": 2.0, "fov": 39.6, "target": target, "time": 0.5, "smooth": True}  # fmt: skip
+    scores = compare_to_gen4d(browser, model.at, view, 96, 96)
+    print(f"player (interpolated) vs the model at t 0.5: IoU {scores['iou']:.4f} PSNR {scores['psnr']:.2f} dB")
+    assert scores["iou"] >= 0.9, scores
+    fps = measure_fps(browser, frames=30, width=480, height=320)
+    print(f"player frame rate at 480x320: {fps['fps']:.1f} fps ({fps['cpuMsPerFrame']:.2f} ms CPU per frame, {fps['drawn']} Gaussians)")  # fmt: skip
+    assert fps["fps"] > 0 and fps["drawn"] > 0
