@@ -175,6 +175,43 @@ def test_javascript_decoder_matches_read_splat4d(browser, tmp_path):
 
 
 @needs_chromium
+def test_time_between_stored_frames(browser, tmp_path):
+    """smooth: positions and log-scales linear, rotations normalised-linear between the two stored
+    frames around t; not smooth: the nearest stored frame (Splat4D.at)."""
+    from gen4d.export.player_check import open_player
+    from gen4d.gaussians.core import quaternion_to_matrix
+
+    data = asset_bytes(moving_model(80), frames=4)
+    open_player(browser, write_player_html(data, tmp_path / "p.html"))
+    asset = decode_splat4d(data)
+
+    def player_at(time: float, smooth: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        got = browser.evaluate(
+            f"(() => {{ const g = gen4dPlayer.gaussiansAt({time}, {str(smooth).lower()}); "
+            "return [Array.from(g.means), Array.from(g.covariances)]; })()"
+        )
+        return torch.tensor(got[0]).reshape(-1, 3), torch.tensor(got[1]).reshape(-1, 6)
+
+    def covariances(log_scales: torch.Tensor, quats: torch.Tensor) -> torch.Tensor:
+        m = quaternion_to_matrix(quats) * log_scales.exp()[:, None, :]
+        full = m @ m.transpose(1, 2)
+        return full[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
+
+    first, second = asset.frame(1), asset.frame(2)  # t = 0.4 is 1.2 frames: 80 % frame 1, 20 % frame 2
+    means, covs = player_at(0.4, smooth=True)
+    torch.testing.assert_close(means, 0.8 * first.means + 0.2 * second.means, rtol=0, atol=1e-6)
+    sign = torch.where((first.quats * second.quats).sum(-1, keepdim=True) < 0, -1.0, 1.0)
+    quats = 0.8 * first.quats + 0.2 * sign * second.quats
+    expected = covariances(0.8 * first.log_scales + 0.2 * second.log_scales, quats)
+    torch.testing.assert_close(covs, expected, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(means, first.means, atol=1e-4)  # the asset does move between frames
+    means, covs = player_at(0.4, smooth=False)
+    nearest = asset.at(torch.tensor([0.4]))
+    torch.testing.assert_close(means, nearest.means[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(covs, covariances(nearest.log_scales[0], nearest.quats[0]), rtol=1e-4, atol=1e-7)
+
+
+@needs_chromium
 def test_view_dependent_colours_match_gen4d(browser, tmp_path):
     """SH degree 1 colours seen from two sides (the camera convention and SH evaluation in JS)."""
     from gen4d.export.player_check import compare_to_gen4d, open_player

@@ -3,7 +3,7 @@
 // Rendering follows gen4d's rasteriser (gen4d/render/projection.py, gsplat's classic mode): EWA
 // projection with the Jacobian's x/z, y/z clamped to 1.3x the half field of view, a 0.3 px^2 low-pass
 // on the 2D covariance, alpha = min(0.999, o exp(-d^T conic d / 2)) skipped below 1/255, each
-// Gaussian drawn as an instanced screen-space quad over its alpha >= 1/255 box, sorted back to front
+// Gaussian drawn as an instanced screen-space quad around its alpha >= 1/255 ellipse, sorted back to front
 // by camera depth on the CPU (counting sort) and blended with premultiplied "over" into a float
 // target where the browser allows it. Cameras use gen4d's convention (gen4d/cameras.py): world Z up,
 // the front camera on -Y, azimuth counter-clockwise seen from above, a pinhole whose field of view
@@ -13,7 +13,7 @@
 // gen4d.export.splat4d.Splat4D.at does).
 //
 // The page's API, for scripts and tests: window.gen4dPlayer.{load, setView, getView, setSize,
-// renderOnce, measureFps, frame, asset}.
+// renderOnce, measureFps, frame, gaussiansAt, asset}.
 (function () {
   "use strict";
 
@@ -223,9 +223,15 @@ void main() {
   float opacity = meanOpacity.w;
   float k2 = 2.0 * log(max(opacity * 255.0, 1e-12));
   if (det <= 0.0 || k2 <= 0.0) { cull(); return; }
-  vec2 extent = sqrt(k2) * sqrt(vec2(a, c));
+  // The quad: the rectangle around the alpha >= 1/255 ellipse along the covariance's eigenvectors
+  // (fewer fragments than its axis-aligned box for elongated Gaussians).
+  float middle = 0.5 * (a + c);
+  float spread = sqrt(max(middle * middle - det, 0.0));
+  float major = middle + spread, minor = max(middle - spread, 0.0);
+  vec2 axis = abs(b) > 1e-9 * major ? normalize(vec2(b, major - a)) : (a >= c ? vec2(1.0, 0.0) : vec2(0.0, 1.0));
   vec2 mean2d = vec2(fx * cam.x / z + cx, fy * cam.y / z + cy);
-  offset = corner * extent;
+  float k = sqrt(k2);
+  offset = corner.x * k * sqrt(major) * axis + corner.y * k * sqrt(minor) * vec2(-axis.y, axis.x);
   vec2 pixel = mean2d + offset;
   gl_Position = vec4(pixel.x / size.x * 2.0 - 1.0, 1.0 - pixel.y / size.y * 2.0, 0.0, 1.0);
   conic = vec3(c, -b, a) / det;
@@ -462,7 +468,14 @@ void main() { result = vec4(clamp(texelFetch(image, ivec2(gl_FragCoord.xy), 0).r
     }
 
     getView() {
-      return { ...this.view, target: this.view.target.slice(), time: this.time, playing: this.playing, smooth: this.smooth };
+      return {
+        ...this.view,
+        target: this.view.target.slice(),
+        time: this.time,
+        playing: this.playing,
+        smooth: this.smooth,
+        background: this.background.slice(),
+      };
     }
 
     setTime(time) {
@@ -641,6 +654,7 @@ void main() { result = vec4(clamp(texelFetch(image, ivec2(gl_FragCoord.xy), 0).r
       setSize: (width, height) => player.setSize(width, height),
       frame: (view) => player.frame(view),
       renderOnce: () => player.renderOnce(),
+      gaussiansAt: (time, smooth = true) => gaussiansAt(player.asset, time, smooth),
       measureFps: (frames) => player.measureFps(frames),
       get asset() {
         return player.asset;
@@ -661,6 +675,11 @@ void main() { result = vec4(clamp(texelFetch(image, ivec2(gl_FragCoord.xy), 0).r
       clock.textContent = asset ? `t ${player.time.toFixed(3)} · frame ${(player.time * (asset.frames - 1)).toFixed(1)} / ${asset.frames - 1}` : "";
     };
     root.addEventListener("gen4d-time", showTime);
+    root.addEventListener("gen4d-view", (e) => {
+      const hex = (v) => Math.round(Math.min(Math.max(v, 0), 1) * 255).toString(16).padStart(2, "0");
+      $("gen4d-background").value = `#${e.detail.background.map(hex).join("")}`;
+      smooth.checked = e.detail.smooth;
+    });
     root.addEventListener("gen4d-playing", (e) => (play.textContent = e.detail ? "❚❚" : "▶"));
     root.addEventListener("gen4d-load", (e) => {
       const d = e.detail;
