@@ -42,7 +42,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=192, help="image size of the comparisons (pixels)")
     parser.add_argument("--radius", type=float, default=2.0, help="camera distance (the demo's orbit video: 2)")
     parser.add_argument("--fov", type=float, default=39.6, help="field of view, degrees")
-    parser.add_argument("--fps-sizes", default="256x256,800x600", help="sizes for the frame rate, WxH,...")
+    parser.add_argument("--window", default="720x480", help="browser window, WxH (the screenshot's size)")
+    parser.add_argument("--fps-sizes", default="256x256,720x480", help="sizes for the frame rate, WxH,...")
     parser.add_argument("--fps-frames", type=int, default=120, help="animation frames per frame-rate measurement")
     parser.add_argument("--screenshot", default=None, help="write a PNG of the whole page here")
     args = parser.parse_args()
@@ -50,13 +51,14 @@ def main() -> int:
     if executable is None:
         print("no Chromium found: apt-get install chromium (or set GEN4D_CHROMIUM)")
         return 1
+    window = [int(v) for v in args.window.split("x")]
     run = Path(args.run)
     frames = frame_count(run)
     model = load_run(run)
     with torch.no_grad():
         data = encode_splat4d(model.at(frame_times(frames)), fps=24)
     asset = decode_splat4d(data)
-    with tempfile.TemporaryDirectory() as folder, Chromium(executable, width=800, height=600) as browser:
+    with tempfile.TemporaryDirectory() as folder, Chromium(executable, *window) as browser:
         page = write_player_html(data, Path(folder) / "player.html", name=f"{run.name}.splat4d")
         print(f"{run}: {model.num_gaussians} Gaussians, {frames} frames; player page {page.stat().st_size} bytes "
               f"(splat4d {len(data)} bytes)")  # fmt: skip
@@ -97,7 +99,8 @@ def main() -> int:
                   f"({fps['cpuMsPerFrame']:.2f} ms of JavaScript per frame, {fps['drawn']} Gaussians drawn)")  # fmt: skip
         if args.screenshot:
             browser.evaluate("gen4dPlayer.setSize(null, null); gen4dPlayer.frame(); "
-                             "gen4dPlayer.setView({time: 0.5, playing: false, background: [1, 1, 1]}); gen4dPlayer.renderOnce(); 1")  # fmt: skip
+                             "gen4dPlayer.setView({time: 0.5, playing: false, azimuth: -25, background: [1, 1, 1]}); "
+                "gen4dPlayer.renderOnce(); 1")  # fmt: skip
             Path(args.screenshot).write_bytes(browser.screenshot())
             print(f"wrote {args.screenshot}")
     return 0

@@ -172,6 +172,13 @@ def test_javascript_decoder_matches_read_splat4d(browser, tmp_path):
         torch.testing.assert_close(torch.tensor(got["quats"]).reshape(-1, 4), frame.quats, rtol=0, atol=1e-6)
         torch.testing.assert_close(torch.tensor(got["logScales"]).reshape(-1, 3), frame.log_scales, rtol=0, atol=1e-6)
         torch.testing.assert_close(torch.tensor(got["opacity"]), frame.opacities, rtol=0, atol=1e-6)
+    refusals = browser.evaluate(
+        "(() => { const bytes = gen4dPlayer.asset.bytes; const reasons = []; "
+        "for (const data of [bytes.subarray(0, bytes.length - 10), new Uint8Array(80)]) { "
+        "try { gen4dSplat4D.decode(data); reasons.push('decoded'); } catch (err) { reasons.push(err.message); } } "
+        "return reasons; })()"
+    )
+    assert "truncated or damaged" in refusals[0] and "not a .splat4d file" in refusals[1]
 
 
 @needs_chromium
@@ -253,3 +260,36 @@ def test_player_matches_gen4d_on_a_trained_run(browser, trained_run, tmp_path):
     fps = measure_fps(browser, frames=30, width=480, height=320)
     print(f"player frame rate at 480x320: {fps['fps']:.1f} fps ({fps['cpuMsPerFrame']:.2f} ms CPU per frame, {fps['drawn']} Gaussians)")  # fmt: skip
     assert fps["fps"] > 0 and fps["drawn"] > 0
+
+
+@needs_chromium
+def test_standalone_page_loads_src_over_http(browser, tmp_path):
+    """The unbundled player folder (package data) served over HTTP fetches ?src=; from file:// it
+    says why it cannot."""
+    import functools
+    import shutil
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from gen4d.export.chromium import ChromiumError
+    from gen4d.export.player_check import open_player
+    from gen4d.export.web_player import PLAYER_DIR
+
+    site = tmp_path / "site"
+    shutil.copytree(PLAYER_DIR, site)
+    (site / "asset.splat4d").write_bytes(asset_bytes(moving_model(30), frames=2))
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        summary = open_player(browser, f"http://127.0.0.1:{server.server_port}/index.html?src=asset.splat4d")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["count"] == 30 and summary["frames"] == 2
+    with pytest.raises(ChromiumError, match="file:// page"):
+        open_player(browser, (site / "index.html").as_uri() + "?src=asset.splat4d")

@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         path = write_splat4d(model.at(times), out, fps=args.fps)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {model.num_gaussians} Gaussians, {frames} frames)")
     elif args.format == "html":
-        path = write_player_html(encode_splat4d(model.at(times), fps=args.fps), out)
+        path = write_player_html(
+            encode_splat4d(model.at(times), fps=args.fps), out, f"{run_dir.resolve().name}.splat4d"
+        )
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB web player, {model.num_gaussians} Gaussians, "
               f"{frames} frames); open it in a browser")  # fmt: skip
     else:

@@ -418,8 +418,9 @@ void main() { result = vec4(clamp(texelFetch(image, ivec2(gl_FragCoord.xy), 0).r
       return { count: n, frames: asset.frames, coeffs: asset.coeffs, fps: asset.fps, flags: asset.flags };
     }
 
-    /** Frame the object: look at the middle of the robust bounds (2nd-98th percentiles of the
-     * opaque Gaussians' positions over the first and last frames) from a distance that fits them. */
+    /** Frame the object: look at the middle of its robust bounds (2nd-98th percentiles of the
+     * positions of the Gaussians with opacity >= 0.1 in the first and last frames) from the distance
+     * at which 90 % of their bounding sphere fits the smaller side of the picture. */
     frame(view = {}) {
       const asset = this.asset;
       if (!asset) return;
@@ -443,7 +444,11 @@ void main() { result = vec4(clamp(texelFetch(image, ivec2(gl_FragCoord.xy), 0).r
       const centre = [0, 1, 2].map((k) => (low[k] + high[k]) / 2);
       const halfDiagonal = Math.max(Math.hypot(high[0] - low[0], high[1] - low[1], high[2] - low[2]) / 2, 1e-3);
       const fov = view.fov ?? this.view.fov;
-      const radius = (1.15 * halfDiagonal) / Math.sin(((fov / 2) * Math.PI) / 180);
+      // The field of view spans the larger image side; fit the bounds in the smaller one.
+      this._resize();
+      const aspect = Math.min(this.canvas.width, this.canvas.height) / Math.max(this.canvas.width, this.canvas.height);
+      const halfFovSmall = Math.atan(Math.tan(((fov / 2) * Math.PI) / 180) * aspect);
+      const radius = (0.9 * halfDiagonal) / Math.sin(halfFovSmall); // the sphere around the box is loose
       this.setView({ azimuth: 0, elevation: 15, fov, ...view, radius: view.radius ?? radius, target: view.target ?? centre });
     }
 
@@ -782,7 +787,16 @@ void main() { result = vec4(clamp(texelFetch(image, ivec2(gl_FragCoord.xy), 0).r
       open(async () => base64ToBytes(embedded.textContent), embedded.dataset.name || "embedded asset");
     } else if (source) {
       open(async () => {
-        const response = await fetch(source);
+        let response;
+        try {
+          response = await fetch(source);
+        } catch (err) {
+          if (window.location.protocol !== "file:") throw err;
+          throw new Error(
+            "browsers do not fetch files from a file:// page: serve this folder over HTTP (python3 -m http.server), " +
+              "open the file with the button or by drag and drop, or bundle it with gen4d export --format html"
+          );
+        }
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
         return new Uint8Array(await response.arrayBuffer());
       }, source);
