@@ -293,3 +293,29 @@ def test_standalone_page_loads_src_over_http(browser, tmp_path):
     assert summary["count"] == 30 and summary["frames"] == 2
     with pytest.raises(ChromiumError, match="file:// page"):
         open_player(browser, (site / "index.html").as_uri() + "?src=asset.splat4d")
+
+
+@needs_chromium
+def test_controls_turn_zoom_and_play(browser, tmp_path):
+    """Mouse drag turns the orbit camera, the wheel moves it in, the play button runs time."""
+    from gen4d.export.player_check import open_player
+
+    open_player(browser, write_player_html(asset_bytes(moving_model(60), frames=3), tmp_path / "p.html"))
+    browser.evaluate("gen4dPlayer.setSize(null, null); gen4dPlayer.setView({playing: false, time: 0}); 1")
+
+    def mouse(kind: str, x: float, y: float, **extra) -> None:
+        browser.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", **extra})
+
+    before = browser.evaluate("gen4dPlayer.getView()")
+    mouse("mousePressed", 200, 150, clickCount=1, buttons=1)
+    mouse("mouseMoved", 230, 160, buttons=1)
+    mouse("mouseMoved", 260, 170, buttons=1)
+    mouse("mouseReleased", 260, 170, clickCount=1)
+    after = browser.evaluate("gen4dPlayer.getView()")
+    assert after["azimuth"] == pytest.approx(before["azimuth"] - 0.4 * 60)  # drag right: the object turns right
+    assert after["elevation"] == pytest.approx(before["elevation"] + 0.4 * 20)
+    browser.call("Input.dispatchMouseEvent", {"type": "mouseWheel", "x": 200, "y": 150, "deltaX": 0, "deltaY": -200})
+    assert browser.evaluate("gen4dPlayer.getView().radius") < after["radius"]
+    assert browser.evaluate("document.getElementById('gen4d-play').click(); gen4dPlayer.getView().playing")
+    assert browser.wait_for("gen4dPlayer.getView().time > 0.05", timeout=10)
+    assert not browser.evaluate("document.getElementById('gen4d-play').click(); gen4dPlayer.getView().playing")

@@ -1,8 +1,8 @@
 """The web player: a standalone page that plays a ``.splat4d`` asset with WebGL2.
 
-``gen4d/export/player/`` holds the page (``index.html``, ``splat4d.js``, ``player.js``): copied as
-is, it opens a ``.splat4d`` file from its file picker, by drag and drop, or from ``?src=URL`` when
-served over HTTP. :func:`player_html` makes one self-contained page instead: the scripts inlined and
+``gen4d/export/player/`` holds the page (``index.html``; ``splat4d.js`` decodes, ``render.js`` draws,
+``player.js`` runs the page): copied as is, it opens a ``.splat4d`` file from its file picker, by drag
+and drop, or from ``?src=URL`` when served over HTTP. :func:`player_html` makes one self-contained page instead: the scripts inlined and
 the asset embedded as base64, so it opens from ``file://`` without a server (browsers refuse
 ``fetch`` from ``file://`` pages). A page gen4d wrote carries the ``generator`` tag
 :data:`GENERATOR`; :func:`is_player_html` looks for it, so exports overwrite only their own pages.
