@@ -31,7 +31,7 @@ def main() -> int:
 
     from gen4d.commands.export import frame_count
     from gen4d.export.chromium import FLAGS, Chromium, find_chromium
-    from gen4d.export.player_check import compare_to_gen4d, measure_fps, open_player
+    from gen4d.export.player_check import compare_to_gen4d, measure_fps, open_player, webgl2_renderer
     from gen4d.export.ply_sequence import frame_times
     from gen4d.export.splat4d import decode_splat4d, encode_splat4d
     from gen4d.export.web_player import write_player_html
@@ -66,11 +66,7 @@ def main() -> int:
         start = time.perf_counter()
         open_player(browser, page)
         print(f"page open and asset decoded in {time.perf_counter() - start:.2f} s")
-        renderer = browser.evaluate(
-            "(() => { const gl = document.createElement('canvas').getContext('webgl2'); "
-            "const info = gl.getExtension('WEBGL_debug_renderer_info'); "
-            "return info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER); })()"
-        )
+        renderer = webgl2_renderer(browser)
         print(f"WebGL2 renderer: {renderer}")
         rows = []
         stored = [0, frames // 2, frames - 1]

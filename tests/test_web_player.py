@@ -126,7 +126,11 @@ needs_chromium = pytest.mark.skipif(
 def browser():
     if CHROMIUM is None:
         pytest.skip("Chromium not found")
+    from gen4d.export.player_check import webgl2_renderer
+
     with Chromium(CHROMIUM, width=480, height=360) as chromium:
+        if webgl2_renderer(chromium) is None:
+            pytest.skip(f"{chromium.version} has no WebGL2 here (its SwiftShader fallback is missing)")
         yield chromium
 
 

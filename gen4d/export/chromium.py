@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,17 @@ def find_chromium() -> str | None:
 
 
 class Chromium:
-    """One headless browser with one page; use as a context manager."""
+    """One headless browser with one page; use as a context manager. ``flags``: the command line
+    (without the profile folder and window size), :data:`FLAGS` by default."""
 
-    def __init__(self, executable: str | None = None, width: int = 800, height: int = 600, timeout: float = 60.0):
+    def __init__(
+        self,
+        executable: str | None = None,
+        width: int = 800,
+        height: int = 600,
+        timeout: float = 60.0,
+        flags: Sequence[str] = FLAGS,
+    ):
         executable = executable or find_chromium()
         if executable is None:
             raise ChromiumError("no Chromium found (install Debian's `chromium`, or set GEN4D_CHROMIUM)")
@@ -74,7 +83,7 @@ class Chromium:
             os.dup2(read, 3)
             os.dup2(write, 4)
 
-        args = [executable, *FLAGS, f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}"]
+        args = [executable, *flags, f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}"]
         self._process = subprocess.Popen(
             [*args, "--remote-debugging-pipe", "about:blank"],
             preexec_fn=pipes_on_3_and_4,

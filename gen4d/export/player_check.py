@@ -20,7 +20,16 @@ import torch
 from gen4d.cameras import Cameras, orbit
 from gen4d.export.chromium import Chromium, ChromiumError
 
-__all__ = ["open_player", "player_render", "view_cameras", "compare_to_gen4d", "measure_fps"]
+__all__ = ["webgl2_renderer", "open_player", "player_render", "view_cameras", "compare_to_gen4d", "measure_fps"]
+
+
+def webgl2_renderer(browser: Chromium) -> str | None:
+    """The browser's WebGL2 renderer (e.g. SwiftShader's name), or None without WebGL2."""
+    return browser.evaluate(
+        "(() => { const gl = document.createElement('canvas').getContext('webgl2'); if (!gl) return null; "
+        "const info = gl.getExtension('WEBGL_debug_renderer_info'); "
+        "return info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER); })()"
+    )
 
 
 def open_player(browser: Chromium, page: str | Path) -> dict[str, Any]:

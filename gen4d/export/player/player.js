@@ -277,6 +277,7 @@
       player = new Player(root);
     } catch (err) {
       say(`cannot start: ${err.message}`, true);
+      window.gen4dPlayer = { ready: false, error: `cannot start: ${err.message}` };
       return;
     }
     const api = {
