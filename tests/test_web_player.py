@@ -304,7 +304,10 @@ def test_controls_turn_zoom_and_play(browser, tmp_path):
     """Mouse drag turns the orbit camera, the wheel moves it in, the play button runs time."""
     from gen4d.export.player_check import open_player
 
-    open_player(browser, write_player_html(asset_bytes(moving_model(60), frames=3), tmp_path / "p.html"))
+    page = write_player_html(asset_bytes(moving_model(60), frames=3), tmp_path / "p.html")
+    open_player(browser, page.as_uri() + "#azimuth=90&elevation=-10&time=0.25&target=0,0,0.1")  # a view in the URL
+    view = browser.evaluate("gen4dPlayer.getView()")
+    assert (view["azimuth"], view["elevation"], view["time"], view["target"]) == (90, -10, 0.25, [0, 0, 0.1])
     browser.evaluate("gen4dPlayer.setSize(null, null); gen4dPlayer.setView({playing: false, time: 0}); 1")
 
     def mouse(kind: str, x: float, y: float, **extra) -> None:

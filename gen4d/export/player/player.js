@@ -261,6 +261,8 @@
       if (params.has(key)) view[key] = Number(params.get(key));
     }
     if (params.has("target")) view.target = params.get("target").split(",").map(Number);
+    // A link to a moment shows that moment: a time in the fragment pauses unless it says playing=1.
+    if (params.has("time") || params.has("playing")) view.playing = params.get("playing") === "1";
     return view;
   }
 
