@@ -278,6 +278,8 @@ def test_demo_command_runs_and_reruns(scene, tmp_path, capsys):
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "orbit video" in out and str(tmp_path / "demo" / "metrics.json") in out
+    assert str(tmp_path / "demo" / "player.html") in out  # the web player next to the videos
+    assert (tmp_path / "demo" / "player.html").read_text().count("gen4d-player/1") == 1
     assert cli_main(args) == 0  # a second demo replaces the first
     assert "replacing the previous run" in capsys.readouterr().out
     assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["iterations"] == 4

@@ -41,7 +41,7 @@ def default_data():
 
 def write_demo_glb(out: Path, fps: float) -> Path | None:
     """RUN/export/asset.glb: the run as an animated mesh (skipped with a note without scikit-image)."""
-    from gen4d.commands.export import export_mesh
+    from gen4d.commands.export import export_mesh, frame_count
     from gen4d.export.mesh import MeshConfig
     from gen4d.export.ply_sequence import frame_times
     from gen4d.recon.checkpoint import load_run
@@ -51,7 +51,7 @@ def write_demo_glb(out: Path, fps: float) -> Path | None:
     except ImportError:
         print("no glb: the mesh export needs scikit-image (pip install 'gen4d[export]')")
         return None
-    frames = len(list((out / "ply").glob("frame_*.ply"))) or 24
+    frames = frame_count(out)
     return export_mesh(load_run(out), frame_times(frames), fps, MeshConfig(), out / "export" / "asset.glb", "glb", out)
 
 
@@ -81,12 +81,30 @@ def run(args: argparse.Namespace) -> int:
     metrics = reconstruct(data, config, out, resume=args.resume, overwrite=replace, progress=not args.no_progress,
                           command="demo")  # fmt: skip
     glb = write_demo_glb(out, config.output.video_fps)
+    player = write_player(out, config.output.video_fps)
     print(f"\ndemo finished in {metrics['wall_time_s']:.0f} s")
     if config.output.video:
         print(f"  orbit video: {out / 'videos' / 'orbit.mp4'}  (gif: {out / 'videos' / 'orbit.gif'})")
     if glb is not None:
         print(f"  glb:         {glb}  (animated mesh: Blender, glTF viewers)")
+    print(f"  web player:  {player}  (open it in a browser: the 4D asset is inside)")
     print(f"  metrics:     {out / 'metrics.json'}")
     for split, values in metrics["splits"].items():
         print(f"  {split:>6}: PSNR {values['psnr']:.2f} SSIM {values['ssim']:.3f} ({values['images']} images)")
     return 0
+
+
+def write_player(run_dir: Path, fps: float) -> Path:
+    """RUN/player.html: the run's model as a self-contained web player (as ``gen4d export --format html``)."""
+    import torch
+
+    from gen4d.commands.export import frame_count
+    from gen4d.export import frame_times
+    from gen4d.export.splat4d import encode_splat4d
+    from gen4d.export.web_player import write_player_html
+    from gen4d.recon.checkpoint import load_run
+
+    model = load_run(run_dir)
+    with torch.no_grad():
+        frames = model.at(frame_times(frame_count(run_dir)))
+    return write_player_html(encode_splat4d(frames, fps), run_dir / "player.html", name="demo.splat4d")

@@ -1,5 +1,5 @@
-"""``gen4d export``: a run's 4D asset as a compact ``.splat4d`` file, a per-frame PLY sequence, an
-animated glTF mesh (``.glb``) or a per-frame mesh sequence."""
+"""``gen4d export``: a run's 4D asset as a compact ``.splat4d`` file, a self-contained web player
+(``.html``), a per-frame PLY sequence, an animated glTF mesh (``.glb``) or a per-frame mesh sequence."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 NAME = "export"
 HELP = (
-    "export a run's 4D asset: --format splat4d (one compact file), ply (one 3DGS PLY per frame), "
-    "glb (an animated mesh with morph targets) or mesh-seq (one mesh PLY per frame)"
+    "export a run's 4D asset: --format splat4d (one compact file), html (a web player with the asset inside), "
+    "ply (one 3DGS PLY per frame), glb (an animated mesh with morph targets) or mesh-seq (one mesh PLY per frame)"
 )
 FOLDER_FORMATS = ("ply", "mesh-seq")
 
@@ -23,12 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a gen4d run folder (with RUN/checkpoint)")
     parser.add_argument(
         "--format",
-        choices=("splat4d", "ply", "glb", "mesh-seq"),
+        choices=("splat4d", "html", "ply", "glb", "mesh-seq"),
         default="splat4d",
         help="what to write (default splat4d)",
     )
     parser.add_argument(
-        "--out", required=True, help="splat4d, glb: the file to write; ply, mesh-seq: a new or empty folder"
+        "--out", required=True, help="splat4d, html, glb: the file to write; ply, mesh-seq: a new or empty folder"
     )
     parser.add_argument(
         "--frames",
@@ -46,22 +46,29 @@ def check_out(out: Path, kind: str) -> None:
     from gen4d.errors import UserError
     from gen4d.export.gltf import is_glb
     from gen4d.export.splat4d import is_splat4d
+    from gen4d.export.web_player import is_player_html
 
     if kind in FOLDER_FORMATS:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UserError(
                 f"--out {out}: exists and is not an empty folder; pass a new or empty folder for the frames"
             )
-    elif out.is_dir() or (out.exists() and not {"splat4d": is_splat4d, "glb": is_glb}[kind](out)):
-        raise UserError(
-            f"--out {out}: exists and is not a .{kind} file; gen4d will not overwrite it: choose another path"
-        )
+    elif out.is_dir() or (
+        out.exists() and not {"splat4d": is_splat4d, "glb": is_glb, "html": is_player_html}[kind](out)
+    ):
+        what = "a gen4d player page" if kind == "html" else f"a .{kind} file"
+        raise UserError(f"--out {out}: exists and is not {what}; gen4d will not overwrite it: choose another path")
     existing = next((p for p in (out, *out.parents) if p.exists()), None)
     if existing is not None and (not existing.is_dir() and existing != out):
         raise UserError(f"--out {out}: {existing} is a file, not a folder; pass a path you can write to")
     folder = existing if existing is None or existing.is_dir() else existing.parent
     if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"--out {out}: {folder} is not writable; pass a location you can write to")
+
+
+def frame_count(run_dir: Path, frames: int = 0) -> int:
+    """``frames``, else as many frames as the run's PLY sequence, else 24."""
+    return frames or len(list((Path(run_dir) / "ply").glob("frame_*.ply"))) or 24
 
 
 def export_mesh(model, times, fps: float, config, out: Path, kind: str, run_dir: Path) -> Path:
@@ -90,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from gen4d.errors import UserError
     from gen4d.export.mesh import MeshConfig
     from gen4d.export.ply_sequence import frame_times, write_ply_sequence
-    from gen4d.export.splat4d import write_splat4d
+    from gen4d.export.splat4d import encode_splat4d, write_splat4d
+    from gen4d.export.web_player import write_player_html
     from gen4d.recon.checkpoint import find_checkpoint, load_run
 
     run_dir, out = Path(args.run), Path(args.out)
@@ -100,12 +108,17 @@ def run(args: argparse.Namespace) -> int:
         )
     check_out(out, args.format)
     mesh_config = apply_overrides(MeshConfig(), args)
-    frames = args.frames or len(list((run_dir / "ply").glob("frame_*.ply"))) or 24
+    frames = frame_count(run_dir, args.frames)
     model = load_run(run_dir)
     times = frame_times(frames)
     if args.format == "splat4d":
         path = write_splat4d(model.at(times), out, fps=args.fps)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {model.num_gaussians} Gaussians, {frames} frames)")
+    elif args.format == "html":
+        name = f"{run_dir.resolve().name}.splat4d"
+        path = write_player_html(encode_splat4d(model.at(times), fps=args.fps), out, name)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB web player, {model.num_gaussians} Gaussians, "
+              f"{frames} frames); open it in a browser")  # fmt: skip
     elif args.format == "ply":
         paths = write_ply_sequence(model.at, times, out)
         print(f"wrote {len(paths)} PLY frames to {out}")

@@ -45,7 +45,7 @@ from gen4d.export.ply_sequence import frame_times
 from gen4d.gaussians.core import Gaussians
 from gen4d.io import atomic_path
 
-__all__ = ["MAGIC", "Splat4D", "write_splat4d", "read_splat4d", "is_splat4d"]
+__all__ = ["MAGIC", "Splat4D", "encode_splat4d", "write_splat4d", "read_splat4d", "decode_splat4d", "is_splat4d"]
 
 MAGIC = b"SPLAT4D\0"
 VERSION = 1
@@ -116,9 +116,9 @@ def _dequantise(codes: np.ndarray, low: np.ndarray, high: np.ndarray, levels: in
 
 
 @torch.no_grad()
-def write_splat4d(frames: Gaussians, path: str | os.PathLike, fps: float = 24.0) -> Path:
-    """Write ``frames`` (Gaussians (F, N, ...), e.g. ``model.at(frame_times(F))``, frame f at time
-    f / (F - 1)) to ``path`` atomically. SH colours and (when constant over the frames) scales and
+def encode_splat4d(frames: Gaussians, fps: float = 24.0) -> bytes:
+    """The ``.splat4d`` bytes of ``frames`` (Gaussians (F, N, ...), e.g. ``model.at(frame_times(F))``,
+    frame f at time f / (F - 1)). SH colours and (when constant over the frames) scales and
     opacities are taken from frame 0."""
     if not frames.batched:
         raise ValueError("write_splat4d: expected Gaussians with a frame dimension (F, N, ...)")
@@ -150,18 +150,26 @@ def write_splat4d(frames: Gaussians, path: str | os.PathLike, fps: float = 24.0)
         _quantise(means, box_low, box_high, 65535).astype("<u2").tobytes(),
         np.clip(np.rint(quats.numpy() * 127), -127, 127).astype(np.int8).tobytes(),
     ]
+    return b"".join(parts)
+
+
+def write_splat4d(frames: Gaussians, path: str | os.PathLike, fps: float = 24.0) -> Path:
+    """Write :func:`encode_splat4d` of ``frames`` to ``path`` atomically."""
+    data = encode_splat4d(frames, fps)
     path = Path(path)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            for part in parts:
-                handle.write(part)
+        tmp.write_bytes(data)
     return path
 
 
 def read_splat4d(path: str | os.PathLike) -> Splat4D:
     """Decode a file written by :func:`write_splat4d` (sizes checked against the header)."""
     path = Path(path)
-    data = path.read_bytes()
+    return decode_splat4d(path.read_bytes(), str(path))
+
+
+def decode_splat4d(data: bytes, path: str = "splat4d data") -> Splat4D:
+    """Decode the bytes of a ``.splat4d`` file; ``path`` names them in errors."""
     if len(data) < _HEADER.size or data[: len(MAGIC)] != MAGIC:
         raise ValueError(f"{path}: not a .splat4d file (it does not start with {MAGIC!r})")
     fields = _HEADER.unpack_from(data)

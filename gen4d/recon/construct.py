@@ -96,8 +96,10 @@ def _stage_of(config: ConstructConfig, step: int) -> tuple[str, int, int]:
 
 
 RUN_KIND = "reconstruct"
-# "export": files made from the finished run (the demo's RUN/export/asset.glb).
-RUN_ENTRIES = (*CHECKPOINT_ENTRIES, "ply", "renders", "videos", "export", "metrics.json", "log.txt", "config.json")
+# What a construction run writes in its folder (``--overwrite`` deletes these names only); the demo
+# adds files made from the finished run: RUN/export/asset.glb and its web player, player.html.
+RUN_ENTRIES = (*CHECKPOINT_ENTRIES, "ply", "renders", "videos", "export", "player.html", "metrics.json", "log.txt",
+               "config.json")  # fmt: skip
 """What a run writes into its folder (``--overwrite`` deletes only these)."""
 MAY_CHANGE_ON_RESUME = (
     "output", "log_every", "checkpoint_every", "checkpoint_seconds", "eval_every", "device", "backend", "tile_size",
