@@ -246,7 +246,7 @@ def test_reconstruct_on_cpu_defaults_to_the_demo_preset(monkeypatch, capsys, tmp
 @pytest.mark.parametrize(
     "argv,expected",
     [
-        (["curate", "A", "--out", "o.jsonl", "--workers", "0"], "argument --workers: expected an integer > 0, got '0'"),
+        (["curate", "A", "--out", "o.jsonl", "--workers", "-1"], "argument --workers: expected an integer >= 0, got '-1'"),
         (["curate", "A", "--out", "o.jsonl", "--size", "abc"], "argument --size: expected an integer >= 8, got 'abc'"),
         (["curate", "A", "--out", "o.jsonl", "--size", "-1"], "argument --size: expected an integer >= 8, got '-1'"),
         (["curate", "A", "--out", "o.jsonl", "--frames", "1"], "argument --frames: expected an integer >= 2, got '1'"),

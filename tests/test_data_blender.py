@@ -79,9 +79,9 @@ def test_config_and_asset_errors(tmp_path):
         RenderConfig(num_frames=4, zero123pp_frames=(4,))
     with pytest.raises(FileNotFoundError, match="no such asset"):
         check_asset(tmp_path / "missing.glb")
-    (tmp_path / "mesh.obj").write_text("v 0 0 0\n")
-    with pytest.raises(ValueError, match="unsupported asset format '.obj'"):
-        check_asset(tmp_path / "mesh.obj")
+    (tmp_path / "mesh.stl").write_text("v 0 0 0\n")
+    with pytest.raises(ValueError, match="unsupported asset format '.stl'"):
+        check_asset(tmp_path / "mesh.stl")
     with pytest.raises(ValueError, match="seed must be an integer"):
         check_asset("procedural:abc")
     with pytest.raises(ValueError, match="unknown field 'legs'"):

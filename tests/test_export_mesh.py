@@ -236,7 +236,7 @@ def run_dir(tmp_path_factory):
     torch.manual_seed(0)
     canonical = random_in_sphere(150, seed=1).with_(opacity_logits=torch.full((150,), 4.0))
     run = tmp_path_factory.mktemp("export") / "run"
-    save_checkpoint(run, DynamicGaussians(canonical, DeformConfig(hexplane=hexplane)))
+    save_checkpoint(run, DynamicGaussians(canonical, DeformConfig(field=hexplane)))
     return run
 
 

@@ -332,7 +332,7 @@ def test_encode_condition_refuses_non_square_images():
     from gen4d.diffusion.vdm.pipeline import encode_condition
 
     class Spec:
-        variant, size = "image", 16
+        variant, size, camera_dim = "image", 16, 0
 
     class Model:
         spec, device, dtype, text_encoder = Spec(), "cpu", torch.float32, None

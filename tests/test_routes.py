@@ -22,14 +22,14 @@ from gen4d.run.stages import Stage, run_stages  # noqa: E402
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 STAG4D_TINY = [
-    "--device", "cpu", "--matting", "plain", "--no-progress", "--stag4d-preset", "fast", "--stag4d.device", "cpu",
+    "--device", "cpu", "--matting", "color", "--no-progress", "--stag4d-preset", "fast", "--stag4d.device", "cpu",
     "--stag4d.backend", "torch", "--stag4d.multiview.model", "random:tiny", "--stag4d.multiview.steps", "1",
     "--stag4d.multiview.frames_per_batch", "3", "--stag4d.sds.model", "random:tiny", "--stag4d.views_per_step", "1",
     "--stag4d.views.sizes", "16", "--stag4d.views.size_steps=", "--stag4d.input.size", "24",
     "--stag4d.num_points", "200", "--stag4d.static_steps", "1", "--stag4d.ramp_steps", "2", "--stag4d.steps", "2",
     "--stag4d.densify.start", "1", "--stag4d.densify.every", "1", "--stag4d.densify.stop", "2",
-    "--stag4d.deform.hexplane.resolution", "8,8,8,4", "--stag4d.deform.hexplane.multires", "1",
-    "--stag4d.deform.hexplane.features", "4", "--stag4d.output.video_size", "16", "--stag4d.output.round_frames", "2",
+    "--stag4d.deform.field.resolution", "8,8,8,4", "--stag4d.deform.field.multires", "1",
+    "--stag4d.deform.field.features", "4", "--stag4d.output.video_size", "16", "--stag4d.output.round_frames", "2",
     "--stag4d.output.loops", "1", "--image_to_video.width", "48", "--image_to_video.height", "32",
     "--image_to_video.steps", "1", "--image_to_video.frames", "3", "--image_to_video.decode_chunk_size", "2",
     "--text_to_image.size", "32", "--text_to_image.steps", "1",
@@ -146,7 +146,7 @@ def test_text_to_4d_stop_after_each_stage_then_resume(weights, tmp_path, capsys)
     assert main(args + ["--resume", "--image_to_video.seed", "3"]) == 0
     records = _records(run)
     assert set(records) == {"image", "video", "matting", "stag4d"}
-    assert records["video"]["frames"] == 3 and records["matting"]["matting"] == "plain"
+    assert records["video"]["frames"] == 3 and records["matting"]["matting"] == "color"
     assert (run / "image.png").stat().st_mtime_ns == image_mtime  # finished stages were not redone
     for path in ("stag4d/videos/front.gif", "stag4d/ply/frame_0002.ply", "stag4d/metrics.json", "config.json"):
         assert (run / path).is_file(), path
@@ -238,7 +238,7 @@ def test_error_paths_are_one_line_user_errors(weights, tmp_path, capsys):
     cases = [
         (["text", "", "--out", str(tmp_path / "a")], "the prompt is empty"),
         (["text", "   ", "--out", str(tmp_path / "a")], "the prompt is empty"),
-        (["image", str(blank), "--out", str(tmp_path / "b"), "--matting", "plain"], "no object found"),
+        (["image", str(blank), "--out", str(tmp_path / "b"), "--matting", "color"], "no object found"),
         (["image", str(tmp_path / "none.png"), "--out", str(tmp_path / "c")], "no such image file"),
         (
             [
@@ -266,7 +266,7 @@ def test_error_paths_are_one_line_user_errors(weights, tmp_path, capsys):
     from gen4d.pipeline.routes import find_object
 
     with pytest.raises(UserError, match="no object found"):
-        find_object(np.full((16, 16, 4), 0, np.uint8), "plain", "x.png")
+        find_object(np.full((16, 16, 4), 0, np.uint8), "color", "x.png")
 
 
 def test_hub_id_offline_says_how_to_download(tmp_path, monkeypatch, capsys):

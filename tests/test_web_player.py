@@ -29,7 +29,7 @@ SMALL_HEX = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), w
 def moving_model(count: int = 300, sh_degree: int = 0, seed: int = 3) -> DynamicGaussians:
     """Random Gaussians whose field moves, turns and resizes them over time."""
     torch.manual_seed(0)
-    model = DynamicGaussians(random_in_sphere(count, opacity=0.6, sh_degree=sh_degree, seed=seed), DeformConfig(hexplane=SMALL_HEX))  # fmt: skip
+    model = DynamicGaussians(random_in_sphere(count, opacity=0.6, sh_degree=sh_degree, seed=seed), DeformConfig(field=SMALL_HEX))  # fmt: skip
     with torch.no_grad():
         model.field.head_out_weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
         model.field.grid.temporal[0].mul_(torch.linspace(0.2, 1.8, 5)[:, None])

@@ -12,6 +12,8 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gen4d.cli import number_type
+
     parser.add_argument("data", nargs="+", help="dataset folders, or folders holding many")
     parser.add_argument("--out", required=True, metavar="CACHE", help="cache folder (a rerun resumes it)")
     parser.add_argument("--codec", default="pixel", choices=["pixel", "vae"], help="latent space of the model")
@@ -21,11 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model.init (a diffusers folder / hub id or a gen4d model folder); none for pixel models from scratch",
     )
     parser.add_argument(
-        "--size", type=int, default=64, help="image side the views are resampled to (train-vdm's --data.size)"
+        "--size",
+        type=number_type(int, 8, 4096),
+        default=64,
+        help="image side the views are resampled to (train-vdm's --data.size)",
     )
-    parser.add_argument("--frames", type=int, default=24, help="views per orbit (train-vdm's --data.num_frames)")
-    parser.add_argument("--per-shard", type=int, default=64, help="objects per shard file")
-    parser.add_argument("--workers", type=int, default=1, help="encoding processes (each writes whole shards)")
+    parser.add_argument(
+        "--frames", type=number_type(int, 2, 1024), default=24, help="views per orbit (train-vdm's --data.num_frames)"
+    )
+    parser.add_argument("--per-shard", type=number_type(int, 1, 100000), default=64, help="objects per shard file")
+    parser.add_argument(
+        "--workers", type=number_type(int, 1, 1024), default=1, help="encoding processes (each writes whole shards)"
+    )
     parser.add_argument("--device", default="cpu", help="device of the encoders (cpu, cuda, cuda:1 ...)")
 
 

@@ -56,8 +56,8 @@ class RouteConfig:
     """The Diffusion4D video model (a gen4d model folder from train-vdm, or a diffusers base with --vdm.weights)."""
     device: str = "auto"
     """cuda, cpu or auto."""
-    matting: Literal["auto", "rembg", "plain"] = "auto"
-    """Background removal of the input image and of the video frames: rembg, plain (the background is one flat colour, as the prompt asks), or auto (rembg when installed, else plain). Other matting settings: --stag4d.input.*."""
+    matting: Literal["auto", "rembg", "color"] = "auto"
+    """Background removal of the input image and of the video frames: rembg, color (the background is one flat colour, as the prompt asks), or auto (rembg when installed, else color). Other matting settings: --stag4d.input.*."""
     text_to_image: TextToImageConfig = field(default_factory=TextToImageConfig)
     """Text -> image (gen4d text, STAG4D route)."""
     image_to_video: ImageToVideoConfig = field(default_factory=ImageToVideoConfig)

@@ -72,31 +72,27 @@ def _write_png(array: np.ndarray, path: Path) -> None:
 
 
 def matting_method(name: str) -> str:
-    """'auto' -> rembg when it is installed, else plain."""
+    """'auto' -> rembg when it is installed, else color (the flat background the prompt asks for)."""
     if name != "auto":
         return name
-    return "rembg" if importlib.util.find_spec("rembg") is not None else "plain"
+    return "rembg" if importlib.util.find_spec("rembg") is not None else "color"
 
 
-def matte(images: Sequence[np.ndarray], method: str) -> list[np.ndarray]:
-    """RGBA uint8 frames: kept when they have a usable alpha; else matted by rembg, or ('plain') from
-    the distance to the flat background colour (gen4d.data.video_input.matte_constant_background)."""
-    from gen4d.data.video_input import matte_constant_background, remove_background
+def matte(images: Sequence[np.ndarray], method: str, rembg=None, source: str = "the image") -> list[np.ndarray]:
+    """RGBA uint8 frames through :func:`gen4d.data.matting.matte`: kept when they have a usable
+    alpha, else matted by rembg or by the distance to the flat background colour ('color')."""
+    from gen4d.data.matting import RembgConfig, has_usable_alpha
+    from gen4d.data.matting import matte as matte_frames
 
-    method = matting_method(method)
-    has_alpha = all(im.shape[2] == 4 for im in images) and not all(int(im[..., 3].min()) >= 250 for im in images)
-    if has_alpha:
-        return list(images)
-    if method == "rembg":
-        return remove_background(images)
-    rgb = torch.from_numpy(np.stack([im[..., :3] for im in images])).permute(0, 3, 1, 2).float() / 255
-    alpha = (matte_constant_background(rgb)[:, 0] * 255).round().to(torch.uint8).numpy()
-    return [np.concatenate([im[..., :3], a[..., None]], -1) for im, a in zip(images, alpha)]
+    frames = torch.from_numpy(np.stack(images)).float() / 255.0
+    how = "alpha" if has_usable_alpha(frames) else matting_method(method)
+    out = matte_frames(frames, how, rembg or RembgConfig(), source)
+    return list((out * 255.0).round().to(torch.uint8).numpy())
 
 
 def find_object(image: np.ndarray, method: str, what: str) -> float:
     """Fraction of ``image`` covered by the object; UserError when there is none (all background)."""
-    rgba = matte([image], method)[0]
+    rgba = matte([image], method, source=what)[0]
     coverage = float((rgba[..., 3] > 127).mean())
     if coverage < 1e-3:
         raise UserError(
@@ -167,11 +163,7 @@ def _matting_stage() -> Stage:
         settings = config.stag4d.input
         frames, names = read_frames(ctx.run_dir / "raw", settings.max_frames, settings.stride)
         method = matting_method(config.matting)
-        if method == "plain":  # alpha from the flat background, then gen4d's recentring
-            frames, settings = matte(frames, "plain"), dc.replace(settings, matting="alpha")
-        else:
-            settings = dc.replace(settings, matting="rembg")
-        video = preprocess_frames(frames, names, settings)
+        video = preprocess_frames(frames, names, dc.replace(settings, matting=method))
         save_frames(video, ctx.run_dir / "matted")
         return {"frames": len(video), "matting": method, "crop": list(video.crop), "size": video.size}
 
@@ -284,7 +276,7 @@ def run_stage_list(kind: str, source: str, out: str | os.PathLike, config: Route
             for stage in stages:
                 if stage.name not in done:
                     may_change += stage.sections
-            check_resume_config(run_dir, to_dict(config), may_change)
+            check_resume_config(run_dir, config, may_change)
             stored = read_json(run_dir / "input.json") if (run_dir / "input.json").is_file() else None
             current = _input_record(kind, source)
             if done and stored is not None and stored != current:
