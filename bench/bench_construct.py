@@ -251,6 +251,8 @@ def main() -> int:
                 "iou": None if values.get("iou") is None else round(values["iou"], 4),
                 "gaussians": metrics["num_gaussians"],
             })  # fmt: skip
+            if args.results:  # after every run: a run cut short by a time limit keeps what it measured
+                write_records(args.results, records)
             if args.sheets and split != "train":
                 if data not in sheet_data:  # read once per dataset, not once per preset
                     from gen4d.data.dataset import load_dataset
@@ -304,14 +306,22 @@ def main() -> int:
               f"(target: mean >= +1.5, min >= 0); min IoU {min(ious) if ious else None} (target >= 0.95); "
               f"max wall {max(walls) if walls else None} s (target <= 30)")  # fmt: skip
     if args.results:
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(records, indent=2))
+        write_records(args.results, records)
         print(f"run records written to {args.results}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
         print(f"\nresults written to {args.json}")
     return 0
+
+
+def write_records(path: str, records: list[dict]) -> None:
+    """The run records as JSON, replaced atomically (a reader never sees half a file)."""
+    from gen4d.io import atomic_path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(records, indent=2))
 
 
 if __name__ == "__main__":

@@ -186,6 +186,9 @@ def test_cli_run_layout_and_resume(scene, tmp_path, capsys):
     for values in metrics["splits"].values():
         assert np.isfinite(values["psnr"]) and 0 < values["ssim"] <= 1 and 0 <= values["iou"] <= 1
     assert metrics["wall_time_s"] > 0 and metrics["peak_rss_mib"] > 0 and metrics["iterations"] == 5
+    phases = metrics["phases"]  # where this process's time went: each part once, within the wall time
+    assert set(phases) == {"setup_s", "loop_s", "evaluate_s", "renders_s", "ply_s", "video_s"}
+    assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= metrics["wall_time_s"] + 0.01
     if metrics["splits"]["eval"]["lpips"] is None:  # no LPIPS weights on this machine: said so
         assert "LPIPS" in metrics["lpips_note"] and "LPIPS" in (run / "log.txt").read_text()
     assert "resumed from" in (run / "log.txt").read_text()
