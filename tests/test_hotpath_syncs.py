@@ -31,6 +31,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 import gen4d.render.core as render_core
 from gen4d.cameras import Cameras, orbit
@@ -52,47 +53,32 @@ EXEMPT = ("gen4d/render/reference.py", "torch/optim/")
 """Frames whose reads are not counted (module docstring)."""
 
 
-class ReadCounter:
-    """Counts host reads of tensor values while ``active``, keyed by the innermost gen4d line."""
+class ReadCounter(TorchFunctionMode):
+    """Counts host reads of tensor values while entered, keyed by the innermost gen4d line.
 
-    def __init__(self, monkeypatch):
-        self.active = False
+    A torch-function mode, not patched ``torch.Tensor`` methods: a Python ``__getitem__`` set on
+    ``torch.Tensor`` and removed again leaves CPython's sequence slot behind, after which
+    ``torch.Tensor([0-d tensors])`` (as diffusers' schedulers call it) fails in later tests."""
+
+    def __init__(self):
+        super().__init__()
         self.reads: collections.Counter = collections.Counter()
-        for name in READS:
-            self._wrap(monkeypatch, torch.Tensor, name, getattr(torch.Tensor, name))
-        self._wrap(monkeypatch, torch, "nonzero", torch.nonzero)
-        for name in ("tensor", "as_tensor"):
-            self._wrap_from_data(monkeypatch, name, getattr(torch, name))
-        real_getitem, real_setitem = torch.Tensor.__getitem__, torch.Tensor.__setitem__
 
-        def getitem(tensor, index):
-            if self.active and _host_index(index):
-                self._record(_host_index(index))
-            return real_getitem(tensor, index)
-
-        def setitem(tensor, index, value):
-            if self.active and _host_index(index):
-                self._record(_host_index(index) + "-assign")
-            return real_setitem(tensor, index, value)
-
-        monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
-        monkeypatch.setattr(torch.Tensor, "__setitem__", setitem)
-
-    def _wrap(self, monkeypatch, owner, name, real):
-        def counted(*args, **kwargs):
-            if self.active:
-                self._record(name)
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(owner, name, counted)
-
-    def _wrap_from_data(self, monkeypatch, name, real):
-        def counted(data, *args, **kwargs):
-            if self.active and kwargs.get("device") is not None and not isinstance(data, torch.Tensor):
-                self._record(f"{name}(python data, device=...)")
-            return real(data, *args, **kwargs)
-
-        monkeypatch.setattr(torch, name, counted)
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in READS:
+            self._record(name)
+        elif name in ("__getitem__", "__setitem__") and len(args) > 1 and _host_index(args[1]):
+            self._record(_host_index(args[1]) + ("-assign" if name == "__setitem__" else ""))
+        elif (
+            name in ("tensor", "as_tensor")
+            and kwargs.get("device") is not None
+            and args
+            and not isinstance(args[0], torch.Tensor)
+        ):
+            self._record(f"{name}(python data, device=...)")
+        return func(*args, **kwargs)
 
     def _record(self, what: str) -> None:
         stack = traceback.extract_stack()[:-2]
@@ -101,13 +87,6 @@ class ReadCounter:
         ours = [f for f in stack if "/gen4d/" in f.filename.replace("\\", "/") and "/tests/" not in f.filename]
         where = ours[-1] if ours else stack[-1]
         self.reads[(what, where.filename.rsplit("gen4d/", 1)[-1], where.lineno, where.line)] += 1
-
-    def __enter__(self):
-        self.active = True
-        return self
-
-    def __exit__(self, *exc):
-        self.active = False
 
 
 def _host_index(index) -> str:
@@ -157,7 +136,7 @@ def _steps(model, optimizer, strategy, state, data, steps, counter=None, options
 def test_training_step_reads_nothing_back(scene, monkeypatch, deform, strategy_kind, field=SMALL_HEX):
     model, optimizer, strategy, state, data = _setup(scene, deform, strategy_kind, field=field)
     _steps(model, optimizer, strategy, state, data, range(1, 3))  # warm-up (lazy imports, caches)
-    counter = ReadCounter(monkeypatch)
+    counter = ReadCounter()
     _steps(model, optimizer, strategy, state, data, range(3, 7), counter)
     assert dict(counter.reads) == {}, "host reads inside training_step:\n" + "\n".join(
         f"{count} x {key}" for key, count in counter.reads.most_common()
@@ -175,7 +154,7 @@ def test_training_step_reads_nothing_back_control_points(scene, monkeypatch):
 
 
 def test_the_counter_sees_reads(monkeypatch):
-    counter = ReadCounter(monkeypatch)
+    counter = ReadCounter()
     x = torch.ones(3)
     with counter:
         bool(x.all()), x.sum().item(), float(x[0]), x.tolist(), x[x > 0], torch.nonzero(x)  # noqa: B018
