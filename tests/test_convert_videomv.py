@@ -292,3 +292,8 @@ def test_cli_converts_and_bad_checkpoints_get_clear_errors(tmp_path, capsys):
         load_vgen_state_dict(evil)
     with pytest.raises(UserError, match="no such file"):
         load_vgen_state_dict(tmp_path / "absent.pth")
+    # Files that are no checkpoint at all (text, random bytes, a damaged safetensors header).
+    for name, data in (("text.pth", b"junk\n"), ("random.pth", bytes(range(256)) * 3), ("bad.safetensors", b"junk")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UserError, match=name):
+            load_vgen_state_dict(tmp_path / name)

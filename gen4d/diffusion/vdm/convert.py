@@ -254,16 +254,21 @@ def load_vgen_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as err:  # safetensors raises its own error types for a damaged header
+            raise UserError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:200]})") from err
     else:
         import pickle
 
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        # A file that is not a torch checkpoint at all fails inside the unpickler with assorted
+        # errors (KeyError, ValueError, ...): all mean "not a state dict gen4d can read".
+        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, TypeError) as err:
             raise UserError(
                 f"{path}: not loadable as plain tensors with torch.load(weights_only=True) "
-                f"({str(err).splitlines()[0][:200]}); gen4d never unpickles arbitrary objects from a user's file. "
+                f"({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}); gen4d never unpickles arbitrary objects from a user's file. "
                 "Re-save the state dict as safetensors in a trusted environment"
             ) from err
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
