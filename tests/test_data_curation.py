@@ -203,13 +203,13 @@ def test_curate_command_records_import_errors_and_goes_on(tmp_path, capsys):
         "--engine",
         "threads",
     ]
-    assert main(args) == 0
+    assert main(args) == 1  # the batch ran; no asset could be judged
     header, *records = [json.loads(line) for line in out.read_text().splitlines()]
     assert header == RESULTS_HEADER
     assert sorted(r["asset"].split("/")[-1] for r in records) == ["bad.fbx", "broken.glb"]
     assert all(r["decision"] == "error" and r["reason"] for r in records)
     assert "2 assets (error 2)" in capsys.readouterr().out
-    assert main(args) == 0 and len(out.read_text().splitlines()) == 3
+    assert main(args) == 1 and len(out.read_text().splitlines()) == 3
 
 
 def test_curate_refuses_an_unrelated_existing_file(tmp_path, capsys):

@@ -83,4 +83,6 @@ def run(args: argparse.Namespace) -> int:
         counts[record["decision"]] = counts.get(record["decision"], 0) + 1
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no assets found"
     print(f"{args.out}: {len(results)} assets ({summary})")
-    return 0
+    if counts.get("error"):  # exit status 1: the batch ran, but some assets could not be judged
+        print(f"{counts['error']} assets could not be curated (their reasons are in {args.out})")
+    return 1 if counts.get("error") else 0

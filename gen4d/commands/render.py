@@ -118,4 +118,7 @@ def _run_batch(args: argparse.Namespace) -> int:
                 print(f"{entry}: {record['reason']}")
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"{args.results or args.out + '/results.jsonl'}: {len(listed)} assets ({summary})")
-    return 0
+    failed = sum(n for status, n in counts.items() if status != "done")
+    if failed:  # exit status 1: the batch ran, but not every asset was rendered
+        print(f"{failed} of {len(listed)} assets not rendered (reasons above); fix them and rerun the same command")
+    return 1 if failed else 0
