@@ -13,20 +13,19 @@ import torch
 
 from gen4d.cli import main
 
-SAMPLE = Path(__file__).parents[2] / "shared" / "data" / "diffusion4d_sample" / "2a7f866be31e43b89074f304a31ff82d"
-if not SAMPLE.is_dir():
-    SAMPLE = Path("/work/shared/data/diffusion4d_sample/2a7f866be31e43b89074f304a31ff82d")
-
-pytestmark = [
-    pytest.mark.usefixtures("single_thread"),
-    pytest.mark.skipif(not SAMPLE.is_dir(), reason="the Diffusion4D sample (shared/data) is not on this machine"),
-]
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def orbit_frames(size: int = 64) -> np.ndarray:
+@pytest.fixture
+def sample(shared_path) -> Path:
+    """The Diffusion4D sample in the shared data folder (the test skips without it)."""
+    return shared_path("data", "diffusion4d_sample", "2a7f866be31e43b89074f304a31ff82d")
+
+
+def orbit_frames(sample: Path, size: int = 64) -> np.ndarray:
     from gen4d.data.dataset import load_dataset
 
-    gt = load_dataset(SAMPLE).resized(size)
+    gt = load_dataset(sample).resized(size)
     index = gt.splits["orbit"]
     index = index[torch.argsort(gt.cameras.times[index], stable=True)]
     return (gt.subset(index).composited((1.0, 1.0, 1.0)).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
@@ -41,8 +40,8 @@ def write_frames(frames: np.ndarray, folder: Path) -> Path:
     return folder
 
 
-def test_video_from_the_ground_truth_scores_high_and_a_perturbed_one_lower(tmp_path, capsys):
-    frames = orbit_frames()
+def test_video_from_the_ground_truth_scores_high_and_a_perturbed_one_lower(sample, tmp_path, capsys):
+    frames = orbit_frames(sample)
     exact = write_frames(frames, tmp_path / "exact")
     rng = np.random.default_rng(0)
     noisy = np.clip(frames.astype(np.int16) + rng.integers(-40, 41, frames.shape), 0, 255).astype(np.uint8)
@@ -50,7 +49,7 @@ def test_video_from_the_ground_truth_scores_high_and_a_perturbed_one_lower(tmp_p
     reports = {}
     for name, video in (("exact", exact), ("perturbed", perturbed)):
         out = tmp_path / f"report_{name}"
-        args = ["eval", "--video", str(video), "--gt", str(SAMPLE), "--out", str(out), "--size", "64"]
+        args = ["eval", "--video", str(video), "--gt", str(sample), "--out", str(out), "--size", "64"]
         assert main(args) == 0
         reports[name] = json.loads((out / "report.json").read_text())
     exact_m, perturbed_m = reports["exact"]["metrics"], reports["perturbed"]["metrics"]
@@ -65,13 +64,13 @@ def test_video_from_the_ground_truth_scores_high_and_a_perturbed_one_lower(tmp_p
     assert "at least 2" in reports["exact"]["skipped"].get("fvd", "at least 2")
 
 
-def test_video_metrics_through_small_networks_and_errors(tmp_path):
+def test_video_metrics_through_small_networks_and_errors(sample, tmp_path):
     from gen4d.data.dataset import load_dataset
     from gen4d.eval.core import EvalConfig, evaluate
     from gen4d.eval.video import collect_video, video_case
 
-    gt = load_dataset(SAMPLE)
-    frames = torch.from_numpy(orbit_frames(32)).float() / 255
+    gt = load_dataset(sample)
+    frames = torch.from_numpy(orbit_frames(sample, 32)).float() / 255
     seen = {}
 
     def fake_lpips():  # a stand-in network: mean absolute difference per image
@@ -90,5 +89,5 @@ def test_video_metrics_through_small_networks_and_errors(tmp_path):
     with pytest.raises(ValueError, match="23 frames but the ground-truth orbit"):
         video_case("short", frames[:23], gt)
     assert (
-        main(["eval", "--video", str(tmp_path / "absent.mp4"), "--gt", str(SAMPLE), "--out", str(tmp_path / "r")]) == 2
+        main(["eval", "--video", str(tmp_path / "absent.mp4"), "--gt", str(sample), "--out", str(tmp_path / "r")]) == 2
     )
