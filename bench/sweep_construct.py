@@ -23,69 +23,51 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+# Variant tokens: name -> the dotted config fields it sets, from the token's number and the config so far.
+TOKENS = {
+    "ns": lambda n, c: {"deform.field.deform_scale": False},  # no scale deformation
+    "rig": lambda n, c: {"loss.rigidity": float(n)},  # rigidity weight (anchors drawn: see variant)
+    "iso": lambda n, c: {"loss.isometry": float(n)},  # isometry weight
+    "anch": lambda n, c: {"deform.rigidity.samples": int(n)},  # rigidity anchors per step
+    "sc": lambda n, c: {"coarse.orbit": False},  # coarse stage on the static orbit alone
+    "fs": lambda n, c: {"fine.static_orbit": True},  # fine stage also on the static orbit
+    "tw": lambda n, c: {"fine.time_window": float(n)},  # fine stage coarse-to-fine in time
+    "ts": lambda n, c: {"loss.time_smoothness": float(n)},  # time-smoothness weight
+    "alpha": lambda n, c: {"loss.alpha": float(n)},  # mask loss weight
+    "nd": lambda n, c: {"fine.densify": False},  # no densification in the fine stage
+    "clr": lambda n, c: {"fine.canonical_lr": float(n)},  # canonical learning-rate factor, fine stage
+    "c": lambda n, c: {"coarse.iterations": int(n)},  # coarse steps
+    "f": lambda n, c: {"fine.iterations": int(n)},  # fine steps
+    "cams": lambda n, c: {"coarse.cameras_per_step": int(n), "fine.cameras_per_step": int(n)},  # images per step
+    "tres": lambda n, c: {"deform.field.resolution": c.deform.field.resolution[:3] + (int(n),)},  # HexPlane time
+    "sres": lambda n, c: {"deform.field.resolution": (int(n),) * 3 + c.deform.field.resolution[3:]},  # HexPlane space
+    "cp": lambda n, c: {"deform.field": "control_points"},  # control-point field
+}
+
+
 def variant(name: str, base: str = "default"):
-    """A config from a name: a preset, or ``BASE+token+token...`` with tokens
-    ``ns`` (no scale deformation), ``rigW`` / ``isoW`` (rigidity / isometry weight W),
-    ``anchN`` (rigidity anchors per step), ``sc`` (coarse stage on the static orbit alone),
-    ``fs`` (fine stage also on the static orbit), ``twF`` (fine stage coarse-to-fine in time over F of it), ``tsW`` (time-smoothness weight W), ``alphaW`` (mask loss weight W), ``nd`` (no densification in the fine stage),
-    ``clrF`` (canonical learning-rate factor in the fine stage), ``cN`` / ``fN`` (coarse / fine
-    steps), ``camsN`` (images per step), ``tresN`` (HexPlane time resolution), ``sresN``
-    (HexPlane spatial resolution), ``cp`` (control-point field)."""
+    """A config from a name: a preset, or ``BASE+token+token...`` with the tokens of :data:`TOKENS`
+    (a name and an optional number, e.g. ``default+ns+rig0.01+c1000``; ``base`` is ``--base``)."""
     import re
 
     from gen4d.config import set_fields
-    from gen4d.deform import HexPlaneConfig, RigidityConfig
     from gen4d.recon.construct import PRESETS
 
     head, *tokens = name.split("+")
-    config = PRESETS[base if head == "base" else head]
-    anchors = 4096 if (base if head == "base" else head) == "default" else 512
+    preset = base if head == "base" else head
+    config = PRESETS[preset]
     for token in tokens:
         number = re.sub(r"^[a-z]+", "", token)
         key = token[: len(token) - len(number)]
-        hexplane = config.deform.field
-        if key in ("tres", "sres") and not isinstance(hexplane, HexPlaneConfig):
-            raise SystemExit(f"variant token {token!r} in {name!r} needs the HexPlane field")
-        if key == "ns":
-            config = set_fields(config, {"deform.field.deform_scale": False})
-        elif key in ("rig", "iso"):
-            rigidity = config.deform.rigidity if config.deform.rigidity.samples else RigidityConfig(samples=anchors)
-            config = replace(config, deform=replace(config.deform, rigidity=rigidity),
-                             loss=replace(config.loss, **{"rigidity" if key == "rig" else "isometry": float(number)}))  # fmt: skip
-        elif key == "anch":
-            config = replace(config, deform=replace(config.deform, rigidity=RigidityConfig(samples=int(number))))
-        elif key == "sc":
-            config = replace(config, coarse=replace(config.coarse, orbit=False))
-        elif key == "fs":
-            config = replace(config, fine=replace(config.fine, static_orbit=True))
-        elif key == "ts":
-            config = replace(config, loss=replace(config.loss, time_smoothness=float(number)))
-        elif key == "alpha":
-            config = replace(config, loss=replace(config.loss, alpha=float(number)))
-        elif key == "tw":
-            config = replace(config, fine=replace(config.fine, time_window=float(number)))
-        elif key == "nd":
-            config = replace(config, fine=replace(config.fine, densify=False))
-        elif key == "clr":
-            config = replace(config, fine=replace(config.fine, canonical_lr=float(number)))
-        elif key == "c":
-            config = replace(config, coarse=replace(config.coarse, iterations=int(number)))
-        elif key == "f":
-            config = replace(config, fine=replace(config.fine, iterations=int(number)))
-        elif key == "cams":
-            n = int(number)
-            config = replace(
-                config, coarse=replace(config.coarse, cameras_per_step=n), fine=replace(config.fine, cameras_per_step=n)
-            )
-        elif key == "tres":
-            config = set_fields(config, {"deform.field.resolution": hexplane.resolution[:3] + (int(number),)})
-        elif key == "sres":
-            r = int(number)
-            config = set_fields(config, {"deform.field.resolution": (r, r, r, hexplane.resolution[3])})
-        elif key == "cp":
-            config = set_fields(config, {"deform.field": "control_points"})
-        else:
-            raise SystemExit(f"unknown variant token {token!r} in {name!r}")
+        if key not in TOKENS:
+            raise SystemExit(f"unknown variant token {token!r} in {name!r}; known: {', '.join(TOKENS)}")
+        try:
+            config = set_fields(config, TOKENS[key](number, config))
+        except (AttributeError, ValueError) as err:
+            raise SystemExit(f"variant token {token!r} in {name!r}: {err}") from None
+    if (config.loss.rigidity or config.loss.isometry) and not config.deform.rigidity.samples:
+        # rigidity / isometry weights need anchors: 4096 per step on the GPU preset, 512 elsewhere
+        config = set_fields(config, {"deform.rigidity.samples": 4096 if preset == "default" else 512})
     return config
 
 
