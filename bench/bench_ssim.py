@@ -27,28 +27,9 @@ import torch.nn.functional as F  # noqa: E402
 from gen4d.metrics import image as image_metrics  # noqa: E402
 
 
-def _taps(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
-    return image_metrics._window_1d(window, sigma, x.dtype, x.device)
-
-
-def _filter_banded(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
-    """Two products with banded matrices (what gen4d runs on a GPU), on any device."""
-    height, width = x.shape[-2:]
-    band = image_metrics._band
-    return band(height, window, sigma, x.dtype, x.device) @ x @ band(width, window, sigma, x.dtype, x.device).T
-
-
-def _filter_depthwise(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
-    """The same 'valid' Gaussian filter as a 1x11 then an 11x1 depthwise convolution."""
-    channels, taps = x.shape[1], _taps(x, window, sigma)
-    kx = taps.view(1, 1, 1, window).expand(channels, 1, 1, window)
-    ky = taps.view(1, 1, window, 1).expand(channels, 1, window, 1)
-    return F.conv2d(F.conv2d(x, kx, groups=channels), ky, groups=channels)
-
-
 def _filter_2d(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
     """The same 'valid' Gaussian filter as one 11x11 depthwise convolution (the outer product)."""
-    channels, taps = x.shape[1], _taps(x, window, sigma)
+    channels, taps = x.shape[1], image_metrics._window_1d(window, sigma, x.dtype, x.device)
     kernel = (taps[:, None] * taps[None, :]).view(1, 1, window, window).expand(channels, 1, window, window)
     return F.conv2d(x, kernel, groups=channels)
 
@@ -91,8 +72,8 @@ def main() -> None:
     rows = []
     variants = [
         ("gen4d (banded on GPU)", image_metrics._filter_valid),
-        ("banded matrices", _filter_banded),
-        ("depthwise 1x11 + 11x1", _filter_depthwise),
+        ("banded matrices", image_metrics._filter_banded),
+        ("depthwise 1x11 + 11x1", image_metrics._filter_depthwise),
         ("depthwise 11x11", _filter_2d),
     ]
     for name, filter_fn in variants:

@@ -129,12 +129,20 @@ def gaussian_window(
 
 
 def _filter_valid(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
-    """Separable 'valid' Gaussian filter of (N, C, H, W). On a GPU: two products with banded
-    matrices (far faster there than depthwise convolutions, above all backward; bench/bench_ssim.py);
-    on a CPU: a 1 x window then a window x 1 depthwise convolution (faster there)."""
+    """Separable 'valid' Gaussian filter of (N, C, H, W): banded matrix products on a GPU (far
+    faster there than depthwise convolutions, above all backward; bench/bench_ssim.py), depthwise
+    convolutions on a CPU (faster there). Both give the same values."""
+    return (_filter_depthwise if x.device.type == "cpu" else _filter_banded)(x, window, sigma)
+
+
+def _filter_banded(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
+    """The filter as two products with banded matrices."""
     height, width = x.shape[-2:]
-    if x.device.type != "cpu":
-        return _band(height, window, sigma, x.dtype, x.device) @ x @ _band(width, window, sigma, x.dtype, x.device).T
+    return _band(height, window, sigma, x.dtype, x.device) @ x @ _band(width, window, sigma, x.dtype, x.device).T
+
+
+def _filter_depthwise(x: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
+    """The filter as a 1 x window then a window x 1 depthwise convolution."""
     channels, taps = x.shape[1], _window_1d(window, sigma, x.dtype, x.device)
     kx = taps.view(1, 1, 1, window).expand(channels, 1, 1, window)
     ky = taps.view(1, 1, window, 1).expand(channels, 1, window, 1)
