@@ -95,16 +95,14 @@ def rigidity_terms(
     # Rotation the field gave each anchor, R(q') R(q)^T, applied to the rest offsets as two
     # quaternion rotations (fewer kernels than building and multiplying 3x3 matrices).
     q_rest = F.normalize(canonical.quats[anchors], dim=-1)  # (S, 4)
-    unturned = _rotate((q_rest * _CONJUGATE.to(q_rest))[:, None], rest_offset)  # R(q)^T (x_j - x_i): (S, K, 3)
+    conjugate = torch.cat([q_rest[:, :1], -q_rest[:, 1:]], dim=-1)  # no constant copied to the device per step
+    unturned = _rotate(conjugate[:, None], rest_offset)  # R(q)^T (x_j - x_i): (S, K, 3)
     expected = _rotate(F.normalize(q_now, dim=-1)[:, :, None], unturned[None])  # (B, S, K, 3)
     # Relative to the mean neighbour distance, so weights do not depend on the scene's scale.
     rigidity = ((now_offset - expected).square().sum(-1) * weights).sum() / (batch * scale)
     length_now = (now_offset.square().sum(-1) + 1e-12).sqrt()
     isometry = ((length_now - (rest_sq + 1e-12).sqrt()).abs() * weights).sum() / (batch * scale.sqrt())
     return {"rigidity": rigidity, "isometry": isometry}
-
-
-_CONJUGATE = torch.tensor([1.0, -1.0, -1.0, -1.0])
 
 
 def _rotate(quats: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
