@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import time
 from dataclasses import replace
@@ -374,36 +375,18 @@ def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[
             "(--model.base damo-vilab/text-to-video-ms-1.7b)"
         )
     codec_name = codec_id(codec.kind, config.model.init or config.model.base)
-    encode_kwargs = dict(
-        image_encoder=image_encoder,
-        text_encoder=text_encoder if config.model.variant == "text" else None,
-        captions=captions,
-        cache=config.data.cache,
-    )
+    load = functools.partial(
+        load_clips, folders, config.data.size, config.data.num_frames, codec.encode, codec_name,
+        image_encoder=image_encoder, text_encoder=text_encoder if config.model.variant == "text" else None,
+        captions=captions, cache=config.data.cache,
+    )  # fmt: skip
     clips = None
     if config.data.cache and processes > 1:  # the main process fills the cache, the others read it
         if main:
-            clips = load_clips(
-                folders,
-                config.data.size,
-                config.data.num_frames,
-                codec.encode,
-                codec_name,
-                progress=progress,
-                **encode_kwargs,
-            )
+            clips = load(progress=progress)
         accelerator.wait_for_everyone()
     if clips is None:
-        clips = load_clips(
-            folders,
-            config.data.size,
-            config.data.num_frames,
-            codec.encode,
-            codec_name,
-            write_cache=main,
-            progress=progress and main,
-            **encode_kwargs,
-        )
+        clips = load(write_cache=main, progress=progress and main)
     null_text = text_encoder([""]).float().cpu() if text_encoder is not None else None
     image_encoder = text_encoder = None  # frozen encoders are no longer needed
     if clips.cameras is not None:
