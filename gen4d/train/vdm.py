@@ -387,6 +387,7 @@ def _train(config: TrainConfig, accelerator, run: Path, progress: bool) -> dict[
         accelerator.wait_for_everyone()
     if clips is None:
         clips = load(write_cache=main, progress=progress and main)
+    del load  # it holds the frozen encoders, released below
     null_text = text_encoder([""]).float().cpu() if text_encoder is not None else None
     image_encoder = text_encoder = None  # frozen encoders are no longer needed
     if clips.cameras is not None:
