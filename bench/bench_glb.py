@@ -29,8 +29,10 @@ def main() -> int:
     import torch
 
     from gen4d.cameras import orbit
-    from gen4d.commands.demo import write_demo_glb
+    from gen4d.commands.export import export_mesh, frame_count
     from gen4d.export.blender_preview import render_glb
+    from gen4d.export.mesh import MeshConfig
+    from gen4d.export.ply_sequence import frame_times
     from gen4d.recon.checkpoint import load_run
     from gen4d.render import RenderOptions
 
@@ -43,7 +45,7 @@ def main() -> int:
     glb = run / "export" / "asset.glb"
     if not glb.is_file():
         began = time.perf_counter()
-        write_demo_glb(run, 24.0)
+        export_mesh(load_run(run), frame_times(frame_count(run)), 24.0, MeshConfig(), glb, "glb", run)
         print(f"export: {time.perf_counter() - began:.1f} s")
     print(f"glb: {glb} {glb.stat().st_size / 1e6:.2f} MB")
     node_modules = REPO / ".cache" / "node" / "node_modules"

@@ -98,8 +98,9 @@ def read_splat4d_bytes(page: Path):
 
 
 def test_demo_player_is_a_declared_run_entry(tmp_path):
-    """The demo's player.html is deleted by --overwrite like the run's other outputs; a user's file is not."""
-    from gen4d.commands.demo import write_player
+    """The demo's player.html and export/asset.glb are deleted by --overwrite like the run's other
+    outputs; a user's file is not."""
+    from gen4d.commands.demo import write_exports
     from gen4d.recon.checkpoint import save_checkpoint
     from gen4d.recon.construct import RUN_ENTRIES, RUN_KIND
     from gen4d.run.folder import open_run
@@ -107,12 +108,13 @@ def test_demo_player_is_a_declared_run_entry(tmp_path):
     run = tmp_path / "demo"
     open_run(run, RUN_KIND, RUN_ENTRIES, command="demo")
     save_checkpoint(run, moving_model(30))
-    player = write_player(run, fps=12)
+    glb, player = write_exports(run, fps=12)
     assert player == run / "player.html" and is_player_html(player)
+    assert glb is None or glb == run / "export" / "asset.glb" and glb.is_file()
     assert read_splat4d_bytes(player).num_frames == 24 and read_splat4d_bytes(player).fps == 12
     (run / "notes.txt").write_text("mine")
     open_run(run, RUN_KIND, RUN_ENTRIES, overwrite=True, command="demo")
-    assert not player.exists() and (run / "notes.txt").read_text() == "mine"
+    assert not player.exists() and not (run / "export").exists() and (run / "notes.txt").read_text() == "mine"
 
 
 # -- in headless Chromium ---------------------------------------------------------------------------

@@ -39,20 +39,30 @@ def default_data():
     return synthetic_dataset(size=64, frames=12, eval_views=8)
 
 
-def write_demo_glb(out: Path, fps: float) -> Path | None:
-    """RUN/export/asset.glb: the run as an animated mesh (skipped with a note without scikit-image)."""
+def write_exports(out: Path, fps: float) -> tuple[Path | None, Path]:
+    """The finished run as RUN/export/asset.glb (an animated mesh; skipped with a note without
+    scikit-image) and RUN/player.html (a self-contained web player), as ``gen4d export`` writes them,
+    from one load of the run's model at its frame times."""
+    import torch
+
     from gen4d.commands.export import export_mesh, frame_count
     from gen4d.export.mesh import MeshConfig
     from gen4d.export.ply_sequence import frame_times
+    from gen4d.export.splat4d import encode_splat4d
+    from gen4d.export.web_player import write_player_html
     from gen4d.recon.checkpoint import load_run
 
+    model, times = load_run(out), frame_times(frame_count(out))
+    glb = None
     try:
         import skimage  # noqa: F401
     except ImportError:
         print("no glb: the mesh export needs scikit-image (pip install 'gen4d[export]')")
-        return None
-    frames = frame_count(out)
-    return export_mesh(load_run(out), frame_times(frames), fps, MeshConfig(), out / "export" / "asset.glb", "glb", out)
+    else:
+        glb = export_mesh(model, times, fps, MeshConfig(), out / "export" / "asset.glb", "glb", out)
+    with torch.no_grad():
+        frames = model.at(times)
+    return glb, write_player_html(encode_splat4d(frames, fps), out / "player.html", name="demo.splat4d")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
     data = args.data or default_data()
     metrics = reconstruct(data, config, out, resume=args.resume, overwrite=replace, progress=not args.no_progress,
                           command="demo")  # fmt: skip
-    glb = write_demo_glb(out, config.output.video_fps)
-    player = write_player(out, config.output.video_fps)
+    glb, player = write_exports(out, config.output.video_fps)
     print(f"\ndemo finished in {metrics['wall_time_s']:.0f} s")
     if config.output.video:
         print(f"  orbit video: {out / 'videos' / 'orbit.mp4'}  (gif: {out / 'videos' / 'orbit.gif'})")
@@ -92,19 +101,3 @@ def run(args: argparse.Namespace) -> int:
     for split, values in metrics["splits"].items():
         print(f"  {split:>6}: PSNR {values['psnr']:.2f} SSIM {values['ssim']:.3f} ({values['images']} images)")
     return 0
-
-
-def write_player(run_dir: Path, fps: float) -> Path:
-    """RUN/player.html: the run's model as a self-contained web player (as ``gen4d export --format html``)."""
-    import torch
-
-    from gen4d.commands.export import frame_count
-    from gen4d.export import frame_times
-    from gen4d.export.splat4d import encode_splat4d
-    from gen4d.export.web_player import write_player_html
-    from gen4d.recon.checkpoint import load_run
-
-    model = load_run(run_dir)
-    with torch.no_grad():
-        frames = model.at(frame_times(frame_count(run_dir)))
-    return write_player_html(encode_splat4d(frames, fps), run_dir / "player.html", name="demo.splat4d")
