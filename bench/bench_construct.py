@@ -240,7 +240,11 @@ def main() -> int:
             rows.append((data_name, name, config.coarse.iterations, config.fine.iterations, config.coarse.cameras_per_step,
                          process_wall, metrics["train_time_s"], metrics.get("peak_gpu_mib", float("nan")),
                          metrics["num_gaussians"], split, values["psnr"], values["ssim"], lp, metrics["wall_time_s"]))  # fmt: skip
-            print(f"done: {data_name} / {name}: {split} PSNR {values['psnr']:.2f} in {process_wall:.1f} s", flush=True)
+            print(
+                f"done: {data_name} / {name}: {split} PSNR {values['psnr']:.2f} IoU {values.get('iou')} in {process_wall:.1f} s; "
+                f"turn {metrics.get('turn')}",
+                flush=True,
+            )
             records.append({
                 "data": data_name, "preset": name, "device": device, "date": results["date"][:10],
                 "wall_s": None if name in untimed else round(process_wall, 1),
@@ -250,6 +254,8 @@ def main() -> int:
                 "heldout": split, "psnr": round(values["psnr"], 3), "ssim": round(values["ssim"], 4),
                 "iou": None if values.get("iou") is None else round(values["iou"], 4),
                 "gaussians": metrics["num_gaussians"],
+                "turn": None if not metrics.get("turn") else
+                {k: metrics["turn"].get(k) for k in ("kept", "gain", "largest_degrees")},
             })  # fmt: skip
             if args.results:  # after every run: a run cut short by a time limit keeps what it measured
                 write_records(args.results, records)

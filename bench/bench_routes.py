@@ -1,7 +1,7 @@
 """Time and peak GPU memory per stage of ``gen4d text`` / ``gen4d image`` (STAG4D route) with
 FULL-SIZE random-weight models: SDXL base (1024 px), Stable Video Diffusion (img2vid-xt architecture,
 576 x 1024), Zero123++ and Zero-1-to-3 XL ('random:full'). Same architectures, hence the same cost as
-the public weights; the outputs are noise, so matting uses the plain-background rule.
+the public weights; the outputs are noise, so matting keys out the flat background colour (`color`).
 
 The route runs as users run it (gen4d.pipeline.routes.run_route: load, run, delete, empty the CUDA
 cache between stages); each stage's record (RUN/stages/NAME.json) gives its wall time (model build
@@ -39,7 +39,7 @@ def settings(args) -> dict:
     size = "tiny" if args.tiny else "full"
     changes = {
         "device": "cpu" if args.tiny else "cuda",
-        "matting": "plain",
+        "matting": "color",
         "text_to_image.model": f"random:{size}",
         "text_to_image.size": 64 if args.tiny else args.sdxl_size,
         "text_to_image.steps": args.sdxl_steps,

@@ -286,3 +286,25 @@ def test_hub_id_offline_says_how_to_download(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     expected = "huggingface-cli download stabilityai/stable-video-diffusion-img2vid-xt --local-dir"
     assert len(err) == 1 and expected in err[0], err
+
+
+@pytest.mark.parametrize("extra", [[], ["--tiny"], ["--svd-frames", "25", "--cpu-offload", "--decode-chunk", "2"]])
+def test_bench_routes_settings_are_a_valid_route_config(extra):
+    """bench/bench_routes.py runs on a GPU only: its overrides must still name real options and values."""
+    import importlib.util
+    from pathlib import Path
+
+    from gen4d.config import set_fields
+    from gen4d.pipeline.config import route_config
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_routes.py"
+    spec = importlib.util.spec_from_file_location("bench_routes", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.argparse.Namespace(
+        tiny="--tiny" in extra, sdxl_size=1024, sdxl_steps=4, svd_frames=int(extra[1]) if "--svd-frames" in extra else 14,
+        width=1024, height=576, svd_steps=4, decode_chunk=2 if "--decode-chunk" in extra else 8, mv_steps=5,
+        stag4d_steps=100, preset="fast", dtype="float16", cpu_offload="--cpu-offload" in extra,
+    )  # fmt: skip
+    config = set_fields(route_config(args.preset), bench.settings(args))
+    assert config.matting == "color" and config.image_to_video.cpu_offload == args.cpu_offload

@@ -6,7 +6,7 @@ time; ``render(cameras)`` deforms to every camera's time and rasterises all came
 field is bypassed and every time sees the canonical set.
 
 Saved as a folder: ``model.safetensors`` (canonical Gaussians under ``gaussians.*``, field
-weights under ``field.*``) + ``model.json`` (field config, SH degree, flags), see
+weights under ``field.*``, the whole-object turn, when there is one, under ``turn.*``) + ``model.json`` (field config, SH degree, flags), see
 :meth:`DynamicGaussians.save` / :meth:`DynamicGaussians.load`.
 """
 
@@ -22,6 +22,7 @@ from torch import nn
 from gen4d.cameras import Cameras
 from gen4d.config import from_dict, to_dict
 from gen4d.deform import DeformationField, DeformConfig, build_field, check_times, rigidity_terms
+from gen4d.deform.turn import TurnTrack
 from gen4d.gaussians.core import Gaussians
 from gen4d.io import atomic_path, read_json, write_json
 from gen4d.render import RenderOptions, RenderOutput, render
@@ -47,6 +48,8 @@ class DynamicGaussians(nn.Module):
             {name: nn.Parameter(value.detach().clone()) for name, value in canonical.as_dict().items()}
         )
         self.field: DeformationField = build_field(self.deform_config)
+        self.turn = TurnTrack()
+        """Whole-object yaw per time, applied after the field (empty = identity; set by construction's turn search)."""
         self.deform_enabled = bool(deform_enabled)
 
     # -- views ----------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ class DynamicGaussians(nn.Module):
         if not self.deform_enabled:
             batch = times.shape[0]
             return canonical.map(lambda x: x.unsqueeze(0).expand((batch,) + tuple(x.shape)))
-        return self.field(canonical, times)
+        return self.turn(self.field(canonical, times), times)
 
     def render(
         self,
@@ -133,6 +136,8 @@ class DynamicGaussians(nn.Module):
         """Flat name -> tensor dict (CPU, contiguous) of everything needed to rebuild the model."""
         out = {f"gaussians.{name}": self.params[name].detach() for name in GAUSSIAN_FIELDS}
         out.update({f"field.{k}": v.detach() for k, v in self.field.state_dict().items()})
+        if self.turn.active:
+            out.update({f"turn.{k}": v.detach() for k, v in self.turn.state_dict().items()})
         return {k: v.to("cpu").contiguous() for k, v in out.items()}
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -159,6 +164,9 @@ class DynamicGaussians(nn.Module):
         model = cls(canonical, from_dict(DeformConfig, metadata["deform"]), deform_enabled=metadata["deform_enabled"])
         field_state = {k[len("field.") :]: v for k, v in tensors.items() if k.startswith("field.")}
         model.field.load_state_dict(field_state)
+        turn_state = {k[len("turn.") :]: v for k, v in tensors.items() if k.startswith("turn.")}
+        if turn_state:
+            model.turn.load_state_dict(turn_state)
         return model
 
     @classmethod

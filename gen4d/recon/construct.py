@@ -63,6 +63,7 @@ from gen4d.recon.presets import (
     with_iterations,
 )
 from gen4d.recon.step import TrainData, check_dataset, initial_model, scene_extent, training_step
+from gen4d.recon.turn_search import search_turn
 from gen4d.render import RenderOptions, resolve_backend
 from gen4d.run import Engine, LoopSettings, Task, check_resume_config, open_run, read_training_state
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
@@ -131,6 +132,23 @@ class ConstructTask(Task):
         self.optimizer = build_optimizer(model, config.lr)
         self.strategy_state = strategy.initial_state(model)
         self.history: list[dict[str, Any]] = []
+        self.turn_report: dict[str, Any] | None = None
+
+    def _search_turn(self) -> dict[str, Any] | None:
+        """The whole-object turn search at the start of the fine stage (gen4d.recon.turn_search)."""
+        config = self.config
+        if not config.turn.enabled:
+            return None
+        if config.coarse.orbit or config.coarse.iterations == 0 or not self.dataset.has_split("static_orbit"):
+            LOGGER.info("turn search skipped: it needs a coarse stage trained on the static orbit alone")
+            return {"kept": False, "reason": "no coarse stage on the static orbit alone"}
+        start = time.perf_counter()
+        report = search_turn(self.model, self.dataset, config.turn, self.options)
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        turned = ", ".join(f"{d:g}" for d in report.get("degrees", []))
+        LOGGER.info(f"turn search ({report['seconds']:.1f} s): {'kept' if report['kept'] else 'not kept'}, "
+                    f"{report['reason']}; degrees per time: {turned}")  # fmt: skip
+        return report
 
     # -- the step ------------------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, torch.Tensor]:
@@ -143,6 +161,7 @@ class ConstructTask(Task):
             LOGGER.info(
                 f"fine stage: deformation ({config.deform.field.type_name}) on, {model.num_gaussians} Gaussians"
             )
+            self.turn_report = self._search_turn()
         reach = min(stage_step / (stage_cfg.time_window * stage_length), 1.0) if stage_cfg.time_window else 1.0
         pool = self.data.pool(stage_cfg.static_orbit, stage_cfg.orbit, reach)
         set_learning_rates(self.optimizer, config.lr, stage_step, stage_length, stage_cfg.canonical_lr)
@@ -184,12 +203,14 @@ class ConstructTask(Task):
             "optimizer": self.optimizer.state_dict(),
             "densify": self.strategy.state_dict(self.strategy_state),
             "history": self.history,
+            "turn_report": self.turn_report,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.strategy_state = self.strategy.load_state(state["densify"], self.model.device)
         self.history = list(state.get("history", []))
+        self.turn_report = state.get("turn_report")
 
     def write_checkpoint(self, folder: Path) -> None:
         self.model.save(folder)
@@ -355,6 +376,7 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
         "backend": resolve_backend(options.backend, device),
         "phases": {k: round(v, 3) for k, v in phases.items()},
         "history": task.history,
+        "turn": task.turn_report,
         **peak_memory(device),
     }
     write_json(run_dir / "metrics.json", result)

@@ -14,12 +14,14 @@ from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig, Rigid
 from gen4d.densify import DensifyConfig, MCMCConfig
 from gen4d.recon.losses import LossWeights
 from gen4d.recon.optim import LearningRates
+from gen4d.recon.turn_search import TurnSearchConfig
 
 __all__ = [
     "InitConfig",
     "StageConfig",
     "OutputConfig",
     "ConstructConfig",
+    "TurnSearchConfig",
     "PRESETS",
     "DEFAULT_PRESET",
     "preset",
@@ -146,6 +148,9 @@ class ConstructConfig:
     )
     """Deformation field (default: HexPlane moving and turning the Gaussians, not resizing them, with local
     rigidity between neighbours)."""
+    turn: TurnSearchConfig = field(default_factory=TurnSearchConfig)
+    """Whole-object turn per time about the vertical axis, searched before the fine stage (kept only when it
+    explains the images clearly better than no turn)."""
     densify: DensifyConfig | MCMCConfig = field(
         default_factory=lambda: DensifyConfig(
             start=100, stop=600, every=100, reset_every=0, prune_opacity=0.01, max_gaussians=150_000
@@ -204,6 +209,7 @@ PRESETS: dict[str, ConstructConfig] = {
     # Diffusion4D's 4D construction schedule (4DGS: 5k coarse + 2k fine, one image per step),
     # 4DGS-style HexPlane ([64, 64, 64, T/2], multires [1, 2]) and learning rates.
     "paper": ConstructConfig(
+        turn=TurnSearchConfig(enabled=False),
         init=InitConfig(num_points=10000),
         coarse=StageConfig(iterations=5000, cameras_per_step=1, static_orbit=True),
         fine=StageConfig(iterations=2000, cameras_per_step=1, static_orbit=False),
@@ -228,6 +234,7 @@ PRESETS: dict[str, ConstructConfig] = {
     # The SC-GS schedule of the Diffusion4D paper (16k static + 4k dynamic steps): sparse control
     # points (512, K = 3) with ARAP, otherwise as "paper".
     "scgs": ConstructConfig(
+        turn=TurnSearchConfig(enabled=False),
         init=InitConfig(num_points=10000),
         coarse=StageConfig(iterations=16000, cameras_per_step=1, static_orbit=True),
         fine=StageConfig(iterations=4000, cameras_per_step=1, static_orbit=False),
@@ -246,6 +253,7 @@ PRESETS: dict[str, ConstructConfig] = {
     ),
     # CPU-sized (a few minutes on 2 cores with the reference rasteriser).
     "demo": ConstructConfig(
+        turn=TurnSearchConfig(enabled=False),
         size=96,
         tile_size=8,
         init=InitConfig(num_points=3000),

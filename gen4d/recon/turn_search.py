@@ -1,0 +1,166 @@
+"""Find a whole-object turn per time by search, before the fine stage (:class:`gen4d.deform.turn.TurnTrack`).
+
+After the static stage the canonical Gaussians are the object at time 0. For every time of the
+orbit video the canonical set is rendered turned by each candidate yaw (``step`` degrees apart, at
+``size`` px) from that time's training cameras and compared with its images (mean absolute
+difference of the silhouette plus that of the colours on white). A shortest path through the
+(time x angle) costs, with the turn at the first time fixed to 0 and a penalty on the change
+between neighbouring times (``smoothness``, in units of the mean per-time cost per 180 degrees),
+gives one angle per time; each is then refined in 1-degree steps around it.
+
+The track is kept only when it explains the images clearly better than no turn: its summed cost
+must be at least ``min_gain`` (a fraction) below the cost of the identity, and it must turn by at
+least ``min_degrees`` somewhere. Otherwise the model is left untouched, so objects that do not
+turn train exactly as without the search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gen4d.config import check_non_negative, check_positive, check_range
+from gen4d.data.dataset import MultiViewVideo
+from gen4d.deform.turn import turn, unwrap_degrees
+from gen4d.gaussians.dynamic import DynamicGaussians
+from gen4d.render import RenderOptions, render
+
+__all__ = ["TurnSearchConfig", "search_turn"]
+
+
+@dataclass(frozen=True)
+class TurnSearchConfig:
+    """Search for a whole-object turn about the vertical axis per time before the fine stage."""
+
+    enabled: bool = True
+    """Search (needs a coarse stage trained on the static orbit alone, so the canonical set is the object at time 0)."""
+    step: float = 10.0
+    """Spacing of the candidate angles, degrees (refined in 1-degree steps afterwards)."""
+    size: int = 64
+    """Longer side of the images compared, pixels."""
+    smoothness: float = 1.0
+    """Penalty on a change of angle between neighbouring times (mean per-time cost per 180 degrees)."""
+    min_gain: float = 0.2
+    """Keep the track only if it lowers the summed image cost by at least this fraction."""
+    min_degrees: float = 20.0
+    """Keep the track only if it turns by at least this much (degrees) at some time."""
+
+    def __post_init__(self) -> None:
+        check_range(self, "step", 1.0, 90.0)
+        check_positive(self, "size")
+        check_non_negative(self, "smoothness")
+        check_range(self, "min_gain", 0.0, 1.0)
+        check_non_negative(self, "min_degrees")
+
+
+def _targets(dataset: MultiViewVideo, index: torch.Tensor, size: int, device: torch.device):
+    scale = size / max(dataset.width, dataset.height)
+    width, height = max(1, round(dataset.width * scale)), max(1, round(dataset.height * scale))
+    rgb = dataset.images[index].to(device).permute(0, 3, 1, 2)
+    alpha = None if dataset.alphas is None else dataset.alphas[index].to(device).permute(0, 3, 1, 2)
+    if alpha is not None:
+        rgb = rgb * alpha + (1 - alpha)  # on white, as the renders below
+    shrink = lambda x: F.interpolate(x, size=(height, width), mode="area").permute(0, 2, 3, 1)  # noqa: E731
+    return (
+        shrink(rgb),
+        None if alpha is None else shrink(alpha),
+        dataset.cameras[index].resized(width, height).to(device),
+    )
+
+
+@torch.no_grad()
+def _costs(model, cameras, rgb, alpha, degrees: torch.Tensor, options: RenderOptions, chunk: int = 32) -> torch.Tensor:
+    """(M images, A angles) mean |alpha - truth| + mean |rgb - truth| of the canonical set turned by each angle."""
+    canonical = model.canonical().detach()
+    center = _center(canonical)
+    white = torch.ones(3, device=canonical.means.device)
+    out = torch.empty(len(cameras), degrees.numel(), device=canonical.means.device)
+    for a, angle in enumerate(degrees.tolist()):
+        turned = turn(canonical.map(lambda x: x[None]), torch.tensor([angle], device=white.device), center)
+        turned = turned.map(lambda x: x[0])
+        for start in range(0, len(cameras), chunk):
+            sl = slice(start, start + chunk)
+            output = render(turned, cameras[sl], white, options)
+            cost = (output.rgb - rgb[sl]).abs().mean((1, 2, 3))
+            if alpha is not None:
+                cost = cost + (output.alpha - alpha[sl]).abs().mean((1, 2, 3))
+            out[sl, a] = cost
+    return out
+
+
+def _center(canonical) -> torch.Tensor:
+    weights = torch.sigmoid(canonical.opacity_logits)
+    return (canonical.means * weights[:, None]).sum(0) / weights.sum().clamp_min(1e-8)
+
+
+def _shortest_path(costs: torch.Tensor, degrees: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Angle index per time (T,) minimising sum of costs (T, A) + penalty * |change| / 180, first time at angle 0."""
+    diff = (degrees[:, None] - degrees[None, :]).abs()
+    jump = penalty * torch.minimum(diff, 360.0 - diff) / 180.0  # (A from, A to)
+    total = torch.full_like(costs[0], float("inf"))
+    total[0] = costs[0, 0]
+    back = []
+    for t in range(1, costs.shape[0]):
+        best, arg = (total[:, None] + jump).min(0)
+        back.append(arg)
+        total = best + costs[t]
+    path = [int(total.argmin())]
+    for arg in reversed(back):
+        path.append(int(arg[path[-1]]))
+    return torch.tensor(path[::-1])
+
+
+def search_turn(
+    model: DynamicGaussians, dataset: MultiViewVideo, config: TurnSearchConfig, options: RenderOptions
+) -> dict[str, Any]:
+    """Search a turn track for ``model`` on the orbit split of ``dataset``; set it on ``model.turn``
+    when it is kept. Returns a report (``kept``, ``reason``, ``gain``, per-time ``degrees``)."""
+    index = dataset.splits["orbit"]
+    device = model.device
+    times_all = dataset.cameras.times[index]
+    knots, which = torch.unique(times_all, sorted=True, return_inverse=True)
+    if knots.numel() < 2:
+        return {"kept": False, "reason": "fewer than 2 times"}
+    rgb, alpha, cameras = _targets(dataset, index, config.size, device)
+    count = max(2, round(360.0 / config.step))
+    coarse = torch.arange(count, dtype=torch.float32) * (360.0 / count)
+    per_image = _costs(model, cameras, rgb, alpha, coarse, options).cpu()
+    per_time = torch.zeros(knots.numel(), count).index_add_(0, which, per_image)
+    per_time /= torch.bincount(which, minlength=knots.numel()).clamp_min(1)[:, None].float()
+    identity = float(per_time[:, 0].sum())
+    penalty = config.smoothness * identity / knots.numel()
+    path = coarse[_shortest_path(per_time, coarse, penalty)]
+    # Refine each time's angle in 1-degree steps around its coarse value.
+    half = max(1, int(config.step // 2))
+    offsets = torch.arange(-half, half + 1, dtype=torch.float32)
+    fine = torch.empty(knots.numel())
+    fine_cost = torch.empty(knots.numel())
+    for k in range(knots.numel()):
+        pick = (which == k).nonzero().flatten()
+        if k == 0:
+            fine[k], fine_cost[k] = 0.0, per_time[0, 0]
+            continue
+        angles = path[k] + offsets
+        sub = pick.to(device)
+        costs = (
+            _costs(model, cameras[sub], rgb[sub], None if alpha is None else alpha[sub], angles, options).mean(0).cpu()
+        )
+        best = int(costs.argmin())
+        fine[k], fine_cost[k] = angles[best], costs[best]
+    degrees = unwrap_degrees(fine)
+    gain = 1.0 - float(fine_cost.sum()) / max(identity, 1e-12)
+    largest = float(degrees.abs().max())
+    report = {"gain": round(gain, 4), "largest_degrees": round(largest, 1),
+              "degrees": [round(float(d), 1) for d in degrees], "times": [round(float(t), 4) for t in knots]}  # fmt: skip
+    if gain < config.min_gain or largest < config.min_degrees:
+        report.update(
+            kept=False,
+            reason=f"gain {gain:.3f} (min {config.min_gain}), largest turn {largest:.0f} degrees (min {config.min_degrees:.0f})",
+        )
+        return report
+    model.turn.set(knots, degrees, _center(model.canonical().detach()))
+    report.update(kept=True, reason=f"gain {gain:.3f}, largest turn {largest:.0f} degrees")
+    return report
