@@ -242,7 +242,7 @@ def main() -> int:
                          metrics["num_gaussians"], split, values["psnr"], values["ssim"], lp, metrics["wall_time_s"]))  # fmt: skip
             print(
                 f"done: {data_name} / {name}: {split} PSNR {values['psnr']:.2f} IoU {values.get('iou')} in {process_wall:.1f} s; "
-                f"turn {metrics.get('turn')}",
+                f"turn {None if not metrics.get('turn') else {k: metrics['turn'].get(k) for k in ('kept', 'gain')}}",
                 flush=True,
             )
             records.append({

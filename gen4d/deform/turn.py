@@ -63,14 +63,6 @@ class TurnTrack(nn.Module):
         device = self.center.device
         self.times, self.degrees, self.center = times.to(device), degrees.to(device), center.to(device)
 
-    def clear(self) -> None:
-        device = self.center.device
-        self.times, self.degrees, self.center = (
-            torch.zeros(0, device=device),
-            torch.zeros(0, device=device),
-            torch.zeros(3, device=device),
-        )
-
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # The buffers' sizes depend on the track (K knots): take the stored tensors' shapes.
         for name in ("times", "degrees", "center"):

@@ -72,23 +72,28 @@ def _targets(dataset: MultiViewVideo, index: torch.Tensor, size: int, device: to
 
 
 @torch.no_grad()
-def _costs(model, cameras, rgb, alpha, degrees: torch.Tensor, options: RenderOptions, chunk: int = 32) -> torch.Tensor:
-    """(M images, A angles) mean |alpha - truth| + mean |rgb - truth| of the canonical set turned by each angle."""
-    canonical = model.canonical().detach()
-    center = _center(canonical)
-    white = torch.ones(3, device=canonical.means.device)
-    out = torch.empty(len(cameras), degrees.numel(), device=canonical.means.device)
-    for a, angle in enumerate(degrees.tolist()):
-        turned = turn(canonical.map(lambda x: x[None]), torch.tensor([angle], device=white.device), center)
-        turned = turned.map(lambda x: x[0])
-        for start in range(0, len(cameras), chunk):
-            sl = slice(start, start + chunk)
-            output = render(turned, cameras[sl], white, options)
-            cost = (output.rgb - rgb[sl]).abs().mean((1, 2, 3))
-            if alpha is not None:
-                cost = cost + (output.alpha - alpha[sl]).abs().mean((1, 2, 3))
-            out[sl, a] = cost
-    return out
+def _costs(canonical, center, cameras, rgb, alpha, degrees: torch.Tensor, options: RenderOptions, chunk: int = 32):
+    """(M,) mean |alpha - truth| + mean |rgb - truth| of each image against the canonical set turned by
+    that image's angle (``degrees`` (M,)); one rasteriser call per ``chunk`` images."""
+    white = torch.ones(3, device=center.device)
+    degrees = degrees.to(center.device)
+    out = []
+    for start in range(0, len(cameras), chunk):
+        sl = slice(start, start + chunk)
+        count = degrees[sl].numel()
+        turned = turn(canonical.map(lambda x, n=count: x.expand(n, *x.shape)), degrees[sl], center)
+        output = render(turned, cameras[sl], white, options)
+        cost = (output.rgb - rgb[sl]).abs().mean((1, 2, 3))
+        if alpha is not None:
+            cost = cost + (output.alpha - alpha[sl]).abs().mean((1, 2, 3))
+        out.append(cost)
+    return torch.cat(out).cpu()
+
+
+def _per_time(per_image: torch.Tensor, which: torch.Tensor, count: int) -> torch.Tensor:
+    """Mean over the images of each time: (M, ...) -> (count, ...)."""
+    total = torch.zeros(count, *per_image.shape[1:]).index_add_(0, which, per_image)
+    return total / torch.bincount(which, minlength=count).clamp_min(1).view(-1, *[1] * (per_image.ndim - 1))
 
 
 def _center(canonical) -> torch.Tensor:
@@ -125,31 +130,29 @@ def search_turn(
     if knots.numel() < 2:
         return {"kept": False, "reason": "fewer than 2 times"}
     rgb, alpha, cameras = _targets(dataset, index, config.size, device)
+    canonical = model.canonical().detach()
+    center = _center(canonical)
+
+    def costs(per_image_degrees: torch.Tensor) -> torch.Tensor:
+        return _costs(canonical, center, cameras, rgb, alpha, per_image_degrees, options)
+
     count = max(2, round(360.0 / config.step))
     coarse = torch.arange(count, dtype=torch.float32) * (360.0 / count)
-    per_image = _costs(model, cameras, rgb, alpha, coarse, options).cpu()
-    per_time = torch.zeros(knots.numel(), count).index_add_(0, which, per_image)
-    per_time /= torch.bincount(which, minlength=knots.numel()).clamp_min(1)[:, None].float()
+    per_time = _per_time(torch.stack([costs(angle.expand(len(index))) for angle in coarse], 1), which, knots.numel())
     identity = float(per_time[:, 0].sum())
     penalty = config.smoothness * identity / knots.numel()
     path = coarse[_shortest_path(per_time, coarse, penalty)]
-    # Refine each time's angle in 1-degree steps around its coarse value.
+    # Refine each time's angle in 1-degree steps around its coarse value (the first time stays at 0).
     half = max(1, int(config.step // 2))
     offsets = torch.arange(-half, half + 1, dtype=torch.float32)
-    fine = torch.empty(knots.numel())
-    fine_cost = torch.empty(knots.numel())
-    for k in range(knots.numel()):
-        pick = (which == k).nonzero().flatten()
-        if k == 0:
-            fine[k], fine_cost[k] = 0.0, per_time[0, 0]
-            continue
-        angles = path[k] + offsets
-        sub = pick.to(device)
-        costs = (
-            _costs(model, cameras[sub], rgb[sub], None if alpha is None else alpha[sub], angles, options).mean(0).cpu()
-        )
-        best = int(costs.argmin())
-        fine[k], fine_cost[k] = angles[best], costs[best]
+    offsets_of = torch.where(torch.arange(knots.numel())[:, None] == 0, 0.0, offsets[None, :])  # (T, offsets)
+    candidates = path[:, None] + offsets_of
+    refined = _per_time(
+        torch.stack([costs(candidates[which, j]) for j in range(offsets.numel())], 1), which, knots.numel()
+    )
+    best = refined.argmin(1)
+    fine = candidates.gather(1, best[:, None])[:, 0]
+    fine_cost = refined.gather(1, best[:, None])[:, 0]
     degrees = unwrap_degrees(fine)
     gain = 1.0 - float(fine_cost.sum()) / max(identity, 1e-12)
     largest = float(degrees.abs().max())
@@ -161,6 +164,6 @@ def search_turn(
             reason=f"gain {gain:.3f} (min {config.min_gain}), largest turn {largest:.0f} degrees (min {config.min_degrees:.0f})",
         )
         return report
-    model.turn.set(knots, degrees, _center(model.canonical().detach()))
+    model.turn.set(knots, degrees, center)
     report.update(kept=True, reason=f"gain {gain:.3f}, largest turn {largest:.0f} degrees")
     return report
