@@ -136,13 +136,15 @@ def test_each_stage_runs_its_own_learning_rate_schedule(tmp_path, monkeypatch):
         output=OutputConfig(ply=False, video=False, renders=False, lpips=False, evaluate=False),
     )  # fmt: skip
     seen: list[dict[str, float]] = []
-    original = torch.optim.Adam.step
+    from gen4d.recon.optim import Adam
+
+    original = Adam.step
 
     def recording_step(self, *args, **kwargs):
         seen.append({group["name"]: group["lr"] for group in self.param_groups})
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    monkeypatch.setattr(Adam, "step", recording_step)
     reconstruct(synthetic_dataset(size=16, frames=4, eval_views=1), config, tmp_path / "run", progress=False, echo=None)
     assert len(seen) == coarse + fine
     for step, rates in enumerate(seen):

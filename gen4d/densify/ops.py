@@ -12,7 +12,7 @@ parameter values outright (e.g. the split children's positions and scales).
 from __future__ import annotations
 
 import math
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -50,17 +50,18 @@ class DensifiableModel(Protocol):
         ...
 
 
-def _optimizers(optimizers) -> list[torch.optim.Optimizer]:
+def _optimizers(optimizers) -> list:
+    """One optimiser (anything with ``param_groups`` and ``state``: torch's or gen4d's Adam), a dict or a list of them."""
     if optimizers is None:
         return []
-    if isinstance(optimizers, torch.optim.Optimizer):
+    if hasattr(optimizers, "param_groups"):
         return [optimizers]
     if isinstance(optimizers, dict):
         return list(optimizers.values())
     return list(optimizers)
 
 
-def optimizer_param_state(optimizers, param: nn.Parameter) -> tuple[torch.optim.Optimizer, dict, int] | None:
+def optimizer_param_state(optimizers, param: nn.Parameter) -> tuple[Any, dict, int] | None:
     """(optimizer, its param group, position in the group) holding ``param``, or None."""
     for opt in _optimizers(optimizers):
         for group in opt.param_groups:

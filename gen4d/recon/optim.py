@@ -1,23 +1,25 @@
 """Optimiser and learning-rate schedule helpers for DynamicGaussians.
 
-One Adam optimiser with one parameter group per canonical field (``means``, ``log_scales``,
-``quats``, ``opacity_logits``, ``sh``) and one per deformation-field group (``field.grid``,
-``field.mlp``, ``field.control``), so densification can swap a field's tensor and its moments
-(:mod:`gen4d.densify.ops`) and each group has its own schedule. Decaying rates follow the 3DGS
-log-linear schedule: ``exp(lerp(log(initial), log(final), min(step / decay_steps, 1)))``.
+One Adam optimiser (:class:`Adam`) with one parameter group per canonical field (``means``,
+``log_scales``, ``quats``, ``opacity_logits``, ``sh``) and one per deformation-field group
+(``field.grid``, ``field.mlp``, ``field.control``), so densification can swap a field's tensor and
+its moments (:mod:`gen4d.densify.ops`) and each group has its own schedule. Decaying rates follow
+the 3DGS log-linear schedule: ``exp(lerp(log(initial), log(final), min(step / decay_steps, 1)))``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
+from torch.optim.adam import adam as adam_update
 
 from gen4d.config import check_non_negative, check_positive
 from gen4d.gaussians.dynamic import DynamicGaussians
 
-__all__ = ["LearningRates", "log_linear", "build_optimizer", "set_learning_rates", "learning_rates_at"]
+__all__ = ["Adam", "LearningRates", "log_linear", "build_optimizer", "set_learning_rates", "learning_rates_at"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,106 @@ def learning_rates_at(lr: LearningRates, step: int, stage_length: int) -> dict[s
     }
 
 
-def build_optimizer(model: DynamicGaussians, lr: LearningRates, fused: bool | None = None) -> torch.optim.Adam:
+class Adam:
+    """Adam over parameter groups: the update of ``torch.optim.Adam`` (its functional form,
+    ``torch.optim.adam.adam``; fused on CUDA, the single-tensor form elsewhere, as torch.optim.Adam
+    chooses) with the same ``param_groups``, ``state`` and ``state_dict`` layout, so checkpoints of
+    either load in the other.
+
+    Why not ``torch.optim.Adam`` itself: constructing a ``torch.optim.Optimizer`` imports
+    ``torch._dynamo`` (with sympy and the distributed packages: 1-3 s of every run's start-up) and
+    its ``step`` adds per-call bookkeeping (hooks, graph-capture checks) to every training step."""
+
+    def __init__(self, groups: list[dict[str, Any]], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 fused: bool = False):  # fmt: skip
+        self.defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": 0.0, "amsgrad": False,
+                         "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
+                         "fused": bool(fused), "decoupled_weight_decay": False}  # fmt: skip
+        self.param_groups: list[dict[str, Any]] = [{**self.defaults, **g, "params": list(g["params"])} for g in groups]
+        self.state: dict[torch.Tensor, dict[str, Any]] = {}
+
+    def _new_state(self, param: torch.Tensor, fused: bool) -> dict[str, Any]:
+        # As torch.optim.Adam: ``step`` on the parameter's device when fused, else a CPU scalar.
+        step = (
+            torch.zeros((), dtype=torch.float32, device=param.device)
+            if fused
+            else torch.tensor(0.0, dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
+        )
+        zeros = lambda: torch.zeros_like(param, memory_format=torch.preserve_format)  # noqa: E731
+        return {"step": step, "exp_avg": zeros(), "exp_avg_sq": zeros()}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            params, grads, avgs, squares, steps = [], [], [], [], []
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state.get(param)
+                if not state:
+                    state = self.state[param] = self._new_state(param, group["fused"])
+                params.append(param)
+                grads.append(param.grad)
+                avgs.append(state["exp_avg"])
+                squares.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            adam_update(params, grads, avgs, squares, [], steps, foreach=False if not group["fused"] else None,
+                        fused=group["fused"], amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+                        weight_decay=0.0, eps=group["eps"], maximize=False)  # fmt: skip
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if set_to_none:
+                    param.grad = None
+                else:
+                    param.grad.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim.Optimizer.state_dict``'s layout: parameters numbered in group order."""
+        index: dict[int, int] = {}
+        groups = []
+        for group in self.param_groups:
+            numbers = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": numbers})
+        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict` (or ``torch.optim.Adam.state_dict``): moments cast to
+        their parameter's device and dtype, ``step`` kept where this optimiser keeps it."""
+        groups = saved["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+            len(g["params"]) != len(mine["params"]) for g, mine in zip(groups, self.param_groups)
+        ):
+            raise ValueError("optimizer state: its parameter groups do not match this model's")
+        self.state = {}
+        for mine, stored in zip(self.param_groups, groups):
+            for number, param in zip(stored["params"], mine["params"]):
+                entry = saved["state"].get(number, saved["state"].get(str(number)))
+                if not entry:
+                    continue
+                restored = {}
+                for key, value in entry.items():
+                    if key == "step":
+                        device = param.device if mine.get("fused") else "cpu"
+                        restored[key] = torch.as_tensor(value, dtype=torch.float32).to(device).clone()
+                    elif isinstance(value, torch.Tensor):
+                        restored[key] = value.to(device=param.device, dtype=param.dtype).clone()
+                    else:
+                        restored[key] = value
+                self.state[param] = restored
+            mine.update({k: v for k, v in stored.items() if k != "params"})
+            if isinstance(mine.get("betas"), list):
+                mine["betas"] = tuple(mine["betas"])
+
+
+def build_optimizer(model: DynamicGaussians, lr: LearningRates, fused: bool | None = None) -> Adam:
     """Adam over the model's canonical parameters and deformation field, one named group each."""
     rates = learning_rates_at(lr, 0, 1)
     groups = [{"name": name, "params": [param], "lr": rates[name]} for name, param in model.params.items()]
@@ -92,11 +193,11 @@ def build_optimizer(model: DynamicGaussians, lr: LearningRates, fused: bool | No
             groups.append({"name": key, "params": params, "lr": rates[key]})
     if fused is None:
         fused = model.device.type == "cuda"
-    return torch.optim.Adam(groups, lr=rates["means"], eps=lr.adam_eps, fused=bool(fused))
+    return Adam(groups, lr=rates["means"], eps=lr.adam_eps, fused=bool(fused))
 
 
 def set_learning_rates(
-    optimizer: torch.optim.Optimizer, lr: LearningRates, step: int, stage_length: int, canonical_scale: float = 1.0
+    optimizer: Adam, lr: LearningRates, step: int, stage_length: int, canonical_scale: float = 1.0
 ) -> None:
     """Set every named group's rate for ``step`` of the current stage; the canonical Gaussians'
     groups (not ``field.*``) are multiplied by ``canonical_scale``."""
