@@ -41,7 +41,7 @@ def main() -> int:
         "--profile",
         type=int,
         default=0,
-        help="also profile this many fine steps (torch.profiler) and print the top ops",
+        help="also profile this many steps of each stage (torch.profiler) and print the top ops",
     )
     args = parser.parse_args()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
@@ -75,8 +75,8 @@ def main() -> int:
                 f"({base.coarse.cameras_per_step if stage == 'coarse' else base.fine.cameras_per_step} images/step)",
                 flush=True,
             )
-            if args.profile and stage == "fine":
-                profile_steps(dataset, config, Path(args.out) / f"{name}_profile", warm, args.profile)
+            if args.profile:
+                profile_steps(dataset, config, Path(args.out) / f"{name}_profile_{stage}", warm, args.profile, stage)
             if args.sync_debug and torch.cuda.is_available():
                 count = 0
 
@@ -112,27 +112,67 @@ def main() -> int:
     return 0
 
 
-def profile_steps(dataset, config, run: Path, warm: int, steps: int) -> None:
-    """Profile ``steps`` fine steps after ``warm`` coarse ones; print where CPU and GPU time go."""
-    from torch.profiler import ProfilerActivity, profile
+def profile_steps(dataset, config, run: Path, warm: int, steps: int, stage: str = "fine") -> None:
+    """Profile ``steps`` steps of ``stage`` after ``warm`` coarse ones (the run's set-up and the first
+    5 steps excluded); print where CPU and GPU time go, kernel launches per step and, on CUDA, the
+    source lines of the host-device synchronisations inside the steps."""
+    import collections
+    import traceback
 
-    from gen4d.recon.construct import reconstruct, with_iterations
+    from torch.profiler import ProfilerActivity, profile, schedule
 
-    config = with_iterations(config, warm, steps)
+    from gen4d.recon.construct import ConstructTask, reconstruct, with_iterations
+
+    config = with_iterations(config, warm, steps) if stage == "fine" else with_iterations(config, warm + steps, 0)
     reconstruct(dataset, config, run, overwrite=True, progress=False, echo=None, stop_after=warm)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with profile(activities=activities) as prof:
-        reconstruct(dataset, config, run, resume=True, progress=False, echo=None)
+    skip = 5
+    active = max(steps - skip, 1)
+    syncs: collections.Counter = collections.Counter()
+    original = ConstructTask.step
+
+    def step(self, index):  # bench-only wrapper: marks step boundaries for the profiler schedule
+        out = original(self, index)
+        prof.step()
+        return out
+
+    def on_sync(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" in str(message):
+            frames = [f for f in traceback.extract_stack()[:-2] if "warnings" not in f.filename]
+            where = next(
+                (f for f in reversed(frames) if "/gen4d/" in f.filename or "/gsplat/" in f.filename), frames[-1]
+            )
+            syncs[f"{Path(where.filename).name}:{where.lineno} {where.name}"] += 1
+
+    ConstructTask.step = step
+    shown = warnings.showwarning
+    try:
+        with profile(activities=activities, schedule=schedule(wait=1, warmup=skip - 1, active=active)) as prof:
+            if torch.cuda.is_available():
+                warnings.simplefilter("always")
+                warnings.showwarning = on_sync
+                torch.cuda.set_sync_debug_mode("warn")
+            reconstruct(dataset, config, run, resume=True, progress=False, echo=None)
+            if torch.cuda.is_available():
+                torch.cuda.set_sync_debug_mode("default")
+                torch.cuda.synchronize()
+    finally:
+        ConstructTask.step = original
+        warnings.showwarning = shown
         if torch.cuda.is_available():
-            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("default")
     table = prof.key_averages()
     for key in (
         ("self_cpu_time_total", "self_device_time_total") if torch.cuda.is_available() else ("self_cpu_time_total",)
     ):
-        print(f"## profile of {steps} fine steps, top ops by {key}")
+        print(f"## profile of {active} {stage} steps, top ops by {key}")
         print(table.table(sort_by=key, row_limit=25, max_name_column_width=60))
     launches = sum(e.count for e in table if e.key.startswith("cudaLaunchKernel"))
-    print(f"## kernel launches: {launches} in {steps} steps = {launches / steps:.0f} per step", flush=True)
+    print(f"## kernel launches: {launches} in {active} steps = {launches / active:.0f} per step", flush=True)
+    if syncs:
+        print(f"## host-device syncs during the whole resumed run ({steps} steps + set-up + outputs), by source line:")
+        for where, count in syncs.most_common(25):
+            print(f"   {count:6d}  {where}")
 
 
 if __name__ == "__main__":
