@@ -142,6 +142,11 @@ class Cameras:
         )
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Cameras:
+        tensors = (self.world_to_camera, self.fx, self.fy, self.cx, self.cy, self.times)
+        if (device is None or torch.device(device) == self.world_to_camera.device) and (
+            dtype is None or all(x.dtype == dtype for x in tensors)
+        ):
+            return self  # already there (every render call asks; a new batch would be checked again)
         move = lambda x: x.to(device=device, dtype=dtype)  # noqa: E731
         return replace(
             self,

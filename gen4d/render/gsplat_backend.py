@@ -6,6 +6,7 @@ import torch
 
 from gen4d.cameras import Cameras
 from gen4d.gaussians.core import Gaussians
+from gen4d.gaussians.sh import sh0_to_rgb
 from gen4d.render.types import GSPLAT_HINT, RenderOptions, RenderOutput
 
 
@@ -22,12 +23,16 @@ def render_gsplat(
         # One Gaussian set per camera: gsplat's leading batch dimension, one camera per batch entry.
         viewmats, Ks = viewmats[:, None], Ks[:, None]
     quats = torch.nn.functional.normalize(gaussians.quats, dim=-1)
+    # Degree 0 has no view dependence: pass gsplat the colours (the same clamp(C0 sh0 + 0.5, 0)),
+    # which spares it the camera-matrix inverse (a host-device sync), view directions and the SH kernels.
+    degree = gaussians.sh_degree
+    colors = gaussians.sh if degree > 0 else sh0_to_rgb(gaussians.sh[..., 0, :]).clamp_min(0.0)
     colors, alphas, meta = rasterization(
         means=gaussians.means,
         quats=quats,
         scales=gaussians.scales,
         opacities=gaussians.opacities,
-        colors=gaussians.sh,
+        colors=colors,
         viewmats=viewmats,
         Ks=Ks,
         width=cameras.width,
@@ -35,7 +40,7 @@ def render_gsplat(
         near_plane=options.near,
         far_plane=options.far,
         eps2d=options.eps2d,
-        sh_degree=gaussians.sh_degree,
+        sh_degree=degree if degree > 0 else None,
         packed=False,
         absgrad=options.absgrad,
         render_mode="RGB+ED",
