@@ -121,6 +121,29 @@ def test_sampling_the_rendered_set_equals_running_the_field_again():
         torch.testing.assert_close(shared[name], again[name], rtol=1e-5, atol=1e-9)
 
 
+def test_given_anchors_equal_the_drawn_ones_and_are_used():
+    """The anchors drawn outside (as the CUDA-graphed step does) give the same terms as drawing them
+    inside under the same seed, and other anchors give other terms."""
+    from gen4d.deform import build_field, rigidity_anchors
+
+    hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
+    torch.manual_seed(0)
+    field = build_field(DeformConfig(field=hexplane))
+    with torch.no_grad():
+        field.head_out_weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    canonical = random_in_sphere(150, seed=5)
+    torch.manual_seed(3)
+    drawn = rigidity_terms(field, canonical, TIMES, CONFIG)
+    torch.manual_seed(3)
+    anchors = rigidity_anchors(150, CONFIG, torch.device("cpu"))
+    given = rigidity_terms(field, canonical, TIMES, CONFIG, anchors=anchors)
+    other = rigidity_terms(field, canonical, TIMES, CONFIG, anchors=anchors.flip(0)[: anchors.numel() // 2])
+    assert anchors.shape == (min(CONFIG.samples, 150),)
+    for name in ("rigidity", "isometry"):
+        torch.testing.assert_close(given[name], drawn[name], rtol=0, atol=0)
+        assert float((other[name] - drawn[name]).abs()) > 1e-7
+
+
 def test_training_step_runs_the_field_once(monkeypatch):
     """The render and the rigidity terms share one deformed set per step."""
     from gen4d.cameras import orbit

@@ -20,7 +20,7 @@ from gen4d.deform.control_points import (
     quaternion_multiply,
 )
 from gen4d.deform.hexplane import HexPlaneConfig, HexPlaneField, HexPlaneGrid
-from gen4d.deform.rigidity import RigidityConfig, rigidity_terms
+from gen4d.deform.rigidity import RigidityConfig, rigidity_anchors, rigidity_terms
 
 __all__ = [
     "DeformConfig",
@@ -31,6 +31,7 @@ __all__ = [
     "ControlPointConfig",
     "ControlPointField",
     "RigidityConfig",
+    "rigidity_anchors",
     "rigidity_terms",
     "build_field",
     "check_times",

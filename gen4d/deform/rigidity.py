@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from gen4d.config import check_non_negative, check_positive
 from gen4d.gaussians.core import Gaussians
 
-__all__ = ["RigidityConfig", "nearest_neighbours", "rigidity_terms"]
+__all__ = ["RigidityConfig", "nearest_neighbours", "rigidity_anchors", "rigidity_terms"]
 
 
 @dataclass(frozen=True)
@@ -60,20 +60,33 @@ def nearest_neighbours(query: torch.Tensor, points: torch.Tensor, k: int, chunk:
     return torch.cat(out)
 
 
+def rigidity_anchors(count: int, config: RigidityConfig, device: torch.device) -> torch.Tensor:
+    """The anchor Gaussians of one step's rigidity terms: ``min(samples, count)`` random indices
+    (drawn on ``device``'s generator)."""
+    return torch.randint(0, count, (min(config.samples, count),), device=device)
+
+
 def rigidity_terms(
-    field, canonical: Gaussians, times: torch.Tensor, config: RigidityConfig, moved: Gaussians | None = None
+    field,
+    canonical: Gaussians,
+    times: torch.Tensor,
+    config: RigidityConfig,
+    moved: Gaussians | None = None,
+    anchors: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{"rigidity", "isometry"}`` of ``field`` (a deformation field: ``(Gaussians (n), times (B,))
     -> Gaussians (B, n)``) on a random sample of the canonical set (N, ...) at ``times`` (B,).
     ``moved``: the whole set already deformed to ``times`` (B, N, ...), e.g. the one a training step
     renders; the sample is then taken from it instead of running the field again (same values,
-    one field pass per step, and a field with per-Gaussian caches never sees a subset)."""
+    one field pass per step, and a field with per-Gaussian caches never sees a subset).
+    ``anchors``: the sample (:func:`rigidity_anchors`), drawn here when not given."""
     count = canonical.means.shape[0]
     k = min(config.neighbours, count - 1)
     if config.samples <= 0 or k < 1:
         return {}
     means = canonical.means
-    anchors = torch.randint(0, count, (min(config.samples, count),), device=means.device)
+    if anchors is None:
+        anchors = rigidity_anchors(count, config, means.device)
     with torch.no_grad():
         neighbours = nearest_neighbours(means[anchors].detach(), means.detach(), k)  # (S, K)
     rows = torch.cat([anchors[:, None], neighbours], 1)  # (S, 1 + K)
@@ -108,7 +121,12 @@ def rigidity_terms(
 def _rotate(quats: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     """``vectors`` (..., 3) turned by unit quaternions (w, x, y, z) (..., 4) broadcast against them:
     ``v + w t + u x t`` with ``t = 2 u x v``."""
-    shape = torch.broadcast_shapes(quats.shape[:-1] + (3,), vectors.shape)
+    # The broadcast shape by hand: torch.broadcast_shapes goes through torch._refs, whose first call
+    # imports sympy (about 0.7 s) and costs a few hundred microseconds per call after that.
+    lead_q, lead_v = quats.shape[:-1], vectors.shape[:-1]
+    rank = max(len(lead_q), len(lead_v))
+    lead_q, lead_v = (1,) * (rank - len(lead_q)) + tuple(lead_q), (1,) * (rank - len(lead_v)) + tuple(lead_v)
+    shape = tuple(b if a == 1 else a for a, b in zip(lead_q, lead_v)) + (3,)
     w, u, vectors = quats[..., :1], quats[..., 1:].expand(shape), vectors.expand(shape)
     t = 2.0 * torch.linalg.cross(u, vectors, dim=-1)
     return vectors + w * t + torch.linalg.cross(u, t, dim=-1)

@@ -96,15 +96,17 @@ class DynamicGaussians(nn.Module):
             return render(self.canonical(), cameras, background, options)
         return render(self.at(cameras.times.to(self.device)) if at is None else at, cameras, background, options)
 
-    def regularization(self, times: torch.Tensor, at: Gaussians | None = None) -> dict[str, torch.Tensor]:
+    def regularization(
+        self, times: torch.Tensor, at: Gaussians | None = None, anchors: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """The field's named regularisers at ``times`` (empty while the deformation is off); ``at``:
         the set deformed to ``times`` when the caller has it (the rigidity terms then sample it
-        instead of running the field again)."""
+        instead of running the field again); ``anchors``: the rigidity sample, drawn when not given."""
         if not self.deform_enabled:
             return {}
         canonical, times = self.canonical(), times.to(self.device)
         terms = self.field.regularization(canonical, times)
-        terms.update(rigidity_terms(self.field, canonical, times, self.deform_config.rigidity, at))
+        terms.update(rigidity_terms(self.field, canonical, times, self.deform_config.rigidity, at, anchors))
         return terms
 
     def enable_deformation(self, prepare: bool = True) -> None:

@@ -42,6 +42,7 @@ from gen4d.errors import NonFiniteLossError
 from gen4d.eval.split import evaluate_splits
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import write_json
+from gen4d.recon.graphs import StepGraphs
 from gen4d.recon.optim import build_optimizer, set_learning_rates
 from gen4d.recon.outputs import (
     LpipsLoader,
@@ -104,7 +105,7 @@ RUN_ENTRIES = (*CHECKPOINT_ENTRIES, "ply", "renders", "videos", "export", "playe
 """What a run writes into its folder (``--overwrite`` deletes only these)."""
 MAY_CHANGE_ON_RESUME = (
     "output", "log_every", "checkpoint_every", "checkpoint_seconds", "eval_every", "device", "backend", "tile_size",
-    "fine.iterations",
+    "cuda_graphs", "fine.iterations",
 )  # fmt: skip
 """Config fields a resumed run may change (everything else must equal the stored config.json)."""
 
@@ -130,6 +131,7 @@ class ConstructTask(Task):
         self.heldout = heldout
         self.bg_value = bg_value
         self.optimizer = build_optimizer(model, config.lr)
+        self.graphs = StepGraphs(config.cuda_graphs, model.device)
         self.strategy_state = strategy.initial_state(model)
         self.history: list[dict[str, Any]] = []
         self.turn_report: dict[str, Any] | None = None
@@ -169,6 +171,7 @@ class ConstructTask(Task):
         losses, stats = training_step(
             model, self.optimizer, cams, target, alpha, bg, config.loss, self.options,
             self.strategy if stage_cfg.densify else None, self.strategy_state, stage_step, self.lpips_model,
+            self.graphs,
         )  # fmt: skip
         if stats and stats.get("total") is not None:
             details = ", ".join(f"{k} {v}" for k, v in stats.items() if k != "total")

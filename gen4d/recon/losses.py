@@ -13,7 +13,7 @@ import torch
 
 from gen4d.config import check_non_negative
 
-__all__ = ["LossWeights", "l1", "dssim", "alpha_loss", "depth_smoothness", "weighted_regularizers"]
+__all__ = ["LossWeights", "l1", "dssim", "alpha_loss", "depth_smoothness", "image_losses", "weighted_regularizers"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,24 @@ def depth_smoothness(depth: torch.Tensor, image: torch.Tensor, mask: torch.Tenso
         wx = wx * mask[:, :, 1:] * mask[:, :, :-1]
         wy = wy * mask[:, 1:] * mask[:, :-1]
     return (dx * wx).mean() + (dy * wy).mean()
+
+
+def image_losses(
+    output, target: torch.Tensor, alpha: torch.Tensor | None, weights: LossWeights, lpips_model=None
+) -> dict[str, torch.Tensor]:
+    """Weighted photometric / mask / depth terms of a render against its targets."""
+    terms: dict[str, torch.Tensor] = {}
+    if weights.l1:
+        terms["l1"] = weights.l1 * l1(output.rgb, target)
+    if weights.dssim:
+        terms["dssim"] = weights.dssim * dssim(output.rgb, target)
+    if weights.lpips and lpips_model is not None:
+        terms["lpips"] = weights.lpips * lpips_model(output.rgb, target).mean()
+    if alpha is not None and weights.alpha:
+        terms["alpha"] = weights.alpha * alpha_loss(output.alpha, alpha)
+    if weights.depth_smoothness:
+        terms["depth_smoothness"] = weights.depth_smoothness * depth_smoothness(output.depth, target, alpha)
+    return terms
 
 
 def weighted_regularizers(regs: dict[str, torch.Tensor], weights: LossWeights) -> dict[str, torch.Tensor]:

@@ -126,6 +126,8 @@ class ConstructConfig:
     """Rasteriser: gsplat on CUDA, the PyTorch reference elsewhere."""
     tile_size: int = 16
     """torch backend: tile edge in pixels (8 is faster for images of 64 px and less)."""
+    cuda_graphs: bool = True
+    """On CUDA, replay the fixed-shape parts of a step (image losses; deformation and regularisers in a stage without densification) as CUDA graphs: the same maths with less host overhead."""
     train_background: Literal["white", "black", "random"] = "random"
     """Background of training renders and targets (random: a colour per image per step)."""
     eval_background: Literal["white", "black"] = "white"

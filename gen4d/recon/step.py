@@ -14,7 +14,8 @@ from gen4d.densify import DensifyStrategy, MCMCStrategy
 from gen4d.gaussians.core import random_in_sphere
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.recon import losses as L
-from gen4d.recon.losses import LossWeights
+from gen4d.recon.graphs import StepGraphs
+from gen4d.recon.losses import LossWeights, image_losses
 from gen4d.render import RenderOptions
 from gen4d.run.rng import generator
 
@@ -117,24 +118,6 @@ class StepLosses:
     mse: torch.Tensor
 
 
-def image_losses(
-    output, target: torch.Tensor, alpha: torch.Tensor | None, weights: LossWeights, lpips_model=None
-) -> dict[str, torch.Tensor]:
-    """Weighted photometric / mask / depth terms of a render against its targets."""
-    terms: dict[str, torch.Tensor] = {}
-    if weights.l1:
-        terms["l1"] = weights.l1 * L.l1(output.rgb, target)
-    if weights.dssim:
-        terms["dssim"] = weights.dssim * L.dssim(output.rgb, target)
-    if weights.lpips and lpips_model is not None:
-        terms["lpips"] = weights.lpips * lpips_model(output.rgb, target).mean()
-    if alpha is not None and weights.alpha:
-        terms["alpha"] = weights.alpha * L.alpha_loss(output.alpha, alpha)
-    if weights.depth_smoothness:
-        terms["depth_smoothness"] = weights.depth_smoothness * L.depth_smoothness(output.depth, target, alpha)
-    return terms
-
-
 def training_step(
     model: DynamicGaussians,
     optimizer: torch.optim.Optimizer,
@@ -148,17 +131,28 @@ def training_step(
     strategy_state: dict | None = None,
     step: int = 0,
     lpips_model=None,
+    graphs: StepGraphs | None = None,
 ) -> tuple[StepLosses, dict[str, int]]:
     """One optimisation step: render all ``cameras`` in one call, losses, backward, densification
-    hooks, Adam step. Returns the losses and the densification stats (empty if nothing changed)."""
+    hooks, Adam step. Returns the losses and the densification stats (empty if nothing changed).
+    ``graphs``: replay the fixed-shape parts as CUDA graphs where they apply (same maths;
+    :mod:`gen4d.recon.graphs`); the returned terms are then valid until the next step."""
     # Inputs were checked where they entered; value checks here would sync with the device every step.
     # The set at the cameras' times is made once and shared by the render and the regularisers.
-    at = model.at(cameras.times.to(model.device)) if model.deform_enabled else None
+    times = cameras.times.to(model.device)
+    captured = graphs.deformation(model, times, weights) if graphs is not None and strategy is None else None
+    at, regs = captured if captured is not None else (model.at(times) if model.deform_enabled else None, None)
     output = model.render(cameras, background, replace(options, check_values=False), at=at)
     if strategy is not None:
         strategy.step_pre_backward(output, step)
-    terms = image_losses(output, target, alpha, weights, lpips_model)
-    if model.deform_enabled:
+    terms = None
+    if graphs is not None and not (weights.lpips and lpips_model is not None):
+        terms = graphs.image_losses(output, target, alpha, weights)
+    if terms is None:
+        terms = image_losses(output, target, alpha, weights, lpips_model)
+    if regs is not None:
+        terms.update(regs)
+    elif model.deform_enabled:
         terms.update(L.weighted_regularizers(model.regularization(cameras.times, at=at), weights))
     if strategy is not None:
         terms.update(strategy.loss_terms(model))

@@ -1,0 +1,114 @@
+"""CUDA graphs of a construction step (gen4d.recon.graphs) give the eager step's losses and updates.
+
+Needs a CUDA GPU (skipped otherwise; run on the device machine). Each captured part is compared with
+its eager computation on the same inputs over several replays (with new inputs and parameters changed
+in place between them, as an optimiser does): values and gradients must agree to float rounding (the
+graphs run the same kernels; only the order in which gradients from several paths are summed can
+differ). The rasteriser is left out on purpose: gsplat's backward sums with atomics, so two eager
+steps differ in the last bits already.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from gen4d.deform import DeformConfig, HexPlaneConfig, RigidityConfig
+from gen4d.gaussians import random_in_sphere
+from gen4d.gaussians.dynamic import DynamicGaussians
+from gen4d.recon.graphs import StepGraphs
+from gen4d.recon.losses import LossWeights, image_losses, weighted_regularizers
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+
+DEFORM = DeformConfig(
+    field=HexPlaneConfig(features=8, resolution=(8, 8, 8, 6), multires=(1, 2), width=32, deform_scale=False),
+    rigidity=RigidityConfig(samples=256),
+)
+WEIGHTS = LossWeights(rigidity=0.01, isometry=0.01, depth_smoothness=0.01)
+
+
+def _model(device):
+    gaussians = random_in_sphere(2000, 0.5, 0.1, 0, seed=0)
+    return DynamicGaussians(gaussians, DEFORM, deform_enabled=True).to(device)
+
+
+@cuda
+def test_graphed_image_losses_match_eager():
+    device = torch.device("cuda")
+    graphs = StepGraphs(True, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    for _ in range(3):  # new values each time: the replay must read them
+        rand = lambda *shape: torch.rand(*shape, device=device, generator=gen)  # noqa: E731
+        rgb, alpha, depth = rand(3, 32, 32, 3), rand(3, 32, 32, 1), rand(3, 32, 32, 1)
+        target, mask = rand(3, 32, 32, 3), (rand(3, 32, 32, 1) > 0.3).float()
+        results = []
+        for use_graphs in (False, True):
+            leaves = [x.clone().requires_grad_(True) for x in (rgb, alpha, depth)]
+            output = SimpleNamespace(rgb=leaves[0], alpha=leaves[1], depth=leaves[2])
+            terms = graphs.image_losses(output, target, mask, WEIGHTS) if use_graphs else None
+            terms = image_losses(output, target, mask, WEIGHTS) if terms is None else terms
+            sum(terms.values()).backward()
+            results.append(({k: v.detach().clone() for k, v in terms.items()}, [x.grad for x in leaves]))
+        (eager, eager_grads), (graphed, graphed_grads) = results
+        assert sorted(graphed) == sorted(eager) == ["alpha", "depth_smoothness", "dssim", "l1"]
+        for name in eager:
+            torch.testing.assert_close(graphed[name], eager[name], rtol=1e-6, atol=1e-7, msg=name)
+        for a, b in zip(graphed_grads, eager_grads):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    assert [key[0] for key in graphs._graphs] == ["images"]
+
+
+@cuda
+def test_graphed_deformation_matches_eager():
+    device = torch.device("cuda")
+    model = _model(device)
+    graphs = StepGraphs(True, device)
+    gen = torch.Generator(device=device).manual_seed(1)
+    for step in range(3):
+        times = torch.rand(3, device=device, generator=gen)
+        results = []
+        for use_graphs in (False, True):
+            torch.manual_seed(step)  # the rigidity anchors: the same draw for both
+            if use_graphs:
+                at, regs = graphs.deformation(model, times, WEIGHTS)
+            else:
+                at = model.at(times)
+                regs = weighted_regularizers(model.regularization(times, at=at), WEIGHTS)
+            cotangent = torch.randn(at.means.shape, device=device, generator=torch.Generator(device).manual_seed(7))
+            loss = (at.means * cotangent).sum() + at.quats.square().sum() + at.sh.sum() + sum(regs.values())
+            loss.backward()
+            grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+            model.zero_grad(set_to_none=True)
+            results.append(
+                (
+                    {k: v.detach().clone() for k, v in at.as_dict().items()},
+                    {k: v.detach() for k, v in regs.items()},
+                    grads,
+                )
+            )
+            del at, regs, loss
+        (eager_at, eager_regs, eager_grads), (graphed_at, graphed_regs, graphed_grads) = results
+        assert (
+            sorted(graphed_regs)
+            == sorted(eager_regs)
+            == ["isometry", "plane_tv", "rigidity", "time_l1", "time_smoothness"]
+        )
+        for name in eager_at:
+            torch.testing.assert_close(graphed_at[name], eager_at[name], rtol=1e-6, atol=1e-7, msg=name)
+        for name in eager_regs:
+            torch.testing.assert_close(graphed_regs[name], eager_regs[name], rtol=1e-5, atol=1e-9, msg=name)
+        assert sorted(graphed_grads) == sorted(eager_grads)
+        for name in eager_grads:
+            torch.testing.assert_close(graphed_grads[name], eager_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+        with torch.no_grad():  # an optimiser step in place: the graph must see the new values
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn(p.shape, device=device, generator=gen))
+    assert [key[0] for key in graphs._graphs] == ["deformation"]
+
+
+def test_graphs_off_on_cpu_and_when_disabled():
+    assert not StepGraphs(True, torch.device("cpu")).enabled
+    assert not StepGraphs(False, torch.device("cuda")).enabled
