@@ -16,7 +16,11 @@ on the same values, so losses and gradients equal the eager step's up to the ord
 gradients from several paths are summed (float rounding; ``tests/test_graphs_cuda.py`` compares
 them). A capture is keyed by what it reads: shapes, the loss weights and the addresses of the model's
 tensors, so densification or a new turn track makes a new one. A capture that fails stops the run
-with an error that names ``--cuda_graphs false``.
+with an error that names ``--cuda_graphs false``. No autograd graph of an eager pass may be alive
+while a capture runs: it holds the parameters' gradient accumulators, made on the default stream,
+and the capture stream accumulating into them invalidates the capture. Outputs of a replay are the
+graph's own buffers: a step's loss terms are valid until the next step (sums made from them are not
+affected).
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ class StepGraphs:
         def build():
             trial = L.image_losses(output, target, alpha, weights)
             names = tuple(trial)
-            del trial  # its autograd graph must not outlive the capture (module docstring)
+            del trial  # its autograd graph must not be alive during the capture (module docstring)
             samples = tuple(x.detach().clone().requires_grad_(i < 3) for i, x in enumerate(inputs))
             module = _ImageLosses(weights, names, alpha is not None)
             return names, torch.cuda.make_graphed_callables(module, samples, allow_unused_input=True)
