@@ -153,3 +153,48 @@ def test_each_stage_runs_its_own_learning_rate_schedule(tmp_path, monkeypatch):
         if "field.grid" in rates and step >= coarse:
             assert rates["field.grid"] == pytest.approx(log_linear(stage_step, 1e-2, 1e-4, length), rel=1e-9), step
     assert seen[coarse]["means"] == pytest.approx(1e-2)  # the fine stage restarts at the initial rate
+
+
+class _RecordingGraphs:
+    """A StepGraphs stand-in on the CPU: records what training_step asks and hands back eager results
+    computed the same way, tagged, so the test sees which ones the step used."""
+
+    def __init__(self):
+        self.calls = []
+
+    def deformation(self, model, times, weights):
+        self.calls.append("deformation")
+        at = model.at(times)
+        regs = weighted_regularizers(model.regularization(times, at=at), weights)
+        return at, {name: value * 0 + 123.0 for name, value in regs.items()}
+
+    def image_losses(self, output, target, alpha, weights):
+        self.calls.append("images")
+        return {"l1": l1(output.rgb, target) * 0 + 7.0}
+
+
+@pytest.mark.parametrize("densify", [False, True])
+def test_training_step_uses_graph_results_and_no_deformation_graph_while_densifying(densify):
+    from gen4d.data.synthetic import synthetic_dataset
+    from gen4d.densify import DensifyConfig, DensifyStrategy
+    from gen4d.recon.step import TrainData, training_step
+    from gen4d.render import RenderOptions
+
+    hexplane = HexPlaneConfig(features=4, resolution=(4, 4, 4, 3), multires=(1,), width=8)
+    model = DynamicGaussians(random_in_sphere(60, seed=0), DeformConfig(field=hexplane), deform_enabled=True)
+    data = TrainData(synthetic_dataset(size=16, frames=4), torch.device("cpu"))
+    cams, target, alpha, bg = data.batch(data.pool(True), 2, 0, "white")
+    strategy = DensifyStrategy(DensifyConfig(start=0, stop=10, every=5)) if densify else None
+    state = strategy.initial_state(model) if strategy else None
+    graphs = _RecordingGraphs()
+    weights = LossWeights()
+    losses, _ = training_step(
+        model, build_optimizer(model, LearningRates()), cams, target, alpha, bg, weights,
+        RenderOptions(backend="torch"), strategy, state, 0, graphs=graphs,
+    )  # fmt: skip
+    assert graphs.calls == (["images"] if densify else ["deformation", "images"])
+    assert float(losses.terms["l1"]) == 7.0 and "dssim" not in losses.terms  # the graph's terms replace the eager ones
+    if not densify:
+        assert {float(losses.terms[k]) for k in ("plane_tv", "time_smoothness", "time_l1")} == {123.0}
+    else:
+        assert float(losses.terms["plane_tv"]) != 123.0  # computed eagerly
