@@ -45,15 +45,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gen4d.config import from_dict, set_fields, to_dict  # noqa: E402
+from gen4d.config import from_dict, parse_assignments, set_fields, to_dict  # noqa: E402
 from gen4d.recon.construct import PRESETS, ConstructConfig, reconstruct  # noqa: E402
 
 
 def override(config: ConstructConfig, assignments: str) -> ConstructConfig:
     """``config`` with ``key=value;key=value`` dotted overrides (gen4d.config.set_fields)."""
-    changes = dict(item.strip().split("=", 1) for item in assignments.split(";") if item.strip())
     try:
-        return set_fields(config, changes)
+        return set_fields(config, parse_assignments(assignments))
     except ValueError as err:
         raise SystemExit(f"--variant: {err}") from None
 

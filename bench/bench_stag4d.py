@@ -221,7 +221,7 @@ def bench_video(device, tiny: bool, work: Path):
 
 # ---------------------------------------------------------------------------------------
 def bench_oracle(device, tiny: bool, data: list[str], work: Path, variants: list[str]):
-    from gen4d.config import set_fields
+    from gen4d.config import parse_assignments, set_fields
     from gen4d.data.manifest import DEFAULT_DATASET
     from gen4d.recon.stag4d import preset, run_video_to_4d
 
@@ -229,7 +229,7 @@ def bench_oracle(device, tiny: bool, data: list[str], work: Path, variants: list
     for spec in variants or ["fast="]:
         label, _, changes = spec.partition("=")
         base, _, _ = label.partition("+")
-        fields = dict(item.split("=", 1) for item in filter(None, changes.split(";")))
+        fields = parse_assignments(changes)
         runs += [(folder, label, set_fields(preset(base), fields)) for folder in data or [str(DEFAULT_DATASET)]]
     for folder, label, config in runs:
         config = dc.replace(config, sds=dc.replace(config.sds, weight=0.0), eval_every=250,

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
-    from gen4d.config import load_config, set_fields
+    from gen4d.config import load_config, parse_assignments, set_fields
     from gen4d.data.dataset import load_dataset
     from gen4d.recon.construct import PRESETS, ConstructConfig, reconstruct, with_iterations
 
@@ -54,8 +54,7 @@ def main() -> int:
         name, _, spec = entry.partition("=")
         if ":" in spec:  # NAME=BASE:key=value;key=value
             source, _, assignments = spec.partition(":")
-            changes = dict(item.strip().split("=", 1) for item in assignments.split(";") if item.strip())
-            base = set_fields(PRESETS[source], changes)
+            base = set_fields(PRESETS[source], parse_assignments(assignments))
         else:
             base = load_config(ConstructConfig, spec) if spec else PRESETS[name]
         quiet = replace(base.output, ply=False, video=False, renders=False, lpips=False, evaluate=False)
@@ -174,9 +173,6 @@ def profile_steps(dataset, config, run: Path, warm: int, steps: int, stage: str 
     ):
         print(f"## profile of {active} {stage} steps, top ops by {key}")
         print(table.table(sort_by=key, row_limit=25, max_name_column_width=60))
-    if torch.cuda.is_available():  # GPU-bound when the busy time is close to the step time
-        busy = sum(e.self_device_time_total for e in table) / 1e3 / active
-        print(f"## GPU busy {busy:.2f} ms per step (sum of kernel times; compare with the step time above)")
     launches = sum(e.count for e in table if e.key.startswith("cudaLaunchKernel"))
     print(f"## kernel launches: {launches} in {active} steps = {launches / active:.0f} per step", flush=True)
     if syncs:

@@ -34,6 +34,7 @@ __all__ = [
     "add_config_arguments",
     "apply_overrides",
     "set_fields",
+    "parse_assignments",
     "dumps",
     "load_config",
     "ConfigError",
@@ -345,6 +346,18 @@ class _OptionType:
             return _coerce(self.path, self.hint, text)
         except ConfigError as err:
             raise argparse.ArgumentTypeError(err.message) from None
+
+
+def parse_assignments(text: str) -> dict[str, str]:
+    """``"key=value;key=value"`` (dotted keys, as :func:`set_fields` takes them) as a dict; empty
+    items are skipped, an item without ``=`` is a ``ValueError`` naming it."""
+    changes = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {item!r} (in {text!r})")
+        changes[key.strip()] = value.strip()
+    return changes
 
 
 def set_fields(config: T, changes: dict[str, Any]) -> T:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gen4d.config import ConfigError, from_dict, load_config, set_fields, to_dict
+from gen4d.config import ConfigError, from_dict, load_config, parse_assignments, set_fields, to_dict
 from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig
 from gen4d.densify import DensifyConfig, MCMCConfig
 from gen4d.errors import UserError
@@ -127,3 +127,15 @@ def test_cli_selects_a_class_and_sets_its_fields(tmp_path):
     for text in ("--deform.field ", "'hexplane'", "'control_points'", "[control_points] Number of control points",
                  "--densify ", "'adaptive'", "'mcmc'", "[mcmc] Largest number of Gaussians"):  # fmt: skip
         assert text in help_text, text
+
+
+def test_parse_assignments_feeds_set_fields():
+    changes = parse_assignments(" densify=mcmc; densify.cap=5000;;turn.enabled=false ")
+    assert changes == {"densify": "mcmc", "densify.cap": "5000", "turn.enabled": "false"}
+    config = set_fields(PRESETS["default"], changes)
+    assert config.densify == MCMCConfig(cap=5000) and config.turn.enabled is False
+    assert parse_assignments("") == {}
+    with pytest.raises(ValueError, match="expected key=value, got 'densify'"):
+        parse_assignments("turn.enabled=false;densify")
+    with pytest.raises(ValueError, match="got '=3'"):
+        parse_assignments("=3")
