@@ -103,7 +103,9 @@ def test_model_regularization_includes_rigidity_when_enabled():
     assert not {"rigidity", "isometry"} & set(off.regularization(TIMES))
 
 
-def test_sampling_the_rendered_set_equals_running_the_field_again():
+def _moving_field():
+    """A small HexPlane field whose output heads move the Gaussians (non-zero weights), and 150
+    canonical Gaussians."""
     from gen4d.deform import build_field
 
     hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
@@ -111,7 +113,11 @@ def test_sampling_the_rendered_set_equals_running_the_field_again():
     field = build_field(DeformConfig(field=hexplane))
     with torch.no_grad():
         field.head_out_weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
-    canonical = random_in_sphere(150, seed=5)
+    return field, random_in_sphere(150, seed=5)
+
+
+def test_sampling_the_rendered_set_equals_running_the_field_again():
+    field, canonical = _moving_field()
     torch.manual_seed(3)
     again = rigidity_terms(field, canonical, TIMES, CONFIG)
     torch.manual_seed(3)
@@ -124,14 +130,9 @@ def test_sampling_the_rendered_set_equals_running_the_field_again():
 def test_given_anchors_equal_the_drawn_ones_and_are_used():
     """The anchors drawn outside (as the CUDA-graphed step does) give the same terms as drawing them
     inside under the same seed, and other anchors give other terms."""
-    from gen4d.deform import build_field, rigidity_anchors
+    from gen4d.deform import rigidity_anchors
 
-    hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
-    torch.manual_seed(0)
-    field = build_field(DeformConfig(field=hexplane))
-    with torch.no_grad():
-        field.head_out_weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
-    canonical = random_in_sphere(150, seed=5)
+    field, canonical = _moving_field()
     torch.manual_seed(3)
     drawn = rigidity_terms(field, canonical, TIMES, CONFIG)
     torch.manual_seed(3)

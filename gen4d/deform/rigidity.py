@@ -121,12 +121,9 @@ def rigidity_terms(
 def _rotate(quats: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     """``vectors`` (..., 3) turned by unit quaternions (w, x, y, z) (..., 4) broadcast against them:
     ``v + w t + u x t`` with ``t = 2 u x v``."""
-    # The broadcast shape by hand: torch.broadcast_shapes goes through torch._refs, whose first call
-    # imports sympy (about 0.7 s) and costs a few hundred microseconds per call after that.
-    lead_q, lead_v = quats.shape[:-1], vectors.shape[:-1]
-    rank = max(len(lead_q), len(lead_v))
-    lead_q, lead_v = (1,) * (rank - len(lead_q)) + tuple(lead_q), (1,) * (rank - len(lead_v)) + tuple(lead_v)
-    shape = tuple(b if a == 1 else a for a, b in zip(lead_q, lead_v)) + (3,)
-    w, u, vectors = quats[..., :1], quats[..., 1:].expand(shape), vectors.expand(shape)
+    # torch.broadcast_tensors, not torch.broadcast_shapes: the latter goes through torch._refs, whose
+    # first call imports sympy (about 0.7 s) and costs a few hundred microseconds per call after that.
+    w = quats[..., :1]
+    u, vectors = torch.broadcast_tensors(quats[..., 1:], vectors)
     t = 2.0 * torch.linalg.cross(u, vectors, dim=-1)
     return vectors + w * t + torch.linalg.cross(u, t, dim=-1)
