@@ -109,6 +109,12 @@ def test_graphed_deformation_matches_eager():
     assert [key[0] for key in graphs._graphs] == ["deformation"]
 
 
-def test_graphs_off_on_cpu_and_when_disabled():
+def test_graphs_off_on_cpu_when_disabled_and_for_lpips():
     assert not StepGraphs(True, torch.device("cpu")).enabled
     assert not StepGraphs(False, torch.device("cuda")).enabled
+    # An LPIPS term is never captured: the step computes the image terms eagerly (None), with no CUDA work.
+    graphs = StepGraphs(True, torch.device("cuda"))
+    output = SimpleNamespace(rgb=torch.zeros(1, 4, 4, 3), alpha=torch.zeros(1, 4, 4, 1), depth=torch.zeros(1, 4, 4, 1))
+    lpips = LossWeights(lpips=0.1)
+    assert graphs.image_losses(output, torch.zeros(1, 4, 4, 3), None, lpips, lpips_model=object()) is None
+    assert not graphs._graphs

@@ -100,11 +100,11 @@ class StepGraphs:
 
     # -- image losses --------------------------------------------------------------------------------
     def image_losses(
-        self, output, target: torch.Tensor, alpha: torch.Tensor | None, weights: LossWeights
+        self, output, target: torch.Tensor, alpha: torch.Tensor | None, weights: LossWeights, lpips_model=None
     ) -> dict[str, torch.Tensor] | None:
-        """The weighted image terms of :func:`gen4d.recon.losses.image_losses` from a graph (None: run
-        them eagerly). LPIPS is never captured (callers pass no LPIPS model here)."""
-        if not self.enabled:
+        """The weighted image terms of :func:`gen4d.recon.losses.image_losses` from a graph, or None
+        (run them eagerly): also when an LPIPS term is on, which is never captured."""
+        if not self.enabled or (weights.lpips and lpips_model is not None):
             return None
         inputs = (output.rgb, output.alpha, output.depth, target) + (() if alpha is None else (alpha,))
         key = ("images", weights, tuple((tuple(x.shape), x.dtype) for x in inputs))

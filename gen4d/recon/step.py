@@ -145,15 +145,13 @@ def training_step(
     output = model.render(cameras, background, replace(options, check_values=False), at=at)
     if strategy is not None:
         strategy.step_pre_backward(output, step)
-    terms = None
-    if graphs is not None and not (weights.lpips and lpips_model is not None):
-        terms = graphs.image_losses(output, target, alpha, weights)
+    terms = graphs.image_losses(output, target, alpha, weights, lpips_model) if graphs is not None else None
     if terms is None:
         terms = image_losses(output, target, alpha, weights, lpips_model)
     if regs is not None:
         terms.update(regs)
     elif model.deform_enabled:
-        terms.update(L.weighted_regularizers(model.regularization(cameras.times, at=at), weights))
+        terms.update(L.weighted_regularizers(model.regularization(times, at=at), weights))
     if strategy is not None:
         terms.update(strategy.loss_terms(model))
     total = sum(terms.values())
