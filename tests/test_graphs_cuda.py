@@ -109,6 +109,42 @@ def test_graphed_deformation_matches_eager():
     assert [key[0] for key in graphs._graphs] == ["deformation"]
 
 
+@cuda
+def test_deformation_captured_again_after_densification():
+    """A densifying stage replaces the parameters: the next call captures the new set (its values
+    and gradients match eager again) and the capture of the old set is dropped."""
+    from gen4d.densify import ops
+    from gen4d.recon.optim import LearningRates, build_optimizer
+
+    device = torch.device("cuda")
+    model = _model(device)
+    optimizer = build_optimizer(model, LearningRates())
+    graphs = StepGraphs(True, device)
+    times = torch.tensor([0.2, 0.7], device=device)
+    graphs.deformation(model, times, WEIGHTS)
+    first = next(iter(graphs._graphs))
+    grow = torch.arange(model.num_gaussians, device=device) % 4 == 0
+    ops.duplicate(model, optimizer, grow)
+    assert model.num_gaussians == 2500
+    results = []
+    for use_graphs in (False, True):
+        torch.manual_seed(3)
+        if use_graphs:
+            at, regs = graphs.deformation(model, times, WEIGHTS)
+        else:
+            at = model.at(times)
+            regs = weighted_regularizers(model.regularization(times, at=at), WEIGHTS)
+        (at.means.square().sum() + sum(regs.values())).backward()
+        results.append((at.means.detach().clone(), model.params["means"].grad.clone()))
+        model.zero_grad(set_to_none=True)
+        del at, regs
+    (eager_means, eager_grad), (graphed_means, graphed_grad) = results
+    assert graphed_means.shape == (2, 2500, 3)
+    torch.testing.assert_close(graphed_means, eager_means, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(graphed_grad, eager_grad, rtol=1e-4, atol=1e-7)
+    assert len(graphs._graphs) == 1 and first not in graphs._graphs
+
+
 def test_graphs_off_on_cpu_when_disabled_and_for_lpips():
     assert not StepGraphs(True, torch.device("cpu")).enabled
     assert not StepGraphs(False, torch.device("cuda")).enabled

@@ -8,14 +8,17 @@ have fixed shapes and no host synchronisation, so each is captured once (forward
 * the image losses (L1, D-SSIM, alpha, depth smoothness): inputs are the renders and targets, whose
   shapes are fixed by the image size and the cameras per step, whatever the Gaussians do;
 * the deformation (HexPlane field, whole-object turn) and the field's regularisers (plane TV, time
-  smoothness, local rigidity): fixed while the number of Gaussians is, i.e. in a stage without
-  densification (the ``default`` fine stage).
+  smoothness, local rigidity): fixed while the set of Gaussians is. Densification replaces the
+  parameter tensors, so the next step captures again and the previous capture is dropped (one live
+  deformation capture at a time).
 
 The rasteriser stays eager (gsplat sizes its tile lists on the host). The graphs run the same kernels
 on the same values, so losses and gradients equal the eager step's up to the order in which
 gradients from several paths are summed (float rounding; ``tests/test_graphs_cuda.py`` compares
 them). A capture is keyed by what it reads: shapes, the loss weights and the addresses of the model's
-tensors, so densification or a new turn track makes a new one. A capture that fails stops the run
+tensors, so densification or a new turn track makes a new one (and frees the deformation capture it
+replaces: the old graph holds the old parameters, so their addresses cannot be reused while it is
+kept, and a dropped key is never looked up again). A capture that fails stops the run
 with an error that names ``--cuda_graphs false``. No autograd graph of an eager pass may be alive
 while a capture runs: it holds the parameters' gradient accumulators, made on the default stream,
 and the capture stream accumulating into them invalidates the capture. Outputs of a replay are the
@@ -85,8 +88,13 @@ class StepGraphs:
         self.enabled = bool(enabled) and device.type == "cuda"
         self._graphs: dict[Any, Any] = {}
 
-    def _capture(self, key, build):
+    def _capture(self, key, build, single: bool = False):
+        """The capture for ``key``, built on first use; ``single``: drop the other captures of the same
+        kind (``key[0]``) first, whose tensors are gone (densification replaced them)."""
         if key not in self._graphs:
+            if single:
+                for old in [k for k in self._graphs if k[0] == key[0]]:
+                    del self._graphs[old]
             try:
                 self._graphs[key] = build()
             except Exception as err:
@@ -124,7 +132,7 @@ class StepGraphs:
     def deformation(self, model, times: torch.Tensor, weights: LossWeights):
         """``(at, weighted regularisers)`` of :class:`gen4d.gaussians.dynamic.DynamicGaussians` at
         ``times`` from a graph, or None (run them eagerly): only for a field without hidden state
-        (HexPlane) and a fixed set of Gaussians (the caller's stage does not densify)."""
+        (HexPlane); a changed set of Gaussians (densification) is captured again."""
         if not self.enabled or not model.deform_enabled or getattr(model.field, "kind", "") != "hexplane":
             return None
         rigidity = model.deform_config.rigidity
@@ -154,7 +162,7 @@ class StepGraphs:
             samples = (times.detach().clone(), anchors.clone())
             return module, torch.cuda.make_graphed_callables(module, samples, allow_unused_input=True)
 
-        module, graphed = self._capture(key, build)
+        module, graphed = self._capture(key, build, single=True)
         deformed, regs = graphed(times, anchors)
         batch = times.shape[0]
         values = dict(zip(module.fields, deformed))
