@@ -197,9 +197,10 @@ def test_control_point_per_gaussian_state(canonical):
         field.set_per_gaussian_state({"bogus": state["knn_index"]})
 
 
-def test_control_point_neighbour_cache_is_refreshed_every_knn_every_calls(canonical):
+def test_control_point_neighbour_cache_is_refreshed_every_knn_every_steps(canonical):
     """The Gaussian -> control point neighbours are cached between refreshes and recomputed from the
-    current control points on calls 0, knn_every, 2 knn_every, ..."""
+    current control points by before_step at steps 0, knn_every, 2 knn_every, ...; forward (an
+    evaluation render, say) only reads the cache, so it never shifts the schedule."""
     from dataclasses import replace
 
     from gen4d.deform.control_points import _knn
@@ -208,19 +209,35 @@ def test_control_point_neighbour_cache_is_refreshed_every_knn_every_calls(canoni
     field.prepare(canonical)
     times = torch.tensor([0.3])
     fresh = lambda: _knn(canonical.means.detach(), field.positions.detach(), SMALL_CP.neighbours)  # noqa: E731
-    field(canonical, times)  # call 0: refresh
+    field.before_step(canonical, 0)
     first = field.knn_index.clone()
     assert torch.equal(first, fresh())
     with torch.no_grad():
         field.positions.data = field.positions.data.flip(0) * 0.9  # control points move: neighbours change
     moved = fresh()
     assert not torch.equal(moved, first)
-    for _ in range(2):  # calls 1, 2: the cache is kept
-        field(canonical, times)
+    for step in (1, 2):  # the cache is kept, whatever forward calls happen in between
+        field.before_step(canonical, step)
+        for _ in range(5):
+            field(canonical, times)
         assert torch.equal(field.knn_index, first)
-    field(canonical, times)  # call 3: refreshed from the moved points
+    field.before_step(canonical, 3)  # refreshed from the moved points
     assert torch.equal(field.knn_index, moved)
-    assert int(field.calls) == 4
+    # A set the cache was not made for gets neighbours of its own, and the cache is left alone.
+    fewer = canonical.map(lambda x: x[:7])
+    out = field(fewer, times)
+    assert out.means.shape == (1, 7, 3) and torch.equal(field.knn_index, moved)
+
+
+def test_control_point_field_loads_a_state_with_the_old_call_counter(canonical):
+    """Fields saved before the refresh moved out of forward stored a 'calls' counter: still loadable."""
+    field = ControlPointField(SMALL_CP)
+    field.prepare(canonical)
+    state = dict(field.state_dict())
+    state["calls"] = torch.tensor(7)
+    other = ControlPointField(SMALL_CP)
+    other.load_state_dict(state)
+    assert torch.equal(other.knn_index, field.knn_index)
 
 
 def test_fps_and_quaternions():

@@ -144,11 +144,6 @@ def test_training_step_reads_nothing_back(scene, monkeypatch, deform, strategy_k
     assert strategy_kind != "default" or bool(state["count"].sum() > 0)  # the statistics were gathered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ControlPointField reads its neighbour-refresh counter (int(self.calls), a buffer that moves to "
-    "the GPU with the model) and builds torch.tensor([1, 0, 0, 0], device=...) in every forward",
-)
 def test_training_step_reads_nothing_back_control_points(scene, monkeypatch):
     test_training_step_reads_nothing_back(scene, monkeypatch, True, "default", field=SMALL_CP)
 

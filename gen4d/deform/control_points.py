@@ -17,8 +17,9 @@ nearest control points in canonical space: neighbouring control points should mo
 together.
 
 Per-Gaussian state: the indices of each Gaussian's K nearest control points (N, K) are cached
-and refreshed every ``knn_every`` forward calls; densification resizes the cache in lockstep
-(new Gaussians inherit their parent's neighbours until the next refresh).
+and refreshed by :meth:`ControlPointField.before_step` at every ``knn_every``-th training step
+(``forward`` only reads the cache); densification resizes the cache in lockstep (new Gaussians
+inherit their parent's neighbours until the next refresh).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class ControlPointConfig:
     deform_scale: bool = False
     """Also blend per-control-point log-scale offsets."""
     knn_every: int = 10
-    """Refresh the cached Gaussian -> control point neighbours every this many forward calls."""
+    """Refresh the cached Gaussian -> control point neighbours every this many training steps."""
     learn_positions: bool = True
     """Optimise the control-point positions (otherwise they stay where prepare() put them)."""
 
@@ -148,7 +149,9 @@ class ControlPointField(DeformationField):
         nn.init.zeros_(self.head.bias)
         self.register_buffer("knn_index", torch.zeros(0, config.neighbours, dtype=torch.long), persistent=True)
         self.register_buffer("arap_index", self._arap_neighbours(), persistent=True)
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long), persistent=True)
+        # The identity quaternion the motion head's output is added to (a buffer: it moves with the
+        # field, so forward copies nothing from the host).
+        self.register_buffer("identity", torch.tensor([1.0, 0.0, 0.0, 0.0]), persistent=False)
 
     # -- set-up -------------------------------------------------------------------------------
     def _arap_neighbours(self) -> torch.Tensor:
@@ -173,6 +176,8 @@ class ControlPointField(DeformationField):
         return {"knn_index": self.knn_index}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Fields saved before the refresh moved to before_step counted forward calls: not needed.
+        state_dict.pop(prefix + "calls", None)
         # The neighbour cache has one row per Gaussian: take the stored size (N varies).
         key = prefix + "knn_index"
         if key in state_dict:
@@ -202,22 +207,24 @@ class ControlPointField(DeformationField):
         tim = _encode(times[:, None], self.config.time_frequencies)  # (B, T)
         x = torch.cat([pos[None].expand(batch, -1, -1), tim[:, None].expand(-1, count, -1)], -1)
         out = self.head(self.mlp(x))  # (B, M, out)
-        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=out.device, dtype=out.dtype)
-        result = {"quats": F.normalize(identity + out[..., :4], dim=-1), "translations": out[..., 4:7]}
+        result = {"quats": F.normalize(self.identity + out[..., :4], dim=-1), "translations": out[..., 4:7]}
         if self.config.deform_scale:
             result["log_scales"] = out[..., 7:10]
         return result
 
+    @torch.no_grad()
+    def before_step(self, canonical: Gaussians, step: int) -> None:
+        """Refresh the neighbour cache at every ``knn_every``-th step (and when its size is stale)."""
+        means = canonical.means
+        if self.knn_index.shape[0] != means.shape[0] or step % self.config.knn_every == 0:
+            self.knn_index = _knn(means.detach(), self.positions.detach(), self.config.neighbours)
+
     def _neighbours(self, means: torch.Tensor) -> torch.Tensor:
-        # The call counter lives on the CPU (saved with the field) so the refresh schedule
-        # survives a resume without a device sync.
-        calls = int(self.calls)
-        stale = self.knn_index.shape[0] != means.shape[0] or calls % max(self.config.knn_every, 1) == 0
-        self.calls.fill_(calls + 1)
-        if stale:
-            with torch.no_grad():
-                self.knn_index = _knn(means.detach(), self.positions.detach(), self.config.neighbours)
-        return self.knn_index
+        if self.knn_index.shape[0] == means.shape[0]:
+            return self.knn_index
+        # A set the cache was not made for (no training step ran on it): neighbours of its own.
+        with torch.no_grad():
+            return _knn(means.detach(), self.positions.detach(), self.config.neighbours)
 
     def forward(self, canonical: Gaussians, times: torch.Tensor) -> Gaussians:
         if canonical.batched:

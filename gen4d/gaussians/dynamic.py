@@ -109,6 +109,12 @@ class DynamicGaussians(nn.Module):
         terms.update(rigidity_terms(self.field, canonical, times, self.deform_config.rigidity, at, anchors))
         return terms
 
+    def before_step(self, step: int) -> None:
+        """Run the field's per-step hook (scheduled cache refreshes) before a training step's
+        renders; nothing while the deformation is off."""
+        if self.deform_enabled:
+            self.field.before_step(self.canonical().detach(), step)
+
     def enable_deformation(self, prepare: bool = True) -> None:
         """Switch the field on (end of the static stage); ``prepare`` runs the field's set-up hook
         on the current canonical Gaussians (e.g. placing control points)."""

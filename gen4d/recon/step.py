@@ -140,6 +140,7 @@ def training_step(
     # Inputs were checked where they entered; value checks here would sync with the device every step.
     # The set at the cameras' times is made once and shared by the render and the regularisers.
     times = cameras.times.to(model.device)
+    model.before_step(step)
     captured = graphs.deformation(model, times, weights) if graphs is not None else None
     at, regs = captured if captured is not None else (model.at(times) if model.deform_enabled else None, None)
     output = model.render(cameras, background, replace(options, check_values=False), at=at)

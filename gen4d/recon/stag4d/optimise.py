@@ -154,6 +154,7 @@ class Stag4DTask(Task):
             self.strategy_state = strategy.initial_state(model)
             LOGGER.info(f"step {step}: deformation on ({model.num_gaussians} Gaussians)")
         set_learning_rates(self.optimizer, config.lr, step, config.steps)
+        model.before_step(step)
         gen = generator(config.seed, step)
         ramp = min((step + 1) / max(config.ramp_steps, 1), 1.0)
         terms: dict[str, torch.Tensor] = {}
