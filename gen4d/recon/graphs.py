@@ -28,6 +28,7 @@ affected).
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,15 +96,31 @@ class StepGraphs:
             if single:
                 for old in [k for k in self._graphs if k[0] == key[0]]:
                     del self._graphs[old]
+            # Free what is garbage now (a dropped capture's graphs may sit in reference cycles) and
+            # keep the collector off while capturing: a graph destroyed by a collection that runs
+            # inside a capture would make CUDA calls that invalidate it.
+            gc.collect()
+            collecting = gc.isenabled()
+            gc.disable()
             try:
                 self._graphs[key] = build()
             except Exception as err:
                 # A failed capture can leave the CUDA generator in capture mode, so the run cannot
-                # go on eagerly in this process; the last checkpoint resumes it.
+                # go on eagerly in this process; the last checkpoint resumes it. The first error of
+                # the chain is the cause (ending an invalidated capture raises a second one).
+                first = err
+                while first.__context__ is not None:
+                    first = first.__context__
+                cause = f"{type(first).__name__}: {first}" + (
+                    "" if first is err else f"; then {type(err).__name__}: {err}"
+                )
                 raise RuntimeError(
-                    f"CUDA graph capture failed ({type(err).__name__}: {err}); resume the run with "
-                    "--cuda_graphs false (same maths, slower) and report this"
+                    f"CUDA graph capture failed ({cause}); resume the run with --cuda_graphs false (same "
+                    "maths, slower) and report this"
                 ) from err
+            finally:
+                if collecting:
+                    gc.enable()
         return self._graphs[key]
 
     # -- image losses --------------------------------------------------------------------------------
