@@ -9,6 +9,8 @@ from gen4d.deform import (
     DeformConfig,
     HexPlaneConfig,
     HexPlaneField,
+    MotionBasesConfig,
+    MotionBasesField,
     build_field,
     farthest_point_sampling,
     quaternion_multiply,
@@ -17,7 +19,8 @@ from gen4d.gaussians import random_in_sphere
 
 SMALL_HEX = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1, 2), width=16)
 SMALL_CP = ControlPointConfig(num_points=16, width=16, depth=2, position_frequencies=2, time_frequencies=2)
-CONFIGS = [DeformConfig(field=SMALL_HEX), DeformConfig(field=SMALL_CP)]
+SMALL_MB = MotionBasesConfig(num_bases=6, time_steps=5)
+CONFIGS = [DeformConfig(field=SMALL_HEX), DeformConfig(field=SMALL_CP), DeformConfig(field=SMALL_MB)]
 
 
 @pytest.fixture
@@ -263,3 +266,70 @@ def test_errors(canonical):
         field(canonical, torch.tensor([[0.5]]))
     with pytest.raises(ValueError, match="unbatched"):
         field(canonical.map(lambda x: x[None]), torch.tensor([0.5]))
+
+
+def _motion_bases(canonical, **changes):
+    from dataclasses import replace
+
+    field = MotionBasesField(replace(SMALL_MB, **changes))
+    field.prepare(canonical)
+    return field
+
+
+def test_motion_bases_one_shared_motion_moves_everything_rigidly(canonical):
+    """The same rigid motion on every basis moves every Gaussian by exactly that motion, whatever the
+    blend weights: positions by R x + t (about the origin here, since each basis turns about its own
+    centre and adds the centre's displacement), orientations by q_R * q."""
+    from gen4d.deform.control_points import quaternion_multiply
+    from gen4d.gaussians.core import quaternion_to_matrix
+
+    field = _motion_bases(canonical)
+    angle = torch.tensor(0.7)
+    q_turn = torch.stack([torch.cos(angle / 2), torch.tensor(0.0), torch.sin(angle / 2), torch.tensor(0.0)])
+    shift = torch.tensor([0.1, -0.2, 0.05])
+    rot = quaternion_to_matrix(q_turn)
+    with torch.no_grad():
+        field.rotations[:] = q_turn - torch.tensor([1.0, 0, 0, 0])  # the table holds offsets from identity
+        # R (x - c) + c + T = R x + t for every basis when T = t - c + R c
+        field.translations[:] = (shift - field.centres + field.centres @ rot.T)[:, None, :]
+    out = field(canonical, torch.tensor([0.0, 0.37, 1.0]))
+    expected = canonical.means @ rot.T + shift
+    for k in range(3):
+        torch.testing.assert_close(out.means[k], expected, rtol=1e-5, atol=1e-5)
+    q = torch.nn.functional.normalize(canonical.quats, dim=-1)
+    torch.testing.assert_close(out.quats[1], quaternion_multiply(q_turn.expand_as(q), q), rtol=1e-5, atol=1e-5)
+
+
+def test_motion_bases_interpolate_linearly_between_knots_and_parts_follow_their_basis(canonical):
+    field = _motion_bases(canonical, time_steps=3)
+    with torch.no_grad():
+        field.translations[0, :, 0] = torch.tensor([0.0, 1.0, 3.0])  # basis 0 moves along x
+        field.log_radius.fill_(-6.0)  # tiny radii: each Gaussian follows its nearest basis alone
+    times = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    _, moves = field.motions(times)
+    torch.testing.assert_close(moves[:, 0, 0], torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0]))
+    nearest = torch.cdist(canonical.means, field.centres).argmin(-1)
+    out = field(canonical, times).means.detach()
+    shift = (out - canonical.means[None])[..., 0]  # (T, N)
+    follows = nearest == 0
+    assert bool(follows.any()) and bool((~follows).any())
+    torch.testing.assert_close(shift[:, follows], moves[:, 0, 0, None].expand(-1, int(follows.sum())), atol=1e-4, rtol=0)
+    assert float(shift[:, ~follows].abs().max()) < 1e-4
+
+
+def test_motion_bases_regulariser_groups_and_no_per_gaussian_state(canonical):
+    field = _motion_bases(canonical)
+    reg = field.regularization(canonical, torch.tensor([0.5]))
+    assert set(reg) == {"time_smoothness"} and float(reg["time_smoothness"]) == 0
+    with torch.no_grad():
+        field.translations[:, :, 1] = torch.linspace(0, 1, SMALL_MB.time_steps)  # linear in time: still 0
+    assert float(field.regularization(canonical, torch.tensor([0.5]))["time_smoothness"]) < 1e-12
+    with torch.no_grad():
+        field.translations[2, 2, 0] += 1.0  # a bump
+    assert float(field.regularization(canonical, torch.tensor([0.5]))["time_smoothness"]) > 0
+    groups = field.param_groups()
+    assert set(groups) == {"grid", "control"}
+    assert sum(p.numel() for g in groups.values() for p in g) == sum(p.numel() for p in field.parameters())
+    assert field.per_gaussian_state() == {} and field.capturable
+    with pytest.raises(Exception, match="time_steps"):
+        MotionBasesConfig(time_steps=1)

@@ -1,7 +1,9 @@
 """Deformation fields: (canonical Gaussians, times (B,)) -> Gaussians (B, N, ...) at those times.
 
 * :class:`HexPlaneField` - HexPlane grid + MLP (4DGS / STAG4D), the default;
-* :class:`ControlPointField` - sparse control points with K-nearest blending and ARAP (SC-GS).
+* :class:`ControlPointField` - sparse control points with K-nearest blending and ARAP (SC-GS);
+* :class:`MotionBasesField` - a few rigid motions per time blended by distance (Shape of Motion's
+  motion bases).
 
 Pick one with :class:`DeformConfig` and :func:`build_field`.
 """
@@ -20,6 +22,7 @@ from gen4d.deform.control_points import (
     quaternion_multiply,
 )
 from gen4d.deform.hexplane import HexPlaneConfig, HexPlaneField, HexPlaneGrid
+from gen4d.deform.motion_bases import MotionBasesConfig, MotionBasesField
 from gen4d.deform.rigidity import RigidityConfig, rigidity_anchors, rigidity_terms
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
     "HexPlaneGrid",
     "ControlPointConfig",
     "ControlPointField",
+    "MotionBasesConfig",
+    "MotionBasesField",
     "RigidityConfig",
     "rigidity_anchors",
     "rigidity_terms",
@@ -44,8 +49,9 @@ __all__ = [
 class DeformConfig:
     """Which deformation field to use, its sizes, and the rigidity regularisers."""
 
-    field: HexPlaneConfig | ControlPointConfig = dataclasses.field(default_factory=HexPlaneConfig)
-    """The field, chosen by its config's class: 'hexplane' (HexPlaneConfig) or 'control_points' (ControlPointConfig)."""
+    field: HexPlaneConfig | ControlPointConfig | MotionBasesConfig = dataclasses.field(default_factory=HexPlaneConfig)
+    """The field, chosen by its config's class: 'hexplane' (HexPlaneConfig), 'control_points'
+    (ControlPointConfig) or 'motion_bases' (MotionBasesConfig)."""
     rigidity: RigidityConfig = dataclasses.field(default_factory=RigidityConfig)
     """Local-rigidity regularisers of the motion, for either field (off by default)."""
 
@@ -67,4 +73,8 @@ def build_field(config: DeformConfig) -> DeformationField:
         return HexPlaneField(config.field)
     if isinstance(config.field, ControlPointConfig):
         return ControlPointField(config.field)
-    raise TypeError(f"DeformConfig.field: expected a HexPlaneConfig or ControlPointConfig, got {config.field!r}")
+    if isinstance(config.field, MotionBasesConfig):
+        return MotionBasesField(config.field)
+    raise TypeError(
+        f"DeformConfig.field: expected a HexPlaneConfig, ControlPointConfig or MotionBasesConfig, got {config.field!r}"
+    )

@@ -41,6 +41,9 @@ class DeformationField(nn.Module):
     """Base class of deformation fields (see the module docstring for the contract)."""
 
     kind: str = "base"
+    capturable: bool = False
+    """Whether a step through the field may be captured as a CUDA graph: its output is a pure
+    function of its parameters and inputs (no caches changed inside a step)."""
 
     def forward(self, canonical: Gaussians, times: torch.Tensor) -> Gaussians:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -210,6 +210,7 @@ class HexPlaneField(DeformationField):
     """HexPlane grid + MLP heads; ``forward(canonical (N), times (B,)) -> Gaussians (B, N)``."""
 
     kind = "hexplane"
+    capturable = True
 
     def __init__(self, config: HexPlaneConfig = HexPlaneConfig()):
         super().__init__()

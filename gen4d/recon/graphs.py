@@ -7,8 +7,8 @@ have fixed shapes and no host synchronisation, so each is captured once (forward
 
 * the image losses (L1, D-SSIM, alpha, depth smoothness): inputs are the renders and targets, whose
   shapes are fixed by the image size and the cameras per step, whatever the Gaussians do;
-* the deformation (HexPlane field, whole-object turn) and the field's regularisers (plane TV, time
-  smoothness, local rigidity): fixed while the set of Gaussians is. Densification replaces the
+* the deformation (a ``capturable`` field: HexPlane or motion bases; whole-object turn) and the
+  field's regularisers (plane TV, time smoothness, local rigidity): fixed while the set of Gaussians is. Densification replaces the
   parameter tensors, so the next step captures again and the previous capture is dropped (one live
   deformation capture at a time).
 
@@ -149,8 +149,9 @@ class StepGraphs:
     def deformation(self, model, times: torch.Tensor, weights: LossWeights):
         """``(at, weighted regularisers)`` of :class:`gen4d.gaussians.dynamic.DynamicGaussians` at
         ``times`` from a graph, or None (run them eagerly): only for a field without hidden state
-        (HexPlane); a changed set of Gaussians (densification) is captured again."""
-        if not self.enabled or not model.deform_enabled or getattr(model.field, "kind", "") != "hexplane":
+        (``capturable``: HexPlane, motion bases); a changed set of Gaussians (densification) is
+        captured again."""
+        if not self.enabled or not model.deform_enabled or not model.field.capturable:
             return None
         rigidity = model.deform_config.rigidity
         rigid = rigidity.samples > 0

@@ -1,0 +1,142 @@
+"""A few rigid motions shared by all Gaussians (motion bases, after Shape of Motion), blended by
+distance to each basis' centre.
+
+B bases each carry a rigid motion per time knot: a rotation (unit quaternion) and a translation at
+``time_steps`` knots evenly spaced over [0, 1], linearly interpolated in between (the quaternion
+renormalised). Each basis has a centre ``c_b`` (placed by farthest point sampling on the canonical
+Gaussians when the deformation is switched on) and a radius ``sigma_b``; a Gaussian at canonical
+position ``x`` takes the weights ``w_b ~ exp(-|x - c_b|^2 / (2 sigma_b^2))``, normalised over all B
+bases (a softmax), and moves by the blend of the bases' motions about their centres:
+
+* position: ``x' = sum_b w_b (R_b(t) (x - c_b) + c_b + T_b(t))`` (linear blend skinning, computed
+  as one blended 3x3 matrix and one blended translation per Gaussian);
+* rotation: ``q' = normalize(sum_b w_b q_b(t)) * q``;
+* scale, opacity, colour: the canonical ones.
+
+The motion has 7 x B x ``time_steps`` degrees of freedom whatever the number of Gaussians, so each
+part moves rigidly and a time seen from one view borrows its shape from the canonical set. The
+weights are a function of the canonical positions and the centres, so the field has no
+per-Gaussian state (densification needs nothing from it) and no hidden state (a step can be
+captured as a CUDA graph). Regulariser: ``time_smoothness``, the mean squared second difference of
+the tables along time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gen4d.config import ConfigError, check_positive
+from gen4d.deform.base import DeformationField, check_times
+from gen4d.deform.control_points import farthest_point_sampling, quaternion_multiply
+from gen4d.gaussians.core import Gaussians, quaternion_to_matrix
+
+__all__ = ["MotionBasesConfig", "MotionBasesField"]
+
+
+@dataclass(frozen=True)
+class MotionBasesConfig:
+    """Sizes of the motion-bases field."""
+
+    type_name: ClassVar[str] = "motion_bases"
+    num_bases: int = 32
+    """B: rigid motions blended per Gaussian."""
+    time_steps: int = 24
+    """Knots of each basis' motion table over [0, 1] (linear interpolation between them)."""
+    learn_centres: bool = True
+    """Optimise the bases' centres and radii (otherwise they stay where prepare() put them)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "num_bases")
+        if self.time_steps < 2:
+            raise ConfigError("time_steps", f"expected at least 2 knots, got {self.time_steps}", "MotionBasesConfig")
+
+
+class MotionBasesField(DeformationField):
+    """See the module docstring."""
+
+    kind = "motion_bases"
+    capturable = True
+
+    def __init__(self, config: MotionBasesConfig):
+        super().__init__()
+        self.config = config
+        count, knots = config.num_bases, config.time_steps
+        self.centres = nn.Parameter(torch.zeros(count, 3), requires_grad=config.learn_centres)
+        self.log_radius = nn.Parameter(torch.zeros(count), requires_grad=config.learn_centres)
+        # Offsets from the identity: a fresh field does not move anything.
+        self.rotations = nn.Parameter(torch.zeros(count, knots, 4))
+        self.translations = nn.Parameter(torch.zeros(count, knots, 3))
+        self.register_buffer("identity", torch.tensor([1.0, 0.0, 0.0, 0.0]), persistent=False)
+
+    @torch.no_grad()
+    def prepare(self, canonical: Gaussians) -> None:
+        """Place the centres on the canonical Gaussians by farthest point sampling and set each
+        radius to the mean distance to its three nearest other centres."""
+        means = canonical.means.detach()
+        count = min(self.config.num_bases, means.shape[0])
+        centres = means[farthest_point_sampling(means, count)]
+        if count < self.config.num_bases:  # fewer Gaussians than bases: repeat the last ones
+            centres = torch.cat([centres, centres[-1:].expand(self.config.num_bases - count, 3)])
+        self.centres.data.copy_(centres)
+        k = min(3, self.config.num_bases - 1)
+        if k > 0:
+            distances = torch.cdist(centres, centres).topk(k + 1, largest=False).values[:, 1:].mean(-1)
+        else:
+            distances = means.std(0).norm().reshape(1)
+        self.log_radius.data.copy_(torch.log(distances.clamp_min(1e-4)))
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"grid": [self.rotations, self.translations], "control": [self.centres, self.log_radius]}
+
+    # -- motion ------------------------------------------------------------------------------------
+    def motions(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per time and basis: unit quaternions (T, B, 4) and translations (T, B, 3)."""
+        check_times(times)
+        knots = self.config.time_steps
+        position = times.clamp(0.0, 1.0) * (knots - 1)
+        low = position.floor().clamp(max=knots - 2)
+        frac = (position - low)[None, :, None]  # (1, T, 1)
+        low = low.long()
+        quats = self.identity + torch.lerp(self.rotations[:, low], self.rotations[:, low + 1], frac)  # (B, T, 4)
+        moves = torch.lerp(self.translations[:, low], self.translations[:, low + 1], frac)  # (B, T, 3)
+        return F.normalize(quats, dim=-1).transpose(0, 1), moves.transpose(0, 1)
+
+    def weights(self, means: torch.Tensor) -> torch.Tensor:
+        """(N, B) blend weights of Gaussians at ``means`` (N, 3)."""
+        distance = (means[:, None, :] - self.centres[None]).square().sum(-1)  # (N, B)
+        return torch.softmax(-distance / (2 * torch.exp(2 * self.log_radius)), dim=-1)
+
+    def forward(self, canonical: Gaussians, times: torch.Tensor) -> Gaussians:
+        if canonical.batched:
+            raise ValueError("MotionBasesField: expected an unbatched canonical set (N, ...)")
+        means = canonical.means
+        quats, moves = self.motions(times)  # (T, B, 4), (T, B, 3)
+        rot = quaternion_to_matrix(quats)  # (T, B, 3, 3)
+        # R (x - c) + c + T = R x + (c - R c + T): blend the matrices and the offsets once.
+        offsets = self.centres[None] - torch.einsum("tbij,bj->tbi", rot, self.centres) + moves  # (T, B, 3)
+        w = self.weights(means)  # (N, B)
+        blended_rot = torch.einsum("nb,tbij->tnij", w, rot)  # (T, N, 3, 3)
+        new_means = torch.einsum("tnij,nj->tni", blended_rot, means) + torch.einsum("nb,tbi->tni", w, offsets)
+        blended_quat = F.normalize(torch.einsum("nb,tbk->tnk", w, quats), dim=-1)  # (T, N, 4)
+        batch = times.shape[0]
+        expand = lambda x: x.unsqueeze(0).expand((batch,) + tuple(x.shape))  # noqa: E731
+        return Gaussians(
+            means=new_means,
+            log_scales=expand(canonical.log_scales),
+            quats=quaternion_multiply(blended_quat, F.normalize(canonical.quats, dim=-1)[None]),
+            opacity_logits=expand(canonical.opacity_logits),
+            sh=expand(canonical.sh),
+        )
+
+    def regularization(self, canonical: Gaussians, times: torch.Tensor) -> dict[str, torch.Tensor]:
+        def second_difference(table: torch.Tensor) -> torch.Tensor:
+            if table.shape[1] < 3:
+                return table.sum() * 0.0
+            return (table[:, 2:] - 2 * table[:, 1:-1] + table[:, :-2]).square().mean()
+
+        return {"time_smoothness": second_difference(self.rotations) + second_difference(self.translations)}
