@@ -313,7 +313,9 @@ def test_motion_bases_interpolate_linearly_between_knots_and_parts_follow_their_
     shift = (out - canonical.means[None])[..., 0]  # (T, N)
     follows = nearest == 0
     assert bool(follows.any()) and bool((~follows).any())
-    torch.testing.assert_close(shift[:, follows], moves[:, 0, 0, None].expand(-1, int(follows.sum())), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        shift[:, follows], moves[:, 0, 0, None].expand(-1, int(follows.sum())), atol=1e-4, rtol=0
+    )
     assert float(shift[:, ~follows].abs().max()) < 1e-4
 
 
