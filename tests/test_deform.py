@@ -330,7 +330,7 @@ def test_motion_bases_regulariser_groups_and_no_per_gaussian_state(canonical):
         field.translations[2, 2, 0] += 1.0  # a bump
     assert float(field.regularization(canonical, torch.tensor([0.5]))["time_smoothness"]) > 0
     groups = field.param_groups()
-    assert set(groups) == {"grid", "control"}
+    assert set(groups) == {"motion", "control"}
     assert sum(p.numel() for g in groups.values() for p in g) == sum(p.numel() for p in field.parameters())
     assert field.per_gaussian_state() == {} and field.capturable
     with pytest.raises(Exception, match="time_steps"):

@@ -96,12 +96,12 @@ def test_model_at_and_render_one_batched_call(monkeypatch):
 # -- quality ----------------------------------------------------------------------------------------
 # Calibrated on the 2-core CPU (deterministic for a seed): after 100 coarse + 300 fine steps of 2
 # images the held-out 'eval' views (elevation 20 deg, azimuths between the orbit's, frame times)
-# reach 22.7 dB (HexPlane) / 21.6 dB (control points) / 22.4 dB (motion bases, front 22.0; measured
+# reach 22.7 dB (HexPlane) / 21.6 dB (control points) / 21.7 dB (motion bases, front 22.4; measured
 # 2026-12-02, when HexPlane gave 22.6); a static fit with the same 400 steps
 # saturates at ~17.2 dB there (it cannot follow the motion), and both fields keep improving with
 # longer schedules (800 steps: 26.9 / 24.9 dB).
 QUALITY_STEPS = (100, 300)
-QUALITY_TARGET = {"hexplane": 21.0, "control_points": 20.0, "motion_bases": 21.0}
+QUALITY_TARGET = {"hexplane": 21.0, "control_points": 20.0, "motion_bases": 20.5}
 
 
 def quality_config(kind: str, coarse: int, fine: int) -> ConstructConfig:

@@ -91,7 +91,7 @@ class MotionBasesField(DeformationField):
         self.log_radius.data.copy_(torch.log(distances.clamp_min(1e-4)))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"grid": [self.rotations, self.translations], "control": [self.centres, self.log_radius]}
+        return {"motion": [self.rotations, self.translations], "control": [self.centres, self.log_radius]}
 
     # -- motion ------------------------------------------------------------------------------------
     def motions(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 One Adam optimiser (:class:`Adam`) with one parameter group per canonical field (``means``,
 ``log_scales``, ``quats``, ``opacity_logits``, ``sh``) and one per deformation-field group
-(``field.grid``, ``field.mlp``, ``field.control``), so densification can swap a field's tensor and
+(``field.grid``, ``field.mlp``, ``field.control``, ``field.motion``), so densification can swap a field's tensor and
 its moments (:mod:`gen4d.densify.ops`) and each group has its own schedule. Decaying rates follow
 the 3DGS log-linear schedule: ``exp(lerp(log(initial), log(final), min(step / decay_steps, 1)))``.
 """
@@ -47,7 +47,11 @@ class LearningRates:
     field_grid_final: float = 1.6e-3
     """HexPlane grid, after decay."""
     field_control: float = 1e-3
-    """Control-point positions and radii (SC-GS field)."""
+    """Control-point positions and radii (SC-GS field), motion-basis centres and radii."""
+    field_motion: float = 1.6e-3
+    """Motion-basis tables (rotations, translations per time knot), initial."""
+    field_motion_final: float = 1.6e-4
+    """Motion-basis tables, after decay."""
     decay_steps: int = 0
     """Steps of the decay within a stage (0 = the stage's length)."""
     adam_eps: float = 1e-15
@@ -78,6 +82,7 @@ def learning_rates_at(lr: LearningRates, step: int, stage_length: int) -> dict[s
         "field.mlp": log_linear(step, lr.field_mlp, lr.field_mlp_final, steps),
         "field.grid": log_linear(step, lr.field_grid, lr.field_grid_final, steps),
         "field.control": lr.field_control,
+        "field.motion": log_linear(step, lr.field_motion, lr.field_motion_final, steps),
     }
 
 
@@ -189,7 +194,7 @@ def build_optimizer(model: DynamicGaussians, lr: LearningRates, fused: bool | No
         if params:
             key = f"field.{name}"
             if key not in rates:
-                raise ValueError(f"deformation field group {name!r} has no learning rate (known: grid, mlp, control)")
+                raise ValueError(f"deformation field group {name!r} has no learning rate (known: grid, mlp, control, motion)")
             groups.append({"name": key, "params": params, "lr": rates[key]})
     if fused is None:
         fused = model.device.type == "cuda"
