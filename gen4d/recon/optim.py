@@ -194,7 +194,9 @@ def build_optimizer(model: DynamicGaussians, lr: LearningRates, fused: bool | No
         if params:
             key = f"field.{name}"
             if key not in rates:
-                raise ValueError(f"deformation field group {name!r} has no learning rate (known: grid, mlp, control, motion)")
+                raise ValueError(
+                    f"deformation field group {name!r} has no learning rate (known: grid, mlp, control, motion)"
+                )
             groups.append({"name": key, "params": params, "lr": rates[key]})
     if fused is None:
         fused = model.device.type == "cuda"
