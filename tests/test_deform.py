@@ -276,23 +276,31 @@ def _motion_bases(canonical, **changes):
     return field
 
 
-def test_motion_bases_one_shared_motion_moves_everything_rigidly(canonical):
+@pytest.mark.parametrize("pivot", ["centre", "origin"])
+def test_motion_bases_one_shared_motion_moves_everything_rigidly(canonical, pivot):
     """The same rigid motion on every basis moves every Gaussian by exactly that motion, whatever the
-    blend weights: positions by R x + t (about the origin here, since each basis turns about its own
-    centre and adds the centre's displacement), orientations by q_R * q."""
+    blend weights: positions by R x + t, orientations by q_R * q; the ARAP term is then zero, and
+    positive once one basis moves differently."""
     from gen4d.deform.control_points import quaternion_multiply
     from gen4d.gaussians.core import quaternion_to_matrix
 
-    field = _motion_bases(canonical)
+    field = _motion_bases(canonical, pivot=pivot)
     angle = torch.tensor(0.7)
     q_turn = torch.stack([torch.cos(angle / 2), torch.tensor(0.0), torch.sin(angle / 2), torch.tensor(0.0)])
     shift = torch.tensor([0.1, -0.2, 0.05])
     rot = quaternion_to_matrix(q_turn)
     with torch.no_grad():
         field.rotations[:] = q_turn - torch.tensor([1.0, 0, 0, 0])  # the table holds offsets from identity
-        # R (x - c) + c + T = R x + t for every basis when T = t - c + R c
-        field.translations[:] = (shift - field.centres + field.centres @ rot.T)[:, None, :]
-    out = field(canonical, torch.tensor([0.0, 0.37, 1.0]))
+        if pivot == "centre":  # R (x - c) + c + T = R x + t for every basis when T = t - c + R c
+            field.translations[:] = (shift - field.centres + field.centres @ rot.T)[:, None, :]
+        else:  # R x + T
+            field.translations[:] = shift
+    times = torch.tensor([0.0, 0.37, 1.0])
+    out = field(canonical, times)
+    assert float(field.arap(times).detach()) < 1e-10
+    with torch.no_grad():
+        field.translations[0] += torch.tensor([0.0, 0.3, 0.0])
+    assert float(field.arap(times).detach()) > 1e-3
     expected = canonical.means @ rot.T + shift
     for k in range(3):
         torch.testing.assert_close(out.means[k], expected, rtol=1e-5, atol=1e-5)
@@ -322,7 +330,8 @@ def test_motion_bases_interpolate_linearly_between_knots_and_parts_follow_their_
 def test_motion_bases_regulariser_groups_and_no_per_gaussian_state(canonical):
     field = _motion_bases(canonical)
     smoothness = lambda: float(field.regularization(canonical, torch.tensor([0.5]))["time_smoothness"].detach())  # noqa: E731
-    assert set(field.regularization(canonical, torch.tensor([0.5]))) == {"time_smoothness"} and smoothness() == 0
+    assert set(field.regularization(canonical, torch.tensor([0.5]))) == {"time_smoothness", "arap"}
+    assert smoothness() == 0
     with torch.no_grad():
         field.translations[:, :, 1] = torch.linspace(0, 1, SMALL_MB.time_steps)  # linear in time: still 0
     assert smoothness() < 1e-12

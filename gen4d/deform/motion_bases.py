@@ -18,13 +18,14 @@ part moves rigidly and a time seen from one view borrows its shape from the cano
 weights are a function of the canonical positions and the centres, so the field has no
 per-Gaussian state (densification needs nothing from it) and no hidden state (a step can be
 captured as a CUDA graph). Regulariser: ``time_smoothness``, the mean squared second difference of
-the tables along time.
+the tables along time; ``arap``, as-rigid-as-possible between neighbouring bases (SC-GS's term on
+its control points).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,9 +50,19 @@ class MotionBasesConfig:
     """Knots of each basis' motion table over [0, 1] (linear interpolation between them)."""
     learn_centres: bool = True
     """Optimise the bases' centres and radii (otherwise they stay where prepare() put them)."""
+    pivot: Literal["centre", "origin"] = "centre"
+    """What a basis turns about: its own centre (``R (x - c) + c + T``, SC-GS's control points) or the
+    world origin (``R x + T``, Shape of Motion's bases; a rigid motion of the whole object is then the
+    same table entry for every basis)."""
+    arap_neighbours: int = 4
+    """Neighbouring bases (nearest centres) in the ``arap`` regulariser (0: no such term)."""
 
     def __post_init__(self) -> None:
         check_positive(self, "num_bases")
+        if self.pivot not in ("centre", "origin"):
+            raise ConfigError("pivot", f"expected 'centre' or 'origin', got {self.pivot!r}", "MotionBasesConfig")
+        if self.arap_neighbours < 0:
+            raise ConfigError("arap_neighbours", f"expected >= 0, got {self.arap_neighbours}", "MotionBasesConfig")
         if self.time_steps < 2:
             raise ConfigError("time_steps", f"expected at least 2 knots, got {self.time_steps}", "MotionBasesConfig")
 
@@ -72,6 +83,7 @@ class MotionBasesField(DeformationField):
         self.rotations = nn.Parameter(torch.zeros(count, knots, 4))
         self.translations = nn.Parameter(torch.zeros(count, knots, 3))
         self.register_buffer("identity", torch.tensor([1.0, 0.0, 0.0, 0.0]), persistent=False)
+        self.register_buffer("arap_index", torch.zeros(count, min(config.arap_neighbours, count - 1), dtype=torch.long))
 
     @torch.no_grad()
     def prepare(self, canonical: Gaussians) -> None:
@@ -89,6 +101,9 @@ class MotionBasesField(DeformationField):
         else:
             distances = means.std(0).norm().reshape(1)
         self.log_radius.data.copy_(torch.log(distances.clamp_min(1e-4)))
+        neighbours = self.arap_index.shape[1]
+        if neighbours:
+            self.arap_index = torch.cdist(centres, centres).topk(neighbours + 1, largest=False).indices[:, 1:]
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"motion": [self.rotations, self.translations], "control": [self.centres, self.log_radius]}
@@ -106,6 +121,12 @@ class MotionBasesField(DeformationField):
         moves = torch.lerp(self.translations[:, low], self.translations[:, low + 1], frac)  # (B, T, 3)
         return F.normalize(quats, dim=-1).transpose(0, 1), moves.transpose(0, 1)
 
+    def _offsets(self, rot: torch.Tensor, moves: torch.Tensor) -> torch.Tensor:
+        """Each basis' motion as ``x -> R x + offset``: (T, B, 3)."""
+        if self.config.pivot == "origin":
+            return moves
+        return self.centres[None] - torch.einsum("tbij,bj->tbi", rot, self.centres) + moves
+
     def weights(self, means: torch.Tensor) -> torch.Tensor:
         """(N, B) blend weights of Gaussians at ``means`` (N, 3)."""
         distance = (means[:, None, :] - self.centres[None]).square().sum(-1)  # (N, B)
@@ -118,7 +139,7 @@ class MotionBasesField(DeformationField):
         quats, moves = self.motions(times)  # (T, B, 4), (T, B, 3)
         rot = quaternion_to_matrix(quats)  # (T, B, 3, 3)
         # R (x - c) + c + T = R x + (c - R c + T): blend the matrices and the offsets once.
-        offsets = self.centres[None] - torch.einsum("tbij,bj->tbi", rot, self.centres) + moves  # (T, B, 3)
+        offsets = self._offsets(rot, moves)  # (T, B, 3)
         w = self.weights(means)  # (N, B)
         blended_rot = torch.einsum("nb,tbij->tnij", w, rot)  # (T, N, 3, 3)
         new_means = torch.einsum("tnij,nj->tni", blended_rot, means) + torch.einsum("nb,tbi->tni", w, offsets)
@@ -139,4 +160,19 @@ class MotionBasesField(DeformationField):
                 return table.sum() * 0.0
             return (table[:, 2:] - 2 * table[:, 1:-1] + table[:, :-2]).square().mean()
 
-        return {"time_smoothness": second_difference(self.rotations) + second_difference(self.translations)}
+        terms = {"time_smoothness": second_difference(self.rotations) + second_difference(self.translations)}
+        if self.arap_index.shape[1]:
+            terms["arap"] = self.arap(times)
+        return terms
+
+    def arap(self, times: torch.Tensor) -> torch.Tensor:
+        """As-rigid-as-possible between neighbouring bases: ``mean |(c'_k - c'_j) - R_k (c_k - c_j)|^2``
+        over the times, each basis and its ``arap_neighbours`` nearest (canonical centres), with
+        ``c'`` the centres moved by their own motion."""
+        quats, moves = self.motions(times)
+        rot = quaternion_to_matrix(quats)  # (T, B, 3, 3)
+        moved = torch.einsum("tbij,bj->tbi", rot, self.centres) + self._offsets(rot, moves)  # (T, B, 3)
+        nbr = self.arap_index  # (B, A)
+        rest = self.centres[:, None, :] - self.centres[nbr]  # (B, A, 3)
+        now = moved[:, :, None, :] - moved[:, nbr]  # (T, B, A, 3)
+        return (now - torch.einsum("tbij,baj->tbai", rot, rest)).square().sum(-1).mean()
