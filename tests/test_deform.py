@@ -344,3 +344,42 @@ def test_motion_bases_regulariser_groups_and_no_per_gaussian_state(canonical):
     assert field.per_gaussian_state() == {} and field.capturable
     with pytest.raises(Exception, match="time_steps"):
         MotionBasesConfig(time_steps=1)
+
+
+def test_motion_bases_learned_weights_start_at_the_distance_weights_and_follow_densification(canonical):
+    """With learn_weights each Gaussian's blend logits are a parameter (N, B) that starts at the
+    distance weights, receives gradients, and follows a densification with its Adam moments."""
+    from gen4d.densify import ops
+    from gen4d.gaussians.dynamic import DynamicGaussians
+    from gen4d.recon.optim import LearningRates, build_optimizer
+
+    config = DeformConfig(field=MotionBasesConfig(num_bases=6, time_steps=5, learn_weights=True))
+    model = DynamicGaussians(canonical, config, deform_enabled=False)
+    optimizer = build_optimizer(model, LearningRates())
+    optimizer.replace_parameters(model.enable_deformation(prepare=True))
+    field = model.field
+    logits = model.per_gaussian_parameters()["logits"]
+    assert logits.shape == (64, 6) and any(p is logits for g in optimizer.param_groups for p in g["params"])
+    torch.testing.assert_close(
+        field.weights(canonical.means), torch.softmax(field._distance_logits(canonical.means), -1)
+    )
+    with torch.no_grad():
+        field.translations[0, :, 0] = torch.linspace(0, 1, 5)  # some motion, so weights matter
+    model.at(torch.tensor([0.3, 0.9])).means.square().sum().backward()
+    assert float(logits.grad.abs().sum()) > 0
+    optimizer.step()
+    moment = optimizer.state[logits]["exp_avg"].clone()
+    grow = torch.zeros(64, dtype=torch.bool)
+    grow[[3, 10]] = True
+    ops.duplicate(model, optimizer, grow)
+    new = model.per_gaussian_parameters()["logits"]
+    assert new is not logits and new.shape == (66, 6)
+    torch.testing.assert_close(new.data[64:], logits.data[[3, 10]])  # clones inherit their parent's weights
+    state = optimizer.state[new]["exp_avg"]
+    torch.testing.assert_close(state[:64], moment)
+    assert float(state[64:].abs().sum()) == 0  # fresh rows start with zero moments
+    assert any(p is new for g in optimizer.param_groups for p in g["params"])
+    # A saved field loads with its size.
+    other = MotionBasesField(config.field)
+    other.load_state_dict(field.state_dict())
+    torch.testing.assert_close(other.logits.data, new.data)

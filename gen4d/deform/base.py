@@ -10,6 +10,7 @@ A field is an ``nn.Module`` with
 * ``per_gaussian_state() -> dict[str, Tensor]``: tensors with one row per canonical Gaussian
   (first dimension N) that densification must resize in lockstep with the Gaussians
   (:mod:`gen4d.densify` calls ``set_per_gaussian_state`` after every topology change);
+  ``per_gaussian_parameters()`` the same for parameters (their optimiser state follows them);
 * ``prepare(canonical)``: called once when the deformation is switched on (end of the static
   stage), e.g. to place control points on the trained canonical Gaussians;
 * ``param_groups() -> dict[str, list[Parameter]]``: parameters by learning-rate group
@@ -57,6 +58,13 @@ class DeformationField(nn.Module):
     def set_per_gaussian_state(self, state: dict[str, torch.Tensor]) -> None:
         if state:
             raise ValueError(f"{type(self).__name__} has no per-Gaussian state; got {sorted(state)}")
+
+    def per_gaussian_parameters(self) -> dict[str, nn.Parameter]:
+        return {}
+
+    def set_per_gaussian_parameters(self, params: dict[str, nn.Parameter]) -> None:
+        if params:
+            raise ValueError(f"{type(self).__name__} has no per-Gaussian parameters; got {sorted(params)}")
 
     def prepare(self, canonical: Gaussians) -> None:
         """Hook run once when the deformation is switched on (default: nothing)."""

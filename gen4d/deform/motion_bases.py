@@ -16,8 +16,9 @@ bases (a softmax), and moves by the blend of the bases' motions about their cent
 The motion has 7 x B x ``time_steps`` degrees of freedom whatever the number of Gaussians, so each
 part moves rigidly and a time seen from one view borrows its shape from the canonical set. The
 weights are a function of the canonical positions and the centres, so the field has no
-per-Gaussian state (densification needs nothing from it) and no hidden state (a step can be
-captured as a CUDA graph). Regulariser: ``time_smoothness``, the mean squared second difference of
+per-Gaussian state and no hidden state (a step can be captured as a CUDA graph); with
+``learn_weights`` each Gaussian's weights are learned instead (logits starting from the distance
+weights, Shape of Motion's choice), a per-Gaussian parameter that densification carries along. Regulariser: ``time_smoothness``, the mean squared second difference of
 the tables along time; ``arap``, as-rigid-as-possible between neighbouring bases (SC-GS's term on
 its control points).
 """
@@ -56,6 +57,10 @@ class MotionBasesConfig:
     same table entry for every basis)."""
     arap_neighbours: int = 4
     """Neighbouring bases (nearest centres) in the ``arap`` regulariser (0: no such term)."""
+    learn_weights: bool = False
+    """Learn each Gaussian's blend weights (Shape of Motion's per-Gaussian weights), starting from the
+    distance weights: thin parts beside a body can then follow bases of their own. Otherwise the
+    weights are the distance weights throughout."""
 
     def __post_init__(self) -> None:
         check_positive(self, "num_bases")
@@ -82,6 +87,8 @@ class MotionBasesField(DeformationField):
         # Offsets from the identity: a fresh field does not move anything.
         self.rotations = nn.Parameter(torch.zeros(count, knots, 4))
         self.translations = nn.Parameter(torch.zeros(count, knots, 3))
+        # Per-Gaussian blend logits (N, B), made by prepare() when learn_weights is on.
+        self.logits = nn.Parameter(torch.zeros(0, count), requires_grad=config.learn_weights)
         self.register_buffer("identity", torch.tensor([1.0, 0.0, 0.0, 0.0]), persistent=False)
         self.register_buffer("arap_index", torch.zeros(count, min(config.arap_neighbours, count - 1), dtype=torch.long))
 
@@ -101,12 +108,36 @@ class MotionBasesField(DeformationField):
         else:
             distances = means.std(0).norm().reshape(1)
         self.log_radius.data.copy_(torch.log(distances.clamp_min(1e-4)))
+        if self.config.learn_weights:
+            self.logits = nn.Parameter(self._distance_logits(means), requires_grad=True)
         neighbours = self.arap_index.shape[1]
         if neighbours:
             self.arap_index = torch.cdist(centres, centres).topk(neighbours + 1, largest=False).indices[:, 1:]
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"motion": [self.rotations, self.translations], "control": [self.centres, self.log_radius]}
+        groups = {"motion": [self.rotations, self.translations], "control": [self.centres, self.log_radius]}
+        if self.config.learn_weights:
+            groups["weights"] = [self.logits]
+        return groups
+
+    # -- per-Gaussian parameters (densification) ---------------------------------------------
+    def per_gaussian_parameters(self) -> dict[str, nn.Parameter]:
+        return {"logits": self.logits} if self.config.learn_weights else {}
+
+    def set_per_gaussian_parameters(self, params: dict[str, nn.Parameter]) -> None:
+        unknown = set(params) - set(self.per_gaussian_parameters())
+        if unknown:
+            raise ValueError(f"MotionBasesField: unknown per-Gaussian parameters {sorted(unknown)}")
+        if "logits" in params:
+            self.logits = params["logits"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The logits have one row per Gaussian: take the stored size (N varies).
+        key = prefix + "logits"
+        if key in state_dict:
+            self.logits = nn.Parameter(torch.empty_like(state_dict[key], device=self.logits.device),
+                                       requires_grad=self.config.learn_weights)  # fmt: skip
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- motion ------------------------------------------------------------------------------------
     def motions(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,10 +158,16 @@ class MotionBasesField(DeformationField):
             return moves
         return self.centres[None] - torch.einsum("tbij,bj->tbi", rot, self.centres) + moves
 
-    def weights(self, means: torch.Tensor) -> torch.Tensor:
-        """(N, B) blend weights of Gaussians at ``means`` (N, 3)."""
+    def _distance_logits(self, means: torch.Tensor) -> torch.Tensor:
         distance = (means[:, None, :] - self.centres[None]).square().sum(-1)  # (N, B)
-        return torch.softmax(-distance / (2 * torch.exp(2 * self.log_radius)), dim=-1)
+        return -distance / (2 * torch.exp(2 * self.log_radius))
+
+    def weights(self, means: torch.Tensor) -> torch.Tensor:
+        """(N, B) blend weights of Gaussians at ``means`` (N, 3): the learned ones when the field
+        holds one row per Gaussian of this set, else the distance weights (e.g. a subset)."""
+        if self.config.learn_weights and self.logits.shape[0] == means.shape[0]:
+            return torch.softmax(self.logits, dim=-1)
+        return torch.softmax(self._distance_logits(means), dim=-1)
 
     def forward(self, canonical: Gaussians, times: torch.Tensor) -> Gaussians:
         if canonical.batched:

@@ -1,5 +1,6 @@
 """Topology changes of a model of Gaussians that keep everything in lockstep: the canonical
-parameters, their optimiser state (Adam moments) and the deformation field's per-Gaussian state.
+parameters, their optimiser state (Adam moments) and the deformation field's per-Gaussian
+parameters (with their optimiser state) and caches.
 
 The model is anything with the :class:`DensifiableModel` interface (gen4d's
 ``DynamicGaussians`` has it); this package does not import the model's own module.
@@ -49,6 +50,15 @@ class DensifiableModel(Protocol):
         """Replace those tensors after a re-indexing."""
         ...
 
+    def per_gaussian_parameters(self) -> dict[str, nn.Parameter]:
+        """name -> (N, ...) parameters of the deformation field with one row per Gaussian; they
+        follow every re-indexing with their optimiser state, as ``params`` do."""
+        ...
+
+    def set_per_gaussian_parameters(self, params: dict[str, nn.Parameter]) -> None:
+        """Put the re-indexed parameters in place (the optimiser already holds them)."""
+        ...
+
 
 def _optimizers(optimizers) -> list:
     """One optimiser (anything with ``param_groups`` and ``state``: torch's or gen4d's Adam), a dict or a list of them."""
@@ -89,8 +99,8 @@ def reindex(
         fresh_rows = slice(count_new - fresh, count_new) if fresh else None
     else:
         fresh_rows = fresh if fresh.numel() else None
-    for name, old in list(model.params.items()):
-        value = overrides.get(name, old.data[index])
+
+    def swap(old: nn.Parameter, value: torch.Tensor) -> nn.Parameter:
         new = nn.Parameter(value.contiguous(), requires_grad=old.requires_grad)
         found = optimizer_param_state(optimizers, old)
         if found is not None:
@@ -105,9 +115,16 @@ def reindex(
                             moment[fresh_rows] = 0
                         state[key] = moment
                 opt.state[new] = state
-        model.params[name] = new
-    # Per-Gaussian caches of the field follow the same re-indexing (a cache not filled yet, or of
-    # another size, is left alone: the field rebuilds it when it sees the new count).
+        return new
+
+    for name, old in list(model.params.items()):
+        model.params[name] = swap(old, overrides.get(name, old.data[index]))
+    # The field's per-Gaussian parameters (e.g. blend weights) and caches follow the same
+    # re-indexing (a tensor of another size, e.g. a cache not filled yet, is left alone: the field
+    # rebuilds it when it sees the new count).
+    fields = {k: swap(v, v.data[index]) for k, v in model.per_gaussian_parameters().items() if v.shape[0] == old_count}
+    if fields:
+        model.set_per_gaussian_parameters(fields)
     extra = {k: v[index] for k, v in model.per_gaussian_state().items() if v.shape[0] == old_count}
     if extra:
         model.set_per_gaussian_state(extra)

@@ -115,12 +115,16 @@ class DynamicGaussians(nn.Module):
         if self.deform_enabled:
             self.field.before_step(self.canonical().detach(), step)
 
-    def enable_deformation(self, prepare: bool = True) -> None:
+    def enable_deformation(self, prepare: bool = True) -> dict[nn.Parameter, nn.Parameter]:
         """Switch the field on (end of the static stage); ``prepare`` runs the field's set-up hook
-        on the current canonical Gaussians (e.g. placing control points)."""
+        on the current canonical Gaussians (e.g. placing control points). Returns ``{old: new}``
+        for field parameters the set-up replaced (an optimiser must follow them:
+        ``Adam.replace_parameters``)."""
+        before = dict(self.field.named_parameters())
         if prepare:
             self.field.prepare(self.canonical().detach())
         self.deform_enabled = True
+        return {before[name]: p for name, p in self.field.named_parameters() if before.get(name) is not p}
 
     # -- per-Gaussian tensors (densification) ---------------------------------------------------
     def per_gaussian_state(self) -> dict[str, torch.Tensor]:
@@ -129,6 +133,13 @@ class DynamicGaussians(nn.Module):
 
     def set_per_gaussian_state(self, state: dict[str, torch.Tensor]) -> None:
         self.field.set_per_gaussian_state(state)
+
+    def per_gaussian_parameters(self) -> dict[str, nn.Parameter]:
+        """The field's parameters with one row per Gaussian (e.g. blend weights)."""
+        return self.field.per_gaussian_parameters()
+
+    def set_per_gaussian_parameters(self, params: dict[str, nn.Parameter]) -> None:
+        self.field.set_per_gaussian_parameters(params)
 
     # -- saving -------------------------------------------------------------------------------
     def metadata(self) -> dict:

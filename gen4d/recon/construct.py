@@ -158,7 +158,7 @@ class ConstructTask(Task):
         stage, stage_step, stage_length = _stage_of(config, step)
         stage_cfg = config.coarse if stage == "coarse" else config.fine
         if stage == "fine" and not model.deform_enabled:
-            model.enable_deformation(prepare=True)
+            self.optimizer.replace_parameters(model.enable_deformation(prepare=True))
             self.strategy_state = self.strategy.initial_state(model)
             LOGGER.info(
                 f"fine stage: deformation ({config.deform.field.type_name}) on, {model.num_gaussians} Gaussians"

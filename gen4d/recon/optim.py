@@ -2,7 +2,7 @@
 
 One Adam optimiser (:class:`Adam`) with one parameter group per canonical field (``means``,
 ``log_scales``, ``quats``, ``opacity_logits``, ``sh``) and one per deformation-field group
-(``field.grid``, ``field.mlp``, ``field.control``, ``field.motion``), so densification can swap a field's tensor and
+(``field.grid``, ``field.mlp``, ``field.control``, ``field.motion``, ``field.weights``), so densification can swap a field's tensor and
 its moments (:mod:`gen4d.densify.ops`) and each group has its own schedule. Decaying rates follow
 the 3DGS log-linear schedule: ``exp(lerp(log(initial), log(final), min(step / decay_steps, 1)))``.
 """
@@ -52,6 +52,8 @@ class LearningRates:
     """Motion-basis tables (rotations, translations per time knot), initial."""
     field_motion_final: float = 1.6e-4
     """Motion-basis tables, after decay."""
+    field_weights: float = 1e-2
+    """Learned per-Gaussian blend logits of the motion bases (``learn_weights``)."""
     decay_steps: int = 0
     """Steps of the decay within a stage (0 = the stage's length)."""
     adam_eps: float = 1e-15
@@ -83,6 +85,7 @@ def learning_rates_at(lr: LearningRates, step: int, stage_length: int) -> dict[s
         "field.grid": log_linear(step, lr.field_grid, lr.field_grid_final, steps),
         "field.control": lr.field_control,
         "field.motion": log_linear(step, lr.field_motion, lr.field_motion_final, steps),
+        "field.weights": lr.field_weights,
     }
 
 
@@ -135,6 +138,16 @@ class Adam:
             adam_update(params, grads, avgs, squares, [], steps, foreach=False if not group["fused"] else None,
                         fused=group["fused"], amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
                         weight_decay=0.0, eps=group["eps"], maximize=False)  # fmt: skip
+
+    def replace_parameters(self, replaced: dict[torch.Tensor, torch.Tensor]) -> None:
+        """Optimise ``replaced[old]`` instead of ``old`` (a field's set-up made new parameter
+        tensors, e.g. per-Gaussian ones of a new size); the old ones' moments are dropped."""
+        for group in self.param_groups:
+            for position, param in enumerate(group["params"]):
+                for old, new in replaced.items():
+                    if param is old:
+                        group["params"][position] = new
+                        self.state.pop(old, None)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -195,7 +208,7 @@ def build_optimizer(model: DynamicGaussians, lr: LearningRates, fused: bool | No
             key = f"field.{name}"
             if key not in rates:
                 raise ValueError(
-                    f"deformation field group {name!r} has no learning rate (known: grid, mlp, control, motion)"
+                    f"deformation field group {name!r} has no learning rate (known: grid, mlp, control, motion, weights)"
                 )
             groups.append({"name": key, "params": params, "lr": rates[key]})
     if fused is None:

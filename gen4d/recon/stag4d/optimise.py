@@ -150,7 +150,7 @@ class Stag4DTask(Task):
         config, model, strategy, device = self.config, self.model, self.strategy, self.device
         static = step < config.static_steps
         if not static and not model.deform_enabled:
-            model.enable_deformation(prepare=True)
+            self.optimizer.replace_parameters(model.enable_deformation(prepare=True))
             self.strategy_state = strategy.initial_state(model)
             LOGGER.info(f"step {step}: deformation on ({model.num_gaussians} Gaussians)")
         set_learning_rates(self.optimizer, config.lr, step, config.steps)
