@@ -341,7 +341,7 @@ def test_motion_bases_regulariser_groups_and_no_per_gaussian_state(canonical):
     groups = field.param_groups()
     assert set(groups) == {"motion", "control"}
     assert sum(p.numel() for g in groups.values() for p in g) == sum(p.numel() for p in field.parameters())
-    assert field.per_gaussian_state() == {} and field.capturable
+    assert field.per_gaussian_state() == {}
     with pytest.raises(Exception, match="time_steps"):
         MotionBasesConfig(time_steps=1)
 

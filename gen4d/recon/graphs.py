@@ -7,10 +7,10 @@ have fixed shapes and no host synchronisation, so each is captured once (forward
 
 * the image losses (L1, D-SSIM, alpha, depth smoothness): inputs are the renders and targets, whose
   shapes are fixed by the image size and the cameras per step, whatever the Gaussians do;
-* the deformation (a ``capturable`` field: HexPlane or motion bases; whole-object turn) and the
-  field's regularisers (plane TV, time smoothness, local rigidity): fixed while the set of Gaussians is. Densification replaces the
-  parameter tensors, so the next step captures again and the previous capture is dropped (one live
-  deformation capture at a time).
+* the deformation (a ``capturable`` field: HexPlane; whole-object turn) and the field's
+  regularisers (plane TV, time smoothness, local rigidity): fixed while the set of Gaussians is.
+  Densification replaces the parameter tensors, so the next step captures again and the previous
+  capture is dropped (one live deformation capture at a time).
 
 The rasteriser stays eager (gsplat sizes its tile lists on the host). The graphs run the same kernels
 on the same values, so losses and gradients equal the eager step's up to the order in which
@@ -149,7 +149,7 @@ class StepGraphs:
     def deformation(self, model, times: torch.Tensor, weights: LossWeights):
         """``(at, weighted regularisers)`` of :class:`gen4d.gaussians.dynamic.DynamicGaussians` at
         ``times`` from a graph, or None (run them eagerly): only for a field without hidden state
-        (``capturable``: HexPlane, motion bases); a changed set of Gaussians (densification) is
+        (``capturable``: HexPlane); a changed set of Gaussians (densification) is
         captured again."""
         if not self.enabled or not model.deform_enabled or not model.field.capturable:
             return None
