@@ -145,6 +145,49 @@ def test_deformation_captured_again_after_densification():
     assert len(graphs._graphs) == 1 and first not in graphs._graphs
 
 
+@cuda
+def test_motion_bases_capture_matches_eager():
+    """The motion-bases field has no hidden state; this checks that a captured step equals the eager
+    one (forcing ``capturable`` on the instance). When it passes on a GPU, MotionBasesField can be
+    marked capturable."""
+    from gen4d.deform import MotionBasesConfig
+
+    device = torch.device("cuda")
+    config = DeformConfig(
+        field=MotionBasesConfig(num_bases=8, time_steps=6, learn_weights=True), rigidity=DEFORM.rigidity
+    )
+    model = DynamicGaussians(random_in_sphere(2000, 0.5, 0.1, 0, seed=0), config, deform_enabled=False).to(device)
+    model.enable_deformation(prepare=True)
+    with torch.no_grad():
+        model.field.translations.normal_(0, 0.05)
+        model.field.rotations.normal_(0, 0.05)
+    model.field.capturable = True
+    graphs = StepGraphs(True, device)
+    times = torch.tensor([0.1, 0.55, 0.9], device=device)
+    results = []
+    for use_graphs in (False, True, True):  # the second replay reads new inputs in place
+        torch.manual_seed(5)
+        if use_graphs:
+            at, regs = graphs.deformation(model, times, WEIGHTS)
+        else:
+            at = model.at(times)
+            regs = weighted_regularizers(model.regularization(times, at=at), WEIGHTS)
+        (at.means.square().sum() + at.quats.sum() + sum(regs.values())).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        results.append((at.means.detach().clone(), {k: v.detach().clone() for k, v in regs.items()}, grads))
+        del at, regs
+    (means, regs, grads), graphed = results[0], results[1:]
+    for g_means, g_regs, g_grads in graphed:
+        torch.testing.assert_close(g_means, means, rtol=1e-6, atol=1e-7)
+        assert sorted(g_regs) == sorted(regs)
+        for name in regs:
+            torch.testing.assert_close(g_regs[name], regs[name], rtol=1e-5, atol=1e-9, msg=name)
+        assert sorted(g_grads) == sorted(grads)
+        for name in grads:
+            torch.testing.assert_close(g_grads[name], grads[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
 def test_graphs_off_on_cpu_when_disabled_and_for_lpips():
     assert not StepGraphs(True, torch.device("cpu")).enabled
     assert not StepGraphs(False, torch.device("cuda")).enabled
