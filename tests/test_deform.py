@@ -212,7 +212,7 @@ def test_control_point_neighbour_cache_is_refreshed_every_knn_every_steps(canoni
     field.prepare(canonical)
     times = torch.tensor([0.3])
     fresh = lambda: _knn(canonical.means.detach(), field.positions.detach(), SMALL_CP.neighbours)  # noqa: E731
-    field.before_step(canonical, 0)
+    field.before_step(canonical.means, 0)
     first = field.knn_index.clone()
     assert torch.equal(first, fresh())
     with torch.no_grad():
@@ -220,11 +220,11 @@ def test_control_point_neighbour_cache_is_refreshed_every_knn_every_steps(canoni
     moved = fresh()
     assert not torch.equal(moved, first)
     for step in (1, 2):  # the cache is kept, whatever forward calls happen in between
-        field.before_step(canonical, step)
+        field.before_step(canonical.means, step)
         for _ in range(5):
             field(canonical, times)
         assert torch.equal(field.knn_index, first)
-    field.before_step(canonical, 3)  # refreshed from the moved points
+    field.before_step(canonical.means, 3)  # refreshed from the moved points
     assert torch.equal(field.knn_index, moved)
     # A set the cache was not made for gets neighbours of its own, and the cache is left alone.
     fewer = canonical.map(lambda x: x[:7])

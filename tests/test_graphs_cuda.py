@@ -35,6 +35,16 @@ def _model(device):
     return DynamicGaussians(gaussians, DEFORM, deform_enabled=True).to(device)
 
 
+def _deformed(graphs, model, times, use_graphs: bool, seed: int):
+    """``(at, weighted regularisers)`` from the graph or eagerly; ``seed`` fixes the rigidity anchors
+    so both ways draw the same sample."""
+    torch.manual_seed(seed)
+    if use_graphs:
+        return graphs.deformation(model, times, WEIGHTS)
+    at = model.at(times)
+    return at, weighted_regularizers(model.regularization(times, at=at), WEIGHTS)
+
+
 @cuda
 def test_graphed_image_losses_match_eager():
     device = torch.device("cuda")
@@ -71,12 +81,7 @@ def test_graphed_deformation_matches_eager():
         times = torch.rand(3, device=device, generator=gen)
         results = []
         for use_graphs in (False, True):
-            torch.manual_seed(step)  # the rigidity anchors: the same draw for both
-            if use_graphs:
-                at, regs = graphs.deformation(model, times, WEIGHTS)
-            else:
-                at = model.at(times)
-                regs = weighted_regularizers(model.regularization(times, at=at), WEIGHTS)
+            at, regs = _deformed(graphs, model, times, use_graphs, seed=step)
             cotangent = torch.randn(at.means.shape, device=device, generator=torch.Generator(device).manual_seed(7))
             loss = (at.means * cotangent).sum() + at.quats.square().sum() + at.sh.sum() + sum(regs.values())
             loss.backward()
@@ -128,12 +133,7 @@ def test_deformation_captured_again_after_densification():
     assert model.num_gaussians == 2500
     results = []
     for use_graphs in (False, True):
-        torch.manual_seed(3)
-        if use_graphs:
-            at, regs = graphs.deformation(model, times, WEIGHTS)
-        else:
-            at = model.at(times)
-            regs = weighted_regularizers(model.regularization(times, at=at), WEIGHTS)
+        at, regs = _deformed(graphs, model, times, use_graphs, seed=3)
         (at.means.square().sum() + sum(regs.values())).backward()
         results.append((at.means.detach().clone(), model.params["means"].grad.clone()))
         model.zero_grad(set_to_none=True)
@@ -165,13 +165,8 @@ def test_motion_bases_capture_matches_eager():
     graphs = StepGraphs(True, device)
     times = torch.tensor([0.1, 0.55, 0.9], device=device)
     results = []
-    for use_graphs in (False, True, True):  # the second replay reads new inputs in place
-        torch.manual_seed(5)
-        if use_graphs:
-            at, regs = graphs.deformation(model, times, WEIGHTS)
-        else:
-            at = model.at(times)
-            regs = weighted_regularizers(model.regularization(times, at=at), WEIGHTS)
+    for use_graphs in (False, True, True):  # the capture, then a replay of it
+        at, regs = _deformed(graphs, model, times, use_graphs, seed=5)
         (at.means.square().sum() + at.quats.sum() + sum(regs.values())).backward()
         grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
         model.zero_grad(set_to_none=True)

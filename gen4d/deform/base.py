@@ -69,10 +69,10 @@ class DeformationField(nn.Module):
     def prepare(self, canonical: Gaussians) -> None:
         """Hook run once when the deformation is switched on (default: nothing)."""
 
-    def before_step(self, canonical: Gaussians, step: int) -> None:
-        """Hook run by a training step before its renders (default: nothing): caches refreshed on a
-        schedule of training steps are refreshed here, so ``forward`` stays free of side effects
-        (evaluation renders between steps change nothing)."""
+    def before_step(self, means: torch.Tensor, step: int) -> None:
+        """Hook run by a training step before its renders, with the canonical positions (N, 3,
+        detached); default: nothing. Caches refreshed on a schedule of training steps are refreshed
+        here, so ``forward`` stays free of side effects (evaluation renders change nothing)."""
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"mlp": [p for p in self.parameters() if p.requires_grad]}

@@ -36,7 +36,7 @@ from gen4d.config import ConfigError, check_non_negative, check_positive
 from gen4d.deform.base import DeformationField, check_times
 from gen4d.gaussians.core import Gaussians, quaternion_to_matrix
 
-__all__ = ["ControlPointConfig", "ControlPointField", "farthest_point_sampling", "quaternion_multiply"]
+__all__ = ["ControlPointConfig", "ControlPointField", "arap_energy", "farthest_point_sampling", "quaternion_multiply"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,16 @@ def farthest_point_sampling(points: torch.Tensor, count: int, seed: int = 0) -> 
         distance = torch.minimum(distance, (points - points[chosen[i - 1]]).square().sum(-1))
         chosen[i] = torch.argmax(distance)
     return chosen
+
+
+def arap_energy(rest: torch.Tensor, moved: torch.Tensor, rot: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """As-rigid-as-possible energy of M points: ``mean |(p'_k - p'_j) - R_k (p_k - p_j)|^2`` over the
+    times and each point's neighbours; ``rest`` (M, 3), ``moved`` (B, M, 3), ``rot`` (B, M, 3, 3),
+    ``neighbours`` (M, A) indices."""
+    offsets = rest[:, None, :] - rest[neighbours]  # (M, A, 3)
+    now = moved[:, :, None, :] - moved[:, neighbours]  # (B, M, A, 3)
+    expected = torch.einsum("bmij,maj->bmai", rot, offsets)
+    return (now - expected).square().sum(-1).mean()
 
 
 def _encode(x: torch.Tensor, octaves: int) -> torch.Tensor:
@@ -213,9 +223,8 @@ class ControlPointField(DeformationField):
         return result
 
     @torch.no_grad()
-    def before_step(self, canonical: Gaussians, step: int) -> None:
+    def before_step(self, means: torch.Tensor, step: int) -> None:
         """Refresh the neighbour cache at every ``knn_every``-th step (and when its size is stale)."""
-        means = canonical.means
         if self.knn_index.shape[0] != means.shape[0] or step % self.config.knn_every == 0:
             self.knn_index = _knn(means.detach(), self.positions.detach(), self.config.neighbours)
 
@@ -259,11 +268,7 @@ class ControlPointField(DeformationField):
         motion = self.motions(times)
         rot = quaternion_to_matrix(motion["quats"])  # (B, M, 3, 3)
         moved = self.positions[None] + motion["translations"]  # (B, M, 3)  (rotation about itself)
-        nbr = self.arap_index  # (M, A)
-        rest = self.positions[:, None, :] - self.positions[nbr]  # (M, A, 3)
-        now = moved[:, :, None, :] - moved[:, nbr]  # (B, M, A, 3)
-        expected = torch.einsum("bmij,maj->bmai", rot, rest)
-        return (now - expected).square().sum(-1).mean()
+        return arap_energy(self.positions, moved, rot, self.arap_index)
 
     def regularization(self, canonical: Gaussians, times: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"arap": self.arap(times)}

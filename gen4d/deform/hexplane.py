@@ -177,7 +177,7 @@ class HexPlaneGrid(nn.Module):
         if self.config.regularizer == "stag4d":
             # sum over scales and the 3 planes of mean squared second differences along the rows
             terms = [
-                3.0 * _row_second_difference(plane).square().mean() for plane in self.spatial if plane.shape[-2] >= 3
+                3.0 * row_second_difference(plane).square().mean() for plane in self.spatial if plane.shape[-2] >= 3
             ]
             return sum(terms, torch.zeros((), device=self.spatial[0].device))
         total = 0.0
@@ -191,7 +191,7 @@ class HexPlaneGrid(nn.Module):
         for plane in self.temporal:
             if plane.shape[-2] < 3:
                 continue
-            total = total + _row_second_difference(plane).square().mean()
+            total = total + row_second_difference(plane).square().mean()
         # planes of one scale share a shape, so 3 x the stacked mean is the sum over the 3 planes
         scale = 3.0 if self.config.regularizer == "stag4d" else 1.0 / len(self.temporal)
         return torch.as_tensor(total, device=self.temporal[0].device) * scale
@@ -201,7 +201,7 @@ class HexPlaneGrid(nn.Module):
         return total * 3.0 if self.config.regularizer == "stag4d" else total / len(self.temporal)
 
 
-def _row_second_difference(plane: torch.Tensor) -> torch.Tensor:
+def row_second_difference(plane: torch.Tensor) -> torch.Tensor:
     """Second difference along the rows (dimension -2) of a (..., rows, columns) plane."""
     return plane[..., 2:, :] - 2.0 * plane[..., 1:-1, :] + plane[..., :-2, :]
 

@@ -19,9 +19,10 @@ weights are a function of the canonical positions and the centres, so the field 
 per-Gaussian state and no hidden state (a pure function of its parameters, so a step could be
 captured as a CUDA graph; it is not marked ``capturable`` until that is checked on a GPU); with
 ``learn_weights`` each Gaussian's weights are learned instead (logits starting from the distance
-weights, Shape of Motion's choice), a per-Gaussian parameter that densification carries along. Regulariser: ``time_smoothness``, the mean squared second difference of
-the tables along time; ``arap``, as-rigid-as-possible between neighbouring bases (SC-GS's term on
-its control points).
+weights, Shape of Motion's choice), a per-Gaussian parameter that densification carries along.
+
+Regularisers: ``time_smoothness``, the mean squared second difference of the tables along time;
+``arap``, as-rigid-as-possible between neighbouring bases (SC-GS's term on its control points).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from torch import nn
 
 from gen4d.config import ConfigError, check_positive
 from gen4d.deform.base import DeformationField, check_times
-from gen4d.deform.control_points import farthest_point_sampling, quaternion_multiply
+from gen4d.deform.control_points import arap_energy, farthest_point_sampling, quaternion_multiply
+from gen4d.deform.hexplane import row_second_difference
 from gen4d.gaussians.core import Gaussians, quaternion_to_matrix
 
 __all__ = ["MotionBasesConfig", "MotionBasesField"]
@@ -105,17 +107,14 @@ class MotionBasesField(DeformationField):
         if count < self.config.num_bases:  # fewer Gaussians than bases: repeat the last ones
             centres = torch.cat([centres, centres[-1:].expand(self.config.num_bases - count, 3)])
         self.centres.data.copy_(centres)
-        k = min(3, self.config.num_bases - 1)
-        if k > 0:
-            distances = torch.cdist(centres, centres).topk(k + 1, largest=False).values[:, 1:].mean(-1)
-        else:
-            distances = means.std(0).norm().reshape(1)
-        self.log_radius.data.copy_(torch.log(distances.clamp_min(1e-4)))
+        k, neighbours = min(3, self.config.num_bases - 1), self.arap_index.shape[1]
+        # One sort of the centre distances gives the radii and the ARAP neighbours (itself first).
+        nearest = torch.cdist(centres, centres).topk(max(k, neighbours) + 1, largest=False)
+        radii = nearest.values[:, 1 : k + 1].mean(-1) if k > 0 else means.std(0).norm().reshape(1)
+        self.log_radius.data.copy_(torch.log(radii.clamp_min(1e-4)))
+        self.arap_index = nearest.indices[:, 1 : neighbours + 1]
         if self.config.learn_weights:
             self.logits = nn.Parameter(self._distance_logits(means), requires_grad=True)
-        neighbours = self.arap_index.shape[1]
-        if neighbours:
-            self.arap_index = torch.cdist(centres, centres).topk(neighbours + 1, largest=False).indices[:, 1:]
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {"motion": [self.rotations, self.translations], "control": [self.centres, self.log_radius]}
@@ -195,12 +194,12 @@ class MotionBasesField(DeformationField):
         )
 
     def regularization(self, canonical: Gaussians, times: torch.Tensor) -> dict[str, torch.Tensor]:
-        def second_difference(table: torch.Tensor) -> torch.Tensor:
-            if table.shape[1] < 3:
-                return table.sum() * 0.0
-            return (table[:, 2:] - 2 * table[:, 1:-1] + table[:, :-2]).square().mean()
-
-        terms = {"time_smoothness": second_difference(self.rotations) + second_difference(self.translations)}
+        # The tables are (B, knots, C): second differences along the knots (their rows).
+        if self.config.time_steps >= 3:
+            smooth = sum(row_second_difference(t).square().mean() for t in (self.rotations, self.translations))
+        else:
+            smooth = self.translations.sum() * 0.0
+        terms = {"time_smoothness": smooth}
         if self.arap_index.shape[1]:
             terms["arap"] = self.arap(times)
         return terms
@@ -212,7 +211,4 @@ class MotionBasesField(DeformationField):
         quats, moves = self.motions(times)
         rot = quaternion_to_matrix(quats)  # (T, B, 3, 3)
         moved = torch.einsum("tbij,bj->tbi", rot, self.centres) + self._offsets(rot, moves)  # (T, B, 3)
-        nbr = self.arap_index  # (B, A)
-        rest = self.centres[:, None, :] - self.centres[nbr]  # (B, A, 3)
-        now = moved[:, :, None, :] - moved[:, nbr]  # (T, B, A, 3)
-        return (now - torch.einsum("tbij,baj->tbai", rot, rest)).square().sum(-1).mean()
+        return arap_energy(self.centres, moved, rot, self.arap_index)

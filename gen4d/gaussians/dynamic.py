@@ -113,7 +113,7 @@ class DynamicGaussians(nn.Module):
         """Run the field's per-step hook (scheduled cache refreshes) before a training step's
         renders; nothing while the deformation is off."""
         if self.deform_enabled:
-            self.field.before_step(self.canonical().detach(), step)
+            self.field.before_step(self.params["means"].detach(), step)
 
     def enable_deformation(self, prepare: bool = True) -> dict[nn.Parameter, nn.Parameter]:
         """Switch the field on (end of the static stage); ``prepare`` runs the field's set-up hook

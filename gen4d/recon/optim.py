@@ -17,6 +17,7 @@ import torch
 from torch.optim.adam import adam as adam_update
 
 from gen4d.config import check_non_negative, check_positive
+from gen4d.densify.ops import optimizer_param_state
 from gen4d.gaussians.dynamic import DynamicGaussians
 
 __all__ = ["Adam", "LearningRates", "log_linear", "build_optimizer", "set_learning_rates", "learning_rates_at"]
@@ -142,12 +143,12 @@ class Adam:
     def replace_parameters(self, replaced: dict[torch.Tensor, torch.Tensor]) -> None:
         """Optimise ``replaced[old]`` instead of ``old`` (a field's set-up made new parameter
         tensors, e.g. per-Gaussian ones of a new size); the old ones' moments are dropped."""
-        for group in self.param_groups:
-            for position, param in enumerate(group["params"]):
-                for old, new in replaced.items():
-                    if param is old:
-                        group["params"][position] = new
-                        self.state.pop(old, None)
+        for old, new in replaced.items():
+            found = optimizer_param_state(self, old)
+            if found is not None:
+                _, group, position = found
+                group["params"][position] = new
+                self.state.pop(old, None)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
