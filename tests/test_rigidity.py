@@ -169,3 +169,83 @@ def test_training_step_runs_the_field_once(monkeypatch):
         RenderOptions(backend="torch", tile_size=8),
     )  # fmt: skip
     assert len(calls) == 1 and "rigidity" in losses.terms
+
+
+class Quadratic(torch.nn.Module):
+    """A test field: every Gaussian moves by ``a * t^2`` along x (plus ``v * t``); with
+    ``whole_set`` it has a per-Gaussian row of its own and insists on seeing the whole set."""
+
+    def __init__(self, a: float, v: float = 0.3, whole_set: int = 0):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(a))
+        self.v, self.whole_set = v, whole_set
+
+    def per_gaussian_state(self) -> dict:
+        return {"rows": torch.zeros(self.whole_set)} if self.whole_set else {}
+
+    def per_gaussian_parameters(self) -> dict:
+        return {}
+
+    def forward(self, canonical: Gaussians, times: torch.Tensor) -> Gaussians:
+        if self.whole_set:
+            assert canonical.means.shape[0] == self.whole_set, "a field with per-Gaussian rows saw a subset"
+        assert float(times.min()) >= 0.0 and float(times.max()) <= 1.0, "times outside the clip"
+        shift = (self.a * times.square() + self.v * times)[:, None, None] * torch.tensor([1.0, 0.0, 0.0])
+        batch = times.shape[0]
+        expand = lambda x: x.unsqueeze(0).expand((batch,) + tuple(x.shape))  # noqa: E731
+        return canonical.map(expand).with_(means=canonical.means + shift)
+
+
+@pytest.mark.parametrize("whole_set", [0, 300])
+def test_acceleration_is_the_trajectory_second_difference(whole_set):
+    """x(t) = a t^2 + v t: second difference 2 a h^2 at every time (the ends shifted inside),
+    divided by the sample's mean squared neighbour distance; a motion linear in time costs nothing;
+    a field with rows of its own is run on the whole set."""
+    from gen4d.deform import rigidity_anchors
+
+    canonical = random_in_sphere(300, seed=3)
+    config = RigidityConfig(samples=64, neighbours=6, time_step=0.1)
+    torch.manual_seed(0)
+    anchors = rigidity_anchors(300, config, torch.device("cpu"))
+    field = Quadratic(a=0.8, whole_set=whole_set)
+    terms = rigidity_terms(field, canonical, TIMES, config, moved=field(canonical, TIMES), anchors=anchors)
+    neighbours = nearest_neighbours(canonical.means[anchors], canonical.means, 6)
+    scale = (canonical.means[neighbours] - canonical.means[anchors][:, None]).square().sum(-1).mean()
+    expected = (2 * 0.8 * 0.1**2) ** 2 / scale
+    torch.testing.assert_close(terms["acceleration"].detach(), expected, rtol=1e-4, atol=0)
+    terms["acceleration"].backward()
+    assert field.a.grad is not None and float(field.a.grad) > 0
+    still = Quadratic(a=0.0, whole_set=whole_set)
+    linear = rigidity_terms(still, canonical, TIMES, config, moved=still(canonical, TIMES), anchors=anchors)
+    assert float(linear["acceleration"].detach()) < 1e-10
+    # Off unless a time step is set.
+    assert "acceleration" not in rigidity_terms(field, canonical, TIMES, CONFIG, moved=field(canonical, TIMES))
+
+
+def test_acceleration_time_step_is_checked():
+    for bad in (-0.1, 0.5):
+        with pytest.raises(ValueError, match="time_step"):
+            RigidityConfig(samples=8, time_step=bad)
+
+
+def test_acceleration_weight_smooths_a_wiggling_trajectory():
+    """Minimising the term alone straightens a HexPlane field's trajectories (a field with random
+    time features wiggles; after a few Adam steps its mean second difference is much smaller)."""
+    from gen4d.deform import rigidity_anchors
+
+    field, canonical = _moving_field()
+    with torch.no_grad():
+        for p in field.parameters():
+            if p.dim() >= 3:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.5)
+    config = RigidityConfig(samples=64, neighbours=6, time_step=0.1)
+    anchors = rigidity_anchors(150, config, torch.device("cpu"))
+    times = torch.linspace(0, 1, 8)
+    start = float(rigidity_terms(field, canonical, times, config, anchors=anchors)["acceleration"].detach())
+    optimiser = torch.optim.Adam(field.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimiser.zero_grad()
+        rigidity_terms(field, canonical, times, config, anchors=anchors)["acceleration"].backward()
+        optimiser.step()
+    end = float(rigidity_terms(field, canonical, times, config, anchors=anchors)["acceleration"].detach())
+    assert start > 1e-6 and end < 0.2 * start
