@@ -10,17 +10,12 @@ at time ``t`` (primes: deformed):
 * ``rigidity``: ``|(x'_j - x'_i) - R_i (x_j - x_i)|^2`` with ``R_i = R(q'_i) R(q_i)^T``, the
   rotation the field applied to ``i`` (Dynamic 3D Gaussians' local-rigidity loss, with the
   canonical set as the reference frame);
-* ``isometry``: ``| |x'_j - x'_i| - |x_j - x_i| |`` (distances are kept);
-* ``acceleration`` (only with ``time_step`` > 0): ``|x'_i(t + h) - 2 x'_i(t) + x'_i(t - h)|^2`` of
-  the anchors, ``h = time_step`` (the triple shifted inside [0, 1] at the ends): trajectories
-  smooth in time, so a time whose view leaves a part's depth open borrows it from the times
-  around it (one more field pass over the anchors at three times each).
+* ``isometry``: ``| |x'_j - x'_i| - |x_j - x_i| |`` (distances are kept).
 
-The first two are averaged over edges weighted by ``exp(-|x_j - x_i|^2 / (2 s^2))`` (``s^2`` = the mean
+Both are averaged over edges weighted by ``exp(-|x_j - x_i|^2 / (2 s^2))`` (``s^2`` = the mean
 squared neighbour distance of the sample, so far neighbours count less) and over the step's
 times, and divided by ``s^2`` and ``s`` respectively, so they are relative to the local spacing
 of the Gaussians and their weights do not depend on the scene's scale.
-``acceleration`` is averaged over anchors and times and divided by ``s^2`` too.
 
 Cost: a random sample of ``samples`` anchor Gaussians per call; their neighbours are found
 among all canonical Gaussians on the fly (chunked distances), so there is no cached state to
@@ -35,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gen4d.config import ConfigError, check_non_negative, check_positive
+from gen4d.config import check_non_negative, check_positive
 from gen4d.gaussians.core import Gaussians
 
 __all__ = ["RigidityConfig", "nearest_neighbours", "rigidity_anchors", "rigidity_terms"]
@@ -43,22 +38,15 @@ __all__ = ["RigidityConfig", "nearest_neighbours", "rigidity_anchors", "rigidity
 
 @dataclass(frozen=True)
 class RigidityConfig:
-    """Local-rigidity regularisers of the motion (weights: LossWeights.rigidity / isometry /
-    acceleration)."""
+    """Local-rigidity regularisers of the motion (weights: LossWeights.rigidity / isometry)."""
 
     samples: int = 0
     """Anchor Gaussians drawn per step (0 = off)."""
     neighbours: int = 8
     """Nearest canonical neighbours of each anchor."""
-    time_step: float = 0.0
-    """Step h (a fraction of the clip, e.g. 1 / (frames - 1)) of the anchors' trajectory second
-    difference, the ``acceleration`` term (0 = off)."""
 
     def __post_init__(self) -> None:
-        check_non_negative(self, "samples", "time_step")
-        if self.time_step >= 0.5:
-            raise ConfigError("time_step", f"expected a value below 0.5 (a fraction of the clip), got {self.time_step}",
-                              "RigidityConfig")  # fmt: skip
+        check_non_negative(self, "samples")
         check_positive(self, "neighbours")
 
 
@@ -86,7 +74,7 @@ def rigidity_terms(
     moved: Gaussians | None = None,
     anchors: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``{"rigidity", "isometry"}`` (and ``"acceleration"`` when ``config.time_step`` > 0) of ``field`` (a deformation field: ``(Gaussians (n), times (B,))
+    """``{"rigidity", "isometry"}`` of ``field`` (a deformation field: ``(Gaussians (n), times (B,))
     -> Gaussians (B, n)``) on a random sample of the canonical set (N, ...) at ``times`` (B,).
     ``moved``: the whole set already deformed to ``times`` (B, N, ...), e.g. the one a training step
     renders; the sample is then taken from it instead of running the field again (same values,
@@ -127,23 +115,7 @@ def rigidity_terms(
     rigidity = ((now_offset - expected).square().sum(-1) * weights).sum() / (batch * scale)
     length_now = (now_offset.square().sum(-1) + 1e-12).sqrt()
     isometry = ((length_now - (rest_sq + 1e-12).sqrt()).abs() * weights).sum() / (batch * scale.sqrt())
-    terms = {"rigidity": rigidity, "isometry": isometry}
-    if config.time_step > 0:
-        terms["acceleration"] = _acceleration(field, canonical, times, anchors, config.time_step) / scale
-    return terms
-
-
-def _acceleration(field, canonical: Gaussians, times: torch.Tensor, anchors: torch.Tensor, step: float) -> torch.Tensor:
-    """Mean ``|x(t + h) - 2 x(t) + x(t - h)|^2`` of the anchors' trajectories at ``times`` (B,);
-    near the ends of the clip the triple is shifted inside [0, 1]."""
-    centre = times.clamp(step, 1.0 - step)
-    triple_times = torch.cat([centre - step, centre, centre + step])
-    if field.per_gaussian_state() or field.per_gaussian_parameters():  # rows of its own: the whole set
-        triple = field(canonical, triple_times).means[:, anchors]  # (3B, S, 3)
-    else:
-        triple = field(canonical.map(lambda x: x[anchors]), triple_times).means
-    before, middle, after = triple.chunk(3)
-    return (after - 2.0 * middle + before).square().sum(-1).mean()
+    return {"rigidity": rigidity, "isometry": isometry}
 
 
 def _rotate(quats: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:

@@ -42,9 +42,6 @@ class LossWeights:
     """Local rigidity of neighbouring Gaussians' motion (needs deform.rigidity.samples > 0)."""
     isometry: float = 0.0
     """Distances between neighbouring Gaussians kept over time (needs deform.rigidity.samples > 0)."""
-    acceleration: float = 0.0
-    """Second difference of the anchors' trajectories in time (needs deform.rigidity.samples > 0 and
-    deform.rigidity.time_step > 0)."""
 
     def __post_init__(self) -> None:
         check_non_negative(self, *(f.name for f in fields(self)))
