@@ -147,9 +147,8 @@ def test_deformation_captured_again_after_densification():
 
 @cuda
 def test_motion_bases_capture_matches_eager():
-    """The motion-bases field has no hidden state; this checks that a captured step equals the eager
-    one (forcing ``capturable`` on the instance). When it passes on a GPU, MotionBasesField can be
-    marked capturable."""
+    """The motion-bases field has no hidden state and is marked capturable: a captured step equals
+    the eager one (values, regularisers and gradients), also on a replay."""
     from gen4d.deform import MotionBasesConfig
 
     device = torch.device("cuda")
@@ -161,7 +160,7 @@ def test_motion_bases_capture_matches_eager():
     with torch.no_grad():
         model.field.translations.normal_(0, 0.05)
         model.field.rotations.normal_(0, 0.05)
-    model.field.capturable = True
+    assert model.field.capturable
     graphs = StepGraphs(True, device)
     times = torch.tensor([0.1, 0.55, 0.9], device=device)
     results = []
