@@ -344,6 +344,8 @@ def test_motion_bases_regulariser_groups_and_no_per_gaussian_state(canonical):
     assert field.per_gaussian_state() == {}
     with pytest.raises(Exception, match="time_steps"):
         MotionBasesConfig(time_steps=1)
+    with pytest.raises(ValueError, match="arap_neighbours: expected an integer >= 0"):
+        MotionBasesConfig(arap_neighbours=-1)
 
 
 def test_motion_bases_learned_weights_start_at_the_distance_weights_and_follow_densification(canonical):

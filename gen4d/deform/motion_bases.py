@@ -17,9 +17,9 @@ The motion has 7 x B x ``time_steps`` degrees of freedom whatever the number of 
 part moves rigidly and a time seen from one view borrows its shape from the canonical set. The
 weights are a function of the canonical positions and the centres, so the field has no
 per-Gaussian state and no hidden state (a pure function of its parameters, so a step is captured
-as a CUDA graph on a GPU, like HexPlane's); with
-``learn_weights`` each Gaussian's weights are learned instead (logits starting from the distance
-weights, Shape of Motion's choice), a per-Gaussian parameter that densification carries along.
+as a CUDA graph on a GPU, like HexPlane's); with ``learn_weights`` each Gaussian's weights are
+learned instead (logits starting from the distance weights, Shape of Motion's choice), a
+per-Gaussian parameter that densification carries along.
 
 Regularisers: ``time_smoothness``, the mean squared second difference of the tables along time;
 ``arap``, as-rigid-as-possible between neighbouring bases (SC-GS's term on its control points).
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gen4d.config import ConfigError, check_positive
+from gen4d.config import ConfigError, check_non_negative, check_positive
 from gen4d.deform.base import DeformationField, check_times
 from gen4d.deform.control_points import arap_energy, farthest_point_sampling, quaternion_multiply
 from gen4d.deform.hexplane import row_second_difference
@@ -67,10 +67,9 @@ class MotionBasesConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "num_bases")
+        check_non_negative(self, "arap_neighbours")
         if self.pivot not in ("centre", "origin"):
             raise ConfigError("pivot", f"expected 'centre' or 'origin', got {self.pivot!r}", "MotionBasesConfig")
-        if self.arap_neighbours < 0:
-            raise ConfigError("arap_neighbours", f"expected >= 0, got {self.arap_neighbours}", "MotionBasesConfig")
         if self.time_steps < 2:
             raise ConfigError("time_steps", f"expected at least 2 knots, got {self.time_steps}", "MotionBasesConfig")
 
