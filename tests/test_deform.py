@@ -1,5 +1,7 @@
 """Deformation fields: identity at init, shapes, gradients, regularisers, errors."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -62,6 +64,32 @@ def test_field_learns_time_dependent_translation(config, canonical):
     # motion differs between times: the field really depends on t
     out = field(canonical, times).means.detach()
     assert float((out[2] - out[0]).abs().mean()) > 0.02
+
+
+def test_hexplane_anchor_start_subtracts_the_offsets_at_time_zero(canonical):
+    """anchor_start: offsets(t) - offsets(0) of the same weights, so time 0 is the canonical set exactly
+    while the other times move as the field says."""
+    torch.manual_seed(0)
+    plain = HexPlaneField(SMALL_HEX)
+    with torch.no_grad():  # a field that moves everything, differently at every time
+        plain.head_out_weight.normal_(std=0.5)
+        plain.head_out_bias.normal_(std=0.1)
+        for plane in plain.grid.temporal:
+            plane.add_(torch.randn_like(plane))
+    anchored = HexPlaneField(dataclasses.replace(SMALL_HEX, anchor_start=True))
+    anchored.load_state_dict(plain.state_dict())
+    times = torch.tensor([0.7, 0.0, 0.2])
+    moved = anchored(canonical, times)
+    assert torch.equal(moved.means[1], canonical.means) and torch.equal(moved.quats[1], canonical.quats)
+    expected = plain.deltas(canonical.means, times)
+    at_zero = plain.deltas(canonical.means, torch.zeros(1))
+    for name, value in anchored.deltas(canonical.means, times).items():
+        assert value.shape == expected[name].shape
+        assert torch.allclose(value, expected[name] - at_zero[name], atol=1e-6), name
+    assert float((moved.means[0] - canonical.means).abs().mean()) > 1e-2
+    # gradients reach the first time knot through the times after it
+    anchored(canonical, torch.tensor([0.1])).means.sum().backward()
+    assert all(float(plane.grad[:, :, 0].abs().sum()) > 0 for plane in anchored.grid.temporal)
 
 
 def test_hexplane_regularisers():

@@ -68,6 +68,10 @@ class HexPlaneConfig:
     """Predict opacity-logit offsets (off in STAG4D / 4DGS)."""
     deform_color: bool = False
     """Predict offsets of the degree-0 SH colour."""
+    anchor_start: bool = False
+    """Subtract the offsets at time 0 from those at every time, so the field is exactly the identity at
+    t = 0 (the canonical set is the object at time 0) and the images of time 0 train only the canonical
+    Gaussians, leaving the first time knot free to fit the times after it."""
     regularizer: Literal["kplanes", "stag4d"] = "kplanes"
     """Form of the grid regularisers: 'kplanes' (first-difference plane TV, terms averaged over scales and
     planes) or 'stag4d' (second differences along plane rows, terms summed over scales and planes, as
@@ -244,6 +248,8 @@ class HexPlaneField(DeformationField):
         """Offsets per head, each (B, N, size) (opacity: (B, N))."""
         check_shape("points", points, ("N", 3))
         check_times(times)
+        if self.config.anchor_start:  # one extra time, 0, whose offsets are subtracted below
+            times = torch.cat([times, times.new_zeros(1)])
         # grid_sample's backward crashes on NaN coordinates: a step after a NaN loss must not take the
         # process down before the loop sees the loss (steps do not check values: no host syncs).
         features = self.grid(points.nan_to_num(0.0), times)  # (B, N, F*S)
@@ -255,6 +261,8 @@ class HexPlaneField(DeformationField):
         result = {}
         for index, (name, size) in enumerate(self.heads.items()):
             value = out[index, :, :size].reshape(batch, count, size)
+            if self.config.anchor_start:
+                value = value[:-1] - value[-1:]
             result[name] = value[..., 0] if name == "opacity_logits" else value
         return result
 
