@@ -169,3 +169,27 @@ def test_training_step_runs_the_field_once(monkeypatch):
         RenderOptions(backend="torch", tile_size=8),
     )  # fmt: skip
     assert len(calls) == 1 and "rigidity" in losses.terms
+
+
+def test_a_field_with_learned_per_gaussian_weights_is_sampled_from_the_whole_set():
+    """Motion bases with learned blend weights have weights for the prepared set only: the terms are
+    read from the whole deformed set (the same as passing it), never from the field run on a sample,
+    which the field refuses."""
+    from gen4d.deform import MotionBasesConfig, build_field
+
+    canonical = random_in_sphere(150, seed=5)
+    torch.manual_seed(0)
+    field = build_field(DeformConfig(field=MotionBasesConfig(num_bases=6, time_steps=5, learn_weights=True)))
+    field.prepare(canonical)
+    with torch.no_grad():  # bases that move apart, and weights no longer the distance ones
+        field.translations.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+        field.logits.normal_(0, 3.0, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(3)
+    inside = rigidity_terms(field, canonical, TIMES, CONFIG)
+    torch.manual_seed(3)
+    shared = rigidity_terms(field, canonical, TIMES, CONFIG, moved=field(canonical, TIMES))
+    assert float(inside["rigidity"].detach()) > 1e-4
+    for name in ("rigidity", "isometry"):
+        torch.testing.assert_close(inside[name], shared[name])
+    with pytest.raises(ValueError, match="learned blend weights exist for 150 Gaussians, got a set of 10"):
+        field(canonical.map(lambda x: x[:10]), TIMES)

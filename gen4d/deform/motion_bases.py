@@ -163,11 +163,17 @@ class MotionBasesField(DeformationField):
         return -distance / (2 * torch.exp(2 * self.log_radius))
 
     def weights(self, means: torch.Tensor) -> torch.Tensor:
-        """(N, B) blend weights of Gaussians at ``means`` (N, 3): the learned ones when the field
-        holds one row per Gaussian of this set, else the distance weights (e.g. a subset)."""
-        if self.config.learn_weights and self.logits.shape[0] == means.shape[0]:
-            return torch.softmax(self.logits, dim=-1)
-        return torch.softmax(self._distance_logits(means), dim=-1)
+        """(N, B) blend weights of Gaussians at ``means`` (N, 3): the learned ones (one row per Gaussian
+        of the set the field was prepared for) with ``learn_weights``, else the distance weights."""
+        if not self.config.learn_weights:
+            return torch.softmax(self._distance_logits(means), dim=-1)
+        if self.logits.shape[0] != means.shape[0]:
+            raise ValueError(
+                f"MotionBasesField: learned blend weights exist for {self.logits.shape[0]} Gaussians, got a set of "
+                f"{means.shape[0]}; deform the whole canonical set the field was prepared for (learn_weights=true "
+                "has no weights for other points)"
+            )
+        return torch.softmax(self.logits, dim=-1)
 
     def forward(self, canonical: Gaussians, times: torch.Tensor) -> Gaussians:
         if canonical.batched:

@@ -92,6 +92,11 @@ def rigidity_terms(
     rows = torch.cat([anchors[:, None], neighbours], 1)  # (S, 1 + K)
     flat = rows.reshape(-1)
     batch, samples = times.shape[0], rows.shape[0]
+    per_gaussian = getattr(field, "per_gaussian_parameters", None)
+    if moved is None and per_gaussian is not None and per_gaussian():
+        # Parameters with one row per Gaussian (learned blend weights) describe the whole set only:
+        # deform all of it and read the sample from it below.
+        moved = field(canonical, times)
     if moved is None:
         moved = field(canonical.map(lambda x: x[flat]), times)  # (B, S * (1 + K), ...)
         now, q_now = moved.means, moved.quats.reshape(batch, samples, 1 + k, 4)[:, :, 0]
