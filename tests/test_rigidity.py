@@ -116,15 +116,20 @@ def _moving_field():
     return field, random_in_sphere(150, seed=5)
 
 
-def test_sampling_the_rendered_set_equals_running_the_field_again():
-    field, canonical = _moving_field()
+def _check_own_pass_equals_the_given_set(field, canonical: Gaussians) -> None:
+    """The terms computed by ``rigidity_terms`` running the field itself equal those read from the whole
+    set deformed by the caller (same anchors), and are not trivially zero."""
     torch.manual_seed(3)
-    again = rigidity_terms(field, canonical, TIMES, CONFIG)
+    own = rigidity_terms(field, canonical, TIMES, CONFIG)
     torch.manual_seed(3)
     shared = rigidity_terms(field, canonical, TIMES, CONFIG, moved=field(canonical, TIMES))
-    assert float(again["rigidity"].detach()) > 1e-4
+    assert float(own["rigidity"].detach()) > 1e-4
     for name in ("rigidity", "isometry"):
-        torch.testing.assert_close(shared[name], again[name], rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(shared[name], own[name], rtol=1e-5, atol=1e-9)
+
+
+def test_sampling_the_rendered_set_equals_running_the_field_again():
+    _check_own_pass_equals_the_given_set(*_moving_field())
 
 
 def test_given_anchors_equal_the_drawn_ones_and_are_used():
@@ -184,12 +189,6 @@ def test_a_field_with_learned_per_gaussian_weights_is_sampled_from_the_whole_set
     with torch.no_grad():  # bases that move apart, and weights no longer the distance ones
         field.translations.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
         field.logits.normal_(0, 3.0, generator=torch.Generator().manual_seed(2))
-    torch.manual_seed(3)
-    inside = rigidity_terms(field, canonical, TIMES, CONFIG)
-    torch.manual_seed(3)
-    shared = rigidity_terms(field, canonical, TIMES, CONFIG, moved=field(canonical, TIMES))
-    assert float(inside["rigidity"].detach()) > 1e-4
-    for name in ("rigidity", "isometry"):
-        torch.testing.assert_close(inside[name], shared[name])
+    _check_own_pass_equals_the_given_set(field, canonical)
     with pytest.raises(ValueError, match="learned blend weights exist for 150 Gaussians, got a set of 10"):
         field(canonical.map(lambda x: x[:10]), TIMES)

@@ -92,8 +92,7 @@ def rigidity_terms(
     rows = torch.cat([anchors[:, None], neighbours], 1)  # (S, 1 + K)
     flat = rows.reshape(-1)
     batch, samples = times.shape[0], rows.shape[0]
-    per_gaussian = getattr(field, "per_gaussian_parameters", None)
-    if moved is None and per_gaussian is not None and per_gaussian():
+    if moved is None and getattr(field, "per_gaussian_parameters", dict)():
         # Parameters with one row per Gaussian (learned blend weights) describe the whole set only:
         # deform all of it and read the sample from it below.
         moved = field(canonical, times)
