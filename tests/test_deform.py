@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from gen4d.config import ConfigError
 from gen4d.deform import (
     ControlPointConfig,
     ControlPointField,
@@ -22,7 +23,18 @@ from gen4d.gaussians import random_in_sphere
 SMALL_HEX = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1, 2), width=16)
 SMALL_CP = ControlPointConfig(num_points=16, width=16, depth=2, position_frequencies=2, time_frequencies=2)
 SMALL_MB = MotionBasesConfig(num_bases=6, time_steps=5)
-CONFIGS = [DeformConfig(field=SMALL_HEX), DeformConfig(field=SMALL_CP), DeformConfig(field=SMALL_MB)]
+SMALL_MODES = dataclasses.replace(SMALL_HEX, time_modes=3)
+CONFIGS = [
+    DeformConfig(field=SMALL_HEX),
+    DeformConfig(field=SMALL_MODES),
+    DeformConfig(field=SMALL_CP),
+    DeformConfig(field=SMALL_MB),
+]
+
+
+def _config_id(config: DeformConfig) -> str:
+    field = config.field
+    return field.type_name + (f"-{field.time_modes}modes" if getattr(field, "time_modes", 0) else "")
 
 
 @pytest.fixture
@@ -30,7 +42,7 @@ def canonical():
     return random_in_sphere(64, seed=1)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.field.type_name)
+@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
 def test_fresh_field_is_identity(config, canonical):
     field = build_field(config)
     field.prepare(canonical)
@@ -44,7 +56,7 @@ def test_fresh_field_is_identity(config, canonical):
     assert torch.allclose(q, q0, atol=1e-5)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.field.type_name)
+@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
 def test_field_learns_time_dependent_translation(config, canonical):
     """A few Adam steps move the points towards a time-dependent target: grads reach every part."""
     torch.manual_seed(0)
@@ -66,16 +78,24 @@ def test_field_learns_time_dependent_translation(config, canonical):
     assert float((out[2] - out[0]).abs().mean()) > 0.02
 
 
+def _moving(field: HexPlaneField) -> HexPlaneField:
+    """``field`` with random heads and time planes (or motion curves): it moves everything, differently
+    at every time."""
+    with torch.no_grad():
+        field.head_out_weight.normal_(std=0.5)
+        field.head_out_bias.normal_(std=0.1)
+        for plane in field.grid.temporal:
+            plane.add_(torch.randn_like(plane))
+        if field.grid.modes is not None:
+            field.grid.modes.normal_()
+    return field
+
+
 def test_hexplane_anchor_start_subtracts_the_offsets_at_time_zero(canonical):
     """anchor_start: offsets(t) - offsets(0) of the same weights, so time 0 is the canonical set exactly
     while the other times move as the field says."""
     torch.manual_seed(0)
-    plain = HexPlaneField(SMALL_HEX)
-    with torch.no_grad():  # a field that moves everything, differently at every time
-        plain.head_out_weight.normal_(std=0.5)
-        plain.head_out_bias.normal_(std=0.1)
-        for plane in plain.grid.temporal:
-            plane.add_(torch.randn_like(plane))
+    plain = _moving(HexPlaneField(SMALL_HEX))
     anchored = HexPlaneField(dataclasses.replace(SMALL_HEX, anchor_start=True))
     anchored.load_state_dict(plain.state_dict())
     times = torch.tensor([0.7, 0.0, 0.2])
@@ -90,6 +110,32 @@ def test_hexplane_anchor_start_subtracts_the_offsets_at_time_zero(canonical):
     # gradients reach the first time knot through the times after it
     anchored(canonical, torch.tensor([0.1])).means.sum().backward()
     assert all(float(plane.grad[:, :, 0].abs().sum()) > 0 for plane in anchored.grid.temporal)
+
+
+def test_hexplane_time_modes_give_motion_of_rank_k(canonical):
+    """time_modes = K: every time's offsets are a combination of the same K time-free offset fields, so
+    the offsets of many times stacked as rows have rank K (the plain field's have a higher rank), and
+    the curves are linear between their knots."""
+    torch.manual_seed(0)
+    times = torch.linspace(0.0, 1.0, 17)
+    ranks = {}
+    for config in (SMALL_HEX, SMALL_MODES):
+        field = _moving(HexPlaneField(config))
+        with torch.no_grad():
+            offsets = field(canonical, times).means - canonical.means
+        ranks[config.time_modes] = int(torch.linalg.matrix_rank(offsets.reshape(times.numel(), -1)))
+    assert ranks[3] == 3 and ranks[0] > 3
+    grid = HexPlaneField(SMALL_MODES).grid
+    assert not list(grid.temporal)  # no space-time planes with time modes
+    knots = torch.linspace(0.0, 1.0, SMALL_MODES.resolution[3])
+    assert torch.allclose(grid.mode_weights(knots), grid.modes.detach().T)
+    middle = grid.mode_weights((knots[1:2] + knots[2:3]) / 2)[0]
+    assert torch.allclose(middle, (grid.modes[:, 1] + grid.modes[:, 2]).detach() / 2)
+    # the regularisers: smoothness of the curves, no time-L1 (nothing starts at "no motion")
+    regs = HexPlaneField(SMALL_MODES).regularization(canonical, times)
+    assert float(regs["time_smoothness"]) > 0 and float(regs["time_l1"]) == 0
+    with pytest.raises(ConfigError, match="time_modes"):
+        HexPlaneConfig(time_modes=-1)
 
 
 def test_hexplane_regularisers():

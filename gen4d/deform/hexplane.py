@@ -72,6 +72,13 @@ class HexPlaneConfig:
     """Subtract the offsets at time 0 from those at every time, so the field is exactly the identity at
     t = 0 (the canonical set is the object at time 0) and the images of time 0 train only the canonical
     Gaussians, leaving the first time knot free to fit the times after it."""
+    time_modes: int = 0
+    """K > 0: low-rank motion. The offsets are ``sum_k phi_k(t) U_k(x)``: K shared curves over time
+    (``phi``, a table of ``resolution[3]`` knots, linear in between) weighting K time-free offset fields
+    decoded from the spatial planes alone (no space-time planes). Every Gaussian moves with the same K
+    curves, so a time seen from one view is explained by K numbers and the fields ``U_k`` are fitted
+    from the views of all times (the low-rank prior of non-rigid structure from motion). 0: the plain
+    HexPlane."""
     regularizer: Literal["kplanes", "stag4d"] = "kplanes"
     """Form of the grid regularisers: 'kplanes' (first-difference plane TV, terms averaged over scales and
     planes) or 'stag4d' (second differences along plane rows, terms summed over scales and planes, as
@@ -79,7 +86,7 @@ class HexPlaneConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "features", "bounds", "width")
-        check_non_negative(self, "depth")
+        check_non_negative(self, "depth", "time_modes")
         for name in ("resolution", "multires"):
             values = getattr(self, name)
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
@@ -131,9 +138,17 @@ class HexPlaneGrid(nn.Module):
         for mult in config.multires:
             res = base * mult
             spatial.append(nn.Parameter(torch.empty(3, config.features, res, res).uniform_(0.1, 0.5)))
-            temporal.append(nn.Parameter(torch.ones(3, config.features, time_res, res)))
+            if not config.time_modes:
+                temporal.append(nn.Parameter(torch.ones(3, config.features, time_res, res)))
         self.spatial = nn.ParameterList(spatial)
         self.temporal = nn.ParameterList(temporal)
+        if config.time_modes:
+            # The K motion curves start as cosines of increasing frequency over [0, 1] (smooth, distinct).
+            knots = torch.linspace(0.0, 1.0, time_res)
+            frequency = torch.arange(1, config.time_modes + 1, dtype=torch.float32)
+            self.modes = nn.Parameter(torch.cos(torch.pi * frequency[:, None] * knots[None]))  # (K, T)
+        else:
+            self.modes = None
 
     @property
     def output_dim(self) -> int:
@@ -171,7 +186,18 @@ class HexPlaneGrid(nn.Module):
             out.append(_product(values[:, :, 0]).transpose(0, 1).reshape(batch, count, -1))
         return out
 
+    def mode_weights(self, times: torch.Tensor) -> torch.Tensor:
+        """The K motion curves at ``times`` (B,): (B, K), linear between the knots."""
+        knots = self.modes.shape[1]
+        position = times.clamp(0.0, 1.0) * (knots - 1)
+        low = position.floor().clamp(max=knots - 2)
+        index = low.long()
+        weight = (position - low)[None]
+        return (torch.lerp(self.modes[:, index], self.modes[:, index + 1], weight)).transpose(0, 1)
+
     def forward(self, points: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        if self.modes is not None:
+            raise ValueError("HexPlaneGrid with time_modes: use spatial_features() and mode_weights()")
         spatial = self.spatial_features(points)
         temporal = self.temporal_features(points, times)
         return torch.cat([s[None] * t for s, t in zip(spatial, temporal)], -1)
@@ -191,6 +217,10 @@ class HexPlaneGrid(nn.Module):
         return total / len(self.spatial)
 
     def time_smoothness(self) -> torch.Tensor:
+        if self.modes is not None:  # the motion curves' mean squared second difference
+            if self.modes.shape[1] < 3:
+                return self.modes.new_zeros(())
+            return (self.modes[:, 2:] - 2.0 * self.modes[:, 1:-1] + self.modes[:, :-2]).square().mean()
         total = 0.0
         for plane in self.temporal:
             if plane.shape[-2] < 3:
@@ -201,6 +231,8 @@ class HexPlaneGrid(nn.Module):
         return torch.as_tensor(total, device=self.temporal[0].device) * scale
 
     def time_l1(self) -> torch.Tensor:
+        if self.modes is not None:  # no space-time planes
+            return self.modes.new_zeros(())
         total = sum((1.0 - plane).abs().mean() for plane in self.temporal)
         return total * 3.0 if self.config.regularizer == "stag4d" else total / len(self.temporal)
 
@@ -228,8 +260,10 @@ class HexPlaneField(DeformationField):
         count, width, widest = len(self.heads), config.width, max(self.heads.values())
         # Heads: ReLU -> Linear(W, W) -> ReLU -> Linear(W, out), all heads in one batched matmul.
         self.head_hidden = nn.Linear(width, width * count)
-        self.head_out_weight = nn.Parameter(torch.zeros(count, width, widest))
-        self.head_out_bias = nn.Parameter(torch.zeros(count, widest))
+        # With K time modes each head gives K offsets per Gaussian (one per motion curve).
+        modes = max(config.time_modes, 1)
+        self.head_out_weight = nn.Parameter(torch.zeros(count, width, widest * modes))
+        self.head_out_bias = nn.Parameter(torch.zeros(count, widest * modes))
 
     def _head_sizes(self) -> dict[str, int]:
         c = self.config
@@ -252,12 +286,22 @@ class HexPlaneField(DeformationField):
             times = torch.cat([times, times.new_zeros(1)])
         # grid_sample's backward crashes on NaN coordinates: a step after a NaN loss must not take the
         # process down before the loop sees the loss (steps do not check values: no host syncs).
-        features = self.grid(points.nan_to_num(0.0), times)  # (B, N, F*S)
+        points = points.nan_to_num(0.0)
+        modes = self.config.time_modes
+        if modes:  # time-free features, once per Gaussian
+            features = torch.cat(self.grid.spatial_features(points), -1)[None]  # (1, N, F*S)
+        else:
+            features = self.grid(points, times)  # (B, N, F*S)
         batch, count = features.shape[:2]
         hidden = self.trunk(features.reshape(batch * count, -1))
         hidden = F.relu(self.head_hidden(F.relu(hidden)))  # (BN, H*W)
         hidden = hidden.reshape(batch * count, len(self.heads), -1).transpose(0, 1)  # (H, BN, W)
-        out = torch.baddbmm(self.head_out_bias[:, None, :], hidden, self.head_out_weight)  # (H, BN, widest)
+        out = torch.baddbmm(self.head_out_bias[:, None, :], hidden, self.head_out_weight)  # (H, BN, widest [* K])
+        if modes:  # sum_k phi_k(t) U_k(x): (H, N, K, widest) against (B, K) -> (H, B * N, widest)
+            weights = self.grid.mode_weights(times).to(out.dtype)
+            out = torch.einsum("hnkw,bk->hbnw", out.reshape(len(self.heads), count, modes, -1), weights)
+            batch = times.shape[0]
+            out = out.reshape(len(self.heads), batch * count, -1)
         result = {}
         for index, (name, size) in enumerate(self.heads.items()):
             value = out[index, :, :size].reshape(batch, count, size)
