@@ -39,6 +39,7 @@ def test_stag4d_preset_is_the_published_settings():
         0.05,
     )
     assert c.loss.multiview_rgb == 0  # the public code used the anchored views only as SDS conditions
+    assert c.anchored_frames == "one" and preset("fast").anchored_frames == "mixed"
     assert (c.lr.means, c.lr.means_final, c.lr.field_grid, c.lr.field_mlp, c.lr.decay_steps, c.lr.adam_eps) == (
         2e-3,
         2e-5,
@@ -129,6 +130,39 @@ def test_oracle_run_on_the_default_data_set(tmp_path):
     assert result["eval"]["psnr"] > 19.0, result["eval"]
     assert len(list((tmp_path / "renders" / "eval").glob("*.png"))) == 96
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("mode", ["one", "mixed"])
+def test_anchored_views_of_a_step_come_from_one_frame_or_all(tmp_path, monkeypatch, mode):
+    """anchored_frames: 'one' renders the anchored views of the step's frame (STAG4D); 'mixed' the same
+    number drawn over all frames, so a step's anchored render holds several times."""
+    from gen4d.data.video_input import VideoInputConfig
+    from gen4d.gaussians.dynamic import DynamicGaussians
+
+    fast = preset("fast")
+    config = _tiny(
+        fast, steps=12, static_steps=2, ramp_steps=4, views_per_step=1, anchored_per_step=4, num_points=200,
+        anchored_frames=mode, input=VideoInputConfig(size=24), sds=dc.replace(fast.sds, weight=0.0),
+        densify=dc.replace(fast.densify, start=100, stop=100), output=Stag4DOutput(videos=False, ply=False, renders=False),
+    )  # fmt: skip
+    seen = []
+    real_render = DynamicGaussians.render
+
+    def spy(self, cameras, *args, **kwargs):
+        if self.training and cameras.times.numel() == 4:  # the anchored render (the reference one has 1 camera)
+            seen.append(sorted({round(float(t), 4) for t in cameras.times}))
+        return real_render(self, cameras, *args, **kwargs)
+
+    monkeypatch.setattr(DynamicGaussians, "render", spy)
+    run_video_to_4d(DEFAULT_SET, tmp_path, config, multiview=f"oracle:{DEFAULT_SET}", progress=False, echo=None)
+    assert len(seen) == 12
+    after_static = seen[2:]
+    if mode == "one":
+        assert all(len(times) == 1 for times in seen)
+    else:
+        assert max(len(times) for times in after_static) > 1
+        assert len(set().union(*map(set, after_static))) == 4  # the four frames with anchored views
+        assert all(len(times) == 1 for times in seen[:2])  # the static steps keep the middle frame's views
 
 
 def _write_frames(folder, count=3, size=40):
