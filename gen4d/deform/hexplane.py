@@ -188,12 +188,8 @@ class HexPlaneGrid(nn.Module):
 
     def mode_weights(self, times: torch.Tensor) -> torch.Tensor:
         """The K motion curves at ``times`` (B,): (B, K), linear between the knots."""
-        knots = self.modes.shape[1]
-        position = times.clamp(0.0, 1.0) * (knots - 1)
-        low = position.floor().clamp(max=knots - 2)
-        index = low.long()
-        weight = (position - low)[None]
-        return (torch.lerp(self.modes[:, index], self.modes[:, index + 1], weight)).transpose(0, 1)
+        low, frac = knot_positions(times, self.modes.shape[1])
+        return torch.lerp(self.modes[:, low], self.modes[:, low + 1], frac[None]).transpose(0, 1)
 
     def forward(self, points: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         if self.modes is not None:
@@ -220,7 +216,7 @@ class HexPlaneGrid(nn.Module):
         if self.modes is not None:  # the motion curves' mean squared second difference
             if self.modes.shape[1] < 3:
                 return self.modes.new_zeros(())
-            return (self.modes[:, 2:] - 2.0 * self.modes[:, 1:-1] + self.modes[:, :-2]).square().mean()
+            return row_second_difference(self.modes.T).square().mean()
         total = 0.0
         for plane in self.temporal:
             if plane.shape[-2] < 3:
@@ -235,6 +231,14 @@ class HexPlaneGrid(nn.Module):
             return self.modes.new_zeros(())
         total = sum((1.0 - plane).abs().mean() for plane in self.temporal)
         return total * 3.0 if self.config.regularizer == "stag4d" else total / len(self.temporal)
+
+
+def knot_positions(times: torch.Tensor, knots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where ``times`` (B,) in [0, 1] fall among ``knots`` evenly spaced knots: the index of the knot
+    before each (B,) (long, at most ``knots - 2``) and the fraction of the way to the next (B,)."""
+    position = times.clamp(0.0, 1.0) * (knots - 1)
+    low = position.floor().clamp(max=knots - 2)
+    return low.long(), position - low
 
 
 def row_second_difference(plane: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ from torch import nn
 from gen4d.config import ConfigError, check_non_negative, check_positive
 from gen4d.deform.base import DeformationField, check_times
 from gen4d.deform.control_points import arap_energy, farthest_point_sampling, quaternion_multiply
-from gen4d.deform.hexplane import row_second_difference
+from gen4d.deform.hexplane import knot_positions, row_second_difference
 from gen4d.gaussians.core import Gaussians, quaternion_to_matrix
 
 __all__ = ["MotionBasesConfig", "MotionBasesField"]
@@ -143,11 +143,8 @@ class MotionBasesField(DeformationField):
     def motions(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per time and basis: unit quaternions (T, B, 4) and translations (T, B, 3)."""
         check_times(times)
-        knots = self.config.time_steps
-        position = times.clamp(0.0, 1.0) * (knots - 1)
-        low = position.floor().clamp(max=knots - 2)
-        frac = (position - low)[None, :, None]  # (1, T, 1)
-        low = low.long()
+        low, frac = knot_positions(times, self.config.time_steps)
+        frac = frac[None, :, None]  # (1, T, 1)
         quats = self.identity + torch.lerp(self.rotations[:, low], self.rotations[:, low + 1], frac)  # (B, T, 4)
         moves = torch.lerp(self.translations[:, low], self.translations[:, low + 1], frac)  # (B, T, 3)
         return F.normalize(quats, dim=-1).transpose(0, 1), moves.transpose(0, 1)

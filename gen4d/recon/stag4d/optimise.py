@@ -125,7 +125,6 @@ class Stag4DTask(Task):
                 raise ValueError("anchored views need alpha (matte them first)")
             for frame in torch.unique(views.frames).tolist():
                 self.views_by_frame[int(frame)] = torch.nonzero(views.frames == frame).flatten()
-            self.view_pool = torch.cat(list(self.views_by_frame.values()))
             self.view_images = on_white(views).to(device)
             self.view_alphas = views.alphas.to(device)
             self.view_cams = views.cameras.to(device)
@@ -180,16 +179,17 @@ class Stag4DTask(Task):
 
         # -- anchored views (photometric) ------------------------------------------------
         if self.mv_weight and self.views_by_frame:
-            have = sorted(self.views_by_frame)
-            vf = frame if frame in self.views_by_frame else have[int(torch.randint(len(have), (1,), generator=gen))]
-            if static:
-                vf = min(have, key=lambda f: abs(f - self.middle))
-            index = self.views_by_frame[vf]
-            if config.anchored_frames == "mixed" and not static:
-                count = config.anchored_per_step or index.numel()
-                index = self.view_pool[torch.randperm(self.view_pool.numel(), generator=gen)[:count]]
-            elif 0 < config.anchored_per_step < index.numel():
-                index = index[torch.randperm(index.numel(), generator=gen)[: config.anchored_per_step]]
+            if config.anchored_frames == "mixed" and not static:  # any views of any frames
+                count = config.anchored_per_step or max(v.numel() for v in self.views_by_frame.values())
+                index = torch.randperm(len(self.view_cams), generator=gen)[:count]
+            else:
+                have = sorted(self.views_by_frame)
+                vf = frame if frame in self.views_by_frame else have[int(torch.randint(len(have), (1,), generator=gen))]
+                if static:
+                    vf = min(have, key=lambda f: abs(f - self.middle))
+                index = self.views_by_frame[vf]
+                if 0 < config.anchored_per_step < index.numel():
+                    index = index[torch.randperm(index.numel(), generator=gen)[: config.anchored_per_step]]
             index = index.to(device)
             cams = self.view_cams[index]
             out = model.render(cams, white, self.step_options)
