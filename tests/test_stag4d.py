@@ -113,7 +113,8 @@ def test_oracle_run_on_the_default_data_set(tmp_path):
     procedural creature (Blender renders) -> held-out eval views (4 azimuths x 24 times).
 
     CPU version: 32 x 32, 100 steps, SDS off (only a real Zero-1-to-3 would help), 2 anchored views
-    per step. Measured: eval PSNR 20.2 dB (front video only, same settings: 17.5 dB; a white image: 14.3 dB).
+    per step. Measured: eval PSNR 22.4 dB with ``fast``'s anchored-view weights (40000 / 10000); 20.2 dB
+    with the earlier 2000 / 500, which this test rejects; front video only: 17.4 dB; a white image: 14.3 dB.
     """
     from gen4d.data.video_input import VideoInputConfig
 
@@ -127,7 +128,7 @@ def test_oracle_run_on_the_default_data_set(tmp_path):
         DEFAULT_SET, tmp_path, config, multiview=f"oracle:{DEFAULT_SET}", progress=False, echo=None
     )
     assert result["eval"]["images"] == 96
-    assert result["eval"]["psnr"] > 19.0, result["eval"]
+    assert result["eval"]["psnr"] > 21.5, result["eval"]
     assert len(list((tmp_path / "renders" / "eval").glob("*.png"))) == 96
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
 
