@@ -24,11 +24,9 @@ SMALL_HEX = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1, 2),
 SMALL_CP = ControlPointConfig(num_points=16, width=16, depth=2, position_frequencies=2, time_frequencies=2)
 SMALL_MB = MotionBasesConfig(num_bases=6, time_steps=5)
 SMALL_MODES = dataclasses.replace(SMALL_HEX, time_modes=3)
-SMALL_MODES_RESIDUAL = dataclasses.replace(SMALL_MODES, mode_residual=True)
 CONFIGS = [
     DeformConfig(field=SMALL_HEX),
     DeformConfig(field=SMALL_MODES),
-    DeformConfig(field=SMALL_MODES_RESIDUAL),
     DeformConfig(field=SMALL_CP),
     DeformConfig(field=SMALL_MB),
 ]
@@ -36,8 +34,7 @@ CONFIGS = [
 
 def _config_id(config: DeformConfig) -> str:
     field = config.field
-    name = field.type_name + (f"-{field.time_modes}modes" if getattr(field, "time_modes", 0) else "")
-    return name + ("-residual" if getattr(field, "mode_residual", False) else "")
+    return field.type_name + (f"-{field.time_modes}modes" if getattr(field, "time_modes", 0) else "")
 
 
 @pytest.fixture
@@ -139,45 +136,6 @@ def test_hexplane_time_modes_give_motion_of_rank_k(canonical):
     assert float(regs["time_smoothness"]) > 0 and float(regs["time_l1"]) == 0
     with pytest.raises(ConfigError, match="time_modes"):
         HexPlaneConfig(time_modes=-1)
-
-
-def test_hexplane_mode_residual_adds_the_plain_offsets_to_the_low_rank_ones(canonical):
-    """mode_residual: the offsets are the low-rank field's plus the plain HexPlane's of the residual
-    columns; while the space-time planes are 1 the residual does not change in time (rank K + 1), and
-    time_l1 measures how far they left 1."""
-    torch.manual_seed(0)
-    times = torch.linspace(0.0, 1.0, 17)
-    field = _moving(HexPlaneField(SMALL_MODES_RESIDUAL))
-    widest = max(field.heads.values())
-    low_rank = HexPlaneField(SMALL_MODES)
-    low_rank.load_state_dict(
-        {k: v[..., : widest * 3] if k.startswith("head_out") else v for k, v in field.state_dict().items()},
-        strict=False,
-    )
-    plain = HexPlaneField(SMALL_HEX)
-    plain.load_state_dict(
-        {k: v[..., widest * 3 :] if k.startswith("head_out") else v for k, v in field.state_dict().items()},
-        strict=False,
-    )
-    with torch.no_grad():
-        for name, value in field.deltas(canonical.means, times).items():
-            expected = low_rank.deltas(canonical.means, times)[name] + plain.deltas(canonical.means, times)[name]
-            assert torch.allclose(value, expected, atol=1e-5), name
-        assert float(field.regularization(canonical, times)["time_l1"]) > 0.1
-        for plane in field.grid.temporal:
-            plane.fill_(1.0)
-        offsets = (field(canonical, times).means - canonical.means).reshape(times.numel(), -1)
-    assert int(torch.linalg.matrix_rank(offsets)) == 3 + 1
-    # mode_residual_from: the low-rank part alone before that step of the stage
-    late = HexPlaneField(dataclasses.replace(SMALL_MODES_RESIDUAL, mode_residual_from=5))
-    late.load_state_dict(field.state_dict())
-    with torch.no_grad():
-        for step, expected in ((2, low_rank), (5, field)):
-            late.before_step(canonical.means, step)
-            assert torch.allclose(late(canonical, times).means, expected(canonical, times).means, atol=1e-5), step
-    assert float(field.regularization(canonical, times)["time_l1"]) == 0
-    with pytest.raises(ConfigError, match="mode_residual"):
-        HexPlaneConfig(mode_residual=True)
 
 
 def test_hexplane_regularisers():

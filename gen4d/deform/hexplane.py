@@ -79,13 +79,6 @@ class HexPlaneConfig:
     curves, so a time seen from one view is explained by K numbers and the fields ``U_k`` are fitted
     from the views of all times (the low-rank prior of non-rigid structure from motion). 0: the plain
     HexPlane."""
-    mode_residual: bool = False
-    """With ``time_modes`` > 0: keep the space-time planes and add the plain HexPlane's offsets to the
-    low-rank ones, a per-time residual for motion that is not K shared curves. The residual varies in
-    time only where the space-time planes leave 1, which the ``time_l1`` loss weight keeps small."""
-    mode_residual_from: int = 0
-    """With ``mode_residual``: the step of the dynamic stage from which the residual is on (before it, the
-    motion is the low-rank part alone, so the residual starts from motion that is in phase)."""
     regularizer: Literal["kplanes", "stag4d"] = "kplanes"
     """Form of the grid regularisers: 'kplanes' (first-difference plane TV, terms averaged over scales and
     planes) or 'stag4d' (second differences along plane rows, terms summed over scales and planes, as
@@ -93,11 +86,7 @@ class HexPlaneConfig:
 
     def __post_init__(self) -> None:
         check_positive(self, "features", "bounds", "width")
-        check_non_negative(self, "depth", "time_modes", "mode_residual_from")
-        if self.mode_residual and not self.time_modes:
-            raise ConfigError(
-                "mode_residual", "needs time_modes > 0 (the residual is added to the low-rank motion)", "HexPlaneConfig"
-            )
+        check_non_negative(self, "depth", "time_modes")
         for name in ("resolution", "multires"):
             values = getattr(self, name)
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
@@ -149,7 +138,7 @@ class HexPlaneGrid(nn.Module):
         for mult in config.multires:
             res = base * mult
             spatial.append(nn.Parameter(torch.empty(3, config.features, res, res).uniform_(0.1, 0.5)))
-            if not config.time_modes or config.mode_residual:
+            if not config.time_modes:
                 temporal.append(nn.Parameter(torch.ones(3, config.features, time_res, res)))
         self.spatial = nn.ParameterList(spatial)
         self.temporal = nn.ParameterList(temporal)
@@ -202,13 +191,10 @@ class HexPlaneGrid(nn.Module):
         low, frac = knot_positions(times, self.modes.shape[1])
         return torch.lerp(self.modes[:, low], self.modes[:, low + 1], frac[None]).transpose(0, 1)
 
-    def forward(
-        self, points: torch.Tensor, times: torch.Tensor, spatial: list[torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Features (B, N, F * S); ``spatial``: this grid's spatial features of ``points``, when already looked up."""
-        if not len(self.temporal):
+    def forward(self, points: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        if self.modes is not None:
             raise ValueError("HexPlaneGrid with time_modes: use spatial_features() and mode_weights()")
-        spatial = self.spatial_features(points) if spatial is None else spatial
+        spatial = self.spatial_features(points)
         temporal = self.temporal_features(points, times)
         return torch.cat([s[None] * t for s, t in zip(spatial, temporal)], -1)
 
@@ -227,12 +213,10 @@ class HexPlaneGrid(nn.Module):
         return total / len(self.spatial)
 
     def time_smoothness(self) -> torch.Tensor:
-        """The space-time planes' term plus, with time modes, the motion curves' mean squared second difference."""
-        curves = self.modes.new_zeros(()) if self.modes is not None else 0.0
-        if self.modes is not None and self.modes.shape[1] >= 3:
-            curves = row_second_difference(self.modes.T).square().mean()
-        if not len(self.temporal):
-            return curves
+        if self.modes is not None:  # the motion curves' mean squared second difference
+            if self.modes.shape[1] < 3:
+                return self.modes.new_zeros(())
+            return row_second_difference(self.modes.T).square().mean()
         total = 0.0
         for plane in self.temporal:
             if plane.shape[-2] < 3:
@@ -240,10 +224,10 @@ class HexPlaneGrid(nn.Module):
             total = total + row_second_difference(plane).square().mean()
         # planes of one scale share a shape, so 3 x the stacked mean is the sum over the 3 planes
         scale = 3.0 if self.config.regularizer == "stag4d" else 1.0 / len(self.temporal)
-        return torch.as_tensor(total, device=self.temporal[0].device) * scale + curves
+        return torch.as_tensor(total, device=self.temporal[0].device) * scale
 
     def time_l1(self) -> torch.Tensor:
-        if not len(self.temporal):  # time modes alone: no space-time planes
+        if self.modes is not None:  # no space-time planes
             return self.modes.new_zeros(())
         total = sum((1.0 - plane).abs().mean() for plane in self.temporal)
         return total * 3.0 if self.config.regularizer == "stag4d" else total / len(self.temporal)
@@ -280,14 +264,10 @@ class HexPlaneField(DeformationField):
         count, width, widest = len(self.heads), config.width, max(self.heads.values())
         # Heads: ReLU -> Linear(W, W) -> ReLU -> Linear(W, out), all heads in one batched matmul.
         self.head_hidden = nn.Linear(width, width * count)
-        # With K time modes each head gives K offsets per Gaussian (one per motion curve), and with the
-        # residual one more (read only from the rows of the space-time features).
-        columns = widest * (max(config.time_modes, 1) + int(config.mode_residual))
-        self.head_out_weight = nn.Parameter(torch.zeros(count, width, columns))
-        self.head_out_bias = nn.Parameter(torch.zeros(count, columns))
-        # 1 once the residual is on (set in place by before_step, so CUDA graphs read the current value)
-        self.register_buffer("residual_gate", torch.ones(()), persistent=False)
-        self._residual_on = True
+        # With K time modes each head gives K offsets per Gaussian (one per motion curve).
+        modes = max(config.time_modes, 1)
+        self.head_out_weight = nn.Parameter(torch.zeros(count, width, widest * modes))
+        self.head_out_bias = nn.Parameter(torch.zeros(count, widest * modes))
 
     def _head_sizes(self) -> dict[str, int]:
         c = self.config
@@ -311,29 +291,21 @@ class HexPlaneField(DeformationField):
         # grid_sample's backward crashes on NaN coordinates: a step after a NaN loss must not take the
         # process down before the loop sees the loss (steps do not check values: no host syncs).
         points = points.nan_to_num(0.0)
-        modes, heads = self.config.time_modes, len(self.heads)
-        if modes:  # time-free features, once per Gaussian (1, N, F*S); with the residual, then (B, N, F*S)
-            spatial = self.grid.spatial_features(points)
-            features = torch.cat(spatial, -1)[None]
-            if self.config.mode_residual:
-                features = torch.cat([features, self.grid(points, times, spatial)])
+        modes = self.config.time_modes
+        if modes:  # time-free features, once per Gaussian
+            features = torch.cat(self.grid.spatial_features(points), -1)[None]  # (1, N, F*S)
         else:
             features = self.grid(points, times)  # (B, N, F*S)
-        rows, count = features.shape[:2]
-        hidden = self.trunk(features.reshape(rows * count, -1))
-        hidden = F.relu(self.head_hidden(F.relu(hidden)))  # (rows N, H*W)
-        hidden = hidden.reshape(rows * count, heads, -1).transpose(0, 1)  # (H, rows N, W)
-        out = torch.baddbmm(self.head_out_bias[:, None, :], hidden, self.head_out_weight)  # (H, rows N, columns)
-        batch = times.shape[0]
+        batch, count = features.shape[:2]
+        hidden = self.trunk(features.reshape(batch * count, -1))
+        hidden = F.relu(self.head_hidden(F.relu(hidden)))  # (BN, H*W)
+        hidden = hidden.reshape(batch * count, len(self.heads), -1).transpose(0, 1)  # (H, BN, W)
+        out = torch.baddbmm(self.head_out_bias[:, None, :], hidden, self.head_out_weight)  # (H, BN, widest [* K])
         if modes:  # sum_k phi_k(t) U_k(x): (H, N, K, widest) against (B, K) -> (H, B * N, widest)
-            widest = max(self.heads.values())
-            fields = out[:, :count, : widest * modes].reshape(heads, count, modes, widest)
             weights = self.grid.mode_weights(times).to(out.dtype)
-            low_rank = torch.einsum("hnkw,bk->hbnw", fields, weights).reshape(heads, batch * count, widest)
-            if self.config.mode_residual:
-                out = low_rank + self.residual_gate * out[:, count:, widest * modes :]
-            else:
-                out = low_rank
+            out = torch.einsum("hnkw,bk->hbnw", out.reshape(len(self.heads), count, modes, -1), weights)
+            batch = times.shape[0]
+            out = out.reshape(len(self.heads), batch * count, -1)
         result = {}
         for index, (name, size) in enumerate(self.heads.items()):
             value = out[index, :, :size].reshape(batch, count, size)
@@ -341,12 +313,6 @@ class HexPlaneField(DeformationField):
                 value = value[:-1] - value[-1:]
             result[name] = value[..., 0] if name == "opacity_logits" else value
         return result
-
-    def before_step(self, means: torch.Tensor, step: int) -> None:
-        on = not self.config.mode_residual or step >= self.config.mode_residual_from
-        if on != self._residual_on:
-            self.residual_gate.fill_(float(on))
-            self._residual_on = on
 
     def forward(self, canonical: Gaussians, times: torch.Tensor) -> Gaussians:
         if canonical.batched:
