@@ -69,6 +69,9 @@ class StageConfig:
     """Coarse-to-fine in time: the trained times grow from the first to all over this fraction of the stage (0 = all from the start)."""
     densify: bool = True
     """Run densification in this stage (schedule in ConstructConfig.densify, in stage steps)."""
+    sampling: Literal["random", "stratified"] = "random"
+    """Images of a step: at random, or stratified (one from each of cameras_per_step equal runs of the training
+    images: the orbit by time, then the static orbit by azimuth)."""
     candidates: int = 1
     """Fine stage: start it this many times with the deformation field drawn anew, train each start for
     candidate_steps steps and keep the one with the lowest training loss (1 = one start)."""
@@ -188,7 +191,9 @@ class ConstructConfig:
         check_non_negative(self, "size", "checkpoint_every", "eval_every")
         check_positive(self, "tile_size", "log_every")
         if self.coarse.candidates != 1:
-            raise ConfigError("coarse.candidates", "expected 1: only the fine stage has candidate starts", "ConstructConfig")
+            raise ConfigError(
+                "coarse.candidates", "expected 1: only the fine stage has candidate starts", "ConstructConfig"
+            )
         if self.fine.candidates > 1 and self.fine.densify:
             raise ConfigError(
                 "fine.candidates",
