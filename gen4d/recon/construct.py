@@ -135,8 +135,6 @@ class ConstructTask(Task):
         self.strategy_state = strategy.initial_state(model)
         self.history: list[dict[str, Any]] = []
         self.turn_report: dict[str, Any] | None = None
-        self.candidate_report: dict[str, Any] | None = None
-        self._last: dict[str, torch.Tensor] = {}
 
     def _search_turn(self) -> dict[str, Any] | None:
         """The whole-object turn search at the start of the fine stage (gen4d.recon.turn_search)."""
@@ -157,7 +155,8 @@ class ConstructTask(Task):
     # -- the step ------------------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, torch.Tensor]:
         config, model = self.config, self.model
-        stage, stage_step, _ = _stage_of(config, step)
+        stage, stage_step, stage_length = _stage_of(config, step)
+        stage_cfg = config.coarse if stage == "coarse" else config.fine
         if stage == "fine" and not model.deform_enabled:
             self.optimizer.replace_parameters(model.enable_deformation(prepare=True))
             self.strategy_state = self.strategy.initial_state(model)
@@ -165,17 +164,6 @@ class ConstructTask(Task):
                 f"fine stage: deformation ({config.deform.field.type_name}) on, {model.num_gaussians} Gaussians"
             )
             self.turn_report = self._search_turn()
-        if stage == "fine" and config.fine.candidates > 1 and stage_step < config.fine.candidate_steps:
-            if stage_step == 0:
-                self._last = self._choose_candidate(step)
-            return self._last  # the kept candidate already took these steps
-        return self._train(step)
-
-    def _train(self, step: int) -> dict[str, torch.Tensor]:
-        """One optimisation step of global step ``step``."""
-        config, model = self.config, self.model
-        stage, stage_step, stage_length = _stage_of(config, step)
-        stage_cfg = config.coarse if stage == "coarse" else config.fine
         reach = min(stage_step / (stage_cfg.time_window * stage_length), 1.0) if stage_cfg.time_window else 1.0
         pool = self.data.pool(stage_cfg.static_orbit, stage_cfg.orbit, reach)
         set_learning_rates(self.optimizer, config.lr, stage_step, stage_length, stage_cfg.canonical_lr)
@@ -191,38 +179,6 @@ class ConstructTask(Task):
             details = ", ".join(f"{k} {v}" for k, v in stats.items() if k != "total")
             LOGGER.info(f"step {step} ({stage}): densified -> {stats['total']} Gaussians ({details})")
         return {"loss": losses.total, "mse": losses.mse}
-
-    def _choose_candidate(self, first: int) -> dict[str, torch.Tensor]:
-        """Several starts of the fine stage (``fine.candidates``): the field drawn anew for each, each
-        trained for ``fine.candidate_steps`` steps from the same state; the one with the lowest mean
-        training loss over the second half of those steps is kept, with its optimiser state."""
-        config, model = self.config, self.model
-        count, length = config.fine.candidates, config.fine.candidate_steps
-        start = time.perf_counter()
-        tensors = _state_tensors(model, self.optimizer)
-        initial = [t.detach().clone() for t in tensors]
-        best, best_state, scores = 0, None, []
-        for k in range(count):
-            if k:
-                for t, saved in zip(tensors, initial):
-                    t.copy_(saved)
-                _redraw_field(model, config.seed, k)
-            total = torch.zeros((), device=model.device)
-            for j in range(length):
-                out = self._train(first + j)
-                if 2 * j >= length:
-                    total += out["loss"].detach()
-            scores.append(float(total) / (length - length // 2))
-            if scores[-1] <= scores[best]:
-                best, best_state = k, [t.detach().clone() for t in tensors]
-                last = {"loss": out["loss"].detach().clone(), "mse": out["mse"].detach().clone()}
-        for t, saved in zip(tensors, best_state):
-            t.copy_(saved)
-        self.candidate_report = {"losses": [round(v, 6) for v in scores], "kept": best, "steps": length,
-                                 "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
-        LOGGER.info(f"fine stage candidates ({self.candidate_report['seconds']:.1f} s): mean training loss over "
-                    f"steps {length // 2}-{length} " + ", ".join(f"{v:.5f}" for v in scores) + f"; kept {best}")  # fmt: skip
-        return last
 
     def describe(self, step: int, means: dict[str, float]) -> dict[str, Any]:
         psnr = -10 * math.log10(max(means.get("mse", 1.0), 1e-12))
@@ -253,7 +209,6 @@ class ConstructTask(Task):
             "densify": self.strategy.state_dict(self.strategy_state),
             "history": self.history,
             "turn_report": self.turn_report,
-            "candidate_report": self.candidate_report,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -261,43 +216,12 @@ class ConstructTask(Task):
         self.strategy_state = self.strategy.load_state(state["densify"], self.model.device)
         self.history = list(state.get("history", []))
         self.turn_report = state.get("turn_report")
-        self.candidate_report = state.get("candidate_report")
 
     def write_checkpoint(self, folder: Path) -> None:
         self.model.save(folder)
 
     def checkpoint_info(self, step: int) -> dict[str, Any]:
         return {"stage": _stage_of(self.config, step - 1)[0], "num_gaussians": self.model.num_gaussians}
-
-
-def _state_tensors(model: DynamicGaussians, optimizer) -> list[torch.Tensor]:
-    """The tensors that make the training state (parameters and Adam moments), to save and restore
-    in place (CUDA graphs keep their addresses). Moments not made yet are made here, as zeros with
-    step 0: Adam's fresh state."""
-    out = []
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            state = optimizer.state.get(param)
-            if not state:
-                state = optimizer.state[param] = optimizer._new_state(param, group["fused"])
-            out += [param.data, state["exp_avg"], state["exp_avg_sq"], state["step"]]
-    names = {id(t) for t in out}
-    return out + [b for b in model.buffers() if id(b) not in names]
-
-
-def _redraw_field(model: DynamicGaussians, seed: int, k: int) -> None:
-    """Draw the deformation field's parameters anew (candidate ``k`` of a run with ``seed``), in place."""
-    field = model.field
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed * 1000 + k)
-        fresh = type(field)(field.config)
-    fresh = fresh.to(model.device)
-    fresh.prepare(model.canonical().detach())
-    mine = dict(field.named_parameters())
-    for name, value in fresh.named_parameters():
-        if mine[name].shape != value.shape:
-            raise RuntimeError(f"fine.candidates: the field's {name} changed shape when drawn again")
-        mine[name].data.copy_(value.data)
 
 
 def reconstruct(
@@ -458,7 +382,6 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
         "phases": {k: round(v, 3) for k, v in phases.items()},
         "history": task.history,
         "turn": task.turn_report,
-        "candidates": task.candidate_report,
         **peak_memory(device),
     }
     write_json(run_dir / "metrics.json", result)

@@ -72,15 +72,10 @@ class StageConfig:
     sampling: Literal["random", "stratified"] = "random"
     """Images of a step: at random, or stratified (one from each of cameras_per_step equal runs of the training
     images: the orbit by time, then the static orbit by azimuth)."""
-    candidates: int = 1
-    """Fine stage: start it this many times with the deformation field drawn anew, train each start for
-    candidate_steps steps and keep the one with the lowest training loss (1 = one start)."""
-    candidate_steps: int = 200
-    """Steps each candidate start trains (they count once towards iterations: the kept one goes on)."""
 
     def __post_init__(self) -> None:
         check_non_negative(self, "iterations")
-        check_positive(self, "cameras_per_step", "candidates", "candidate_steps")
+        check_positive(self, "cameras_per_step")
         check_range(self, "time_window", 0.0, 1.0)
 
 
@@ -190,22 +185,6 @@ class ConstructConfig:
             )
         check_non_negative(self, "size", "checkpoint_every", "eval_every")
         check_positive(self, "tile_size", "log_every")
-        if self.coarse.candidates != 1:
-            raise ConfigError(
-                "coarse.candidates", "expected 1: only the fine stage has candidate starts", "ConstructConfig"
-            )
-        if self.fine.candidates > 1 and self.fine.densify:
-            raise ConfigError(
-                "fine.candidates",
-                f"{self.fine.candidates} starts need a fine stage without densification; pass --fine.densify false",
-                "ConstructConfig",
-            )
-        if self.fine.candidates > 1 and self.fine.candidate_steps > self.fine.iterations:
-            raise ConfigError(
-                "fine.candidate_steps",
-                f"expected at most fine.iterations ({self.fine.iterations}), got {self.fine.candidate_steps}",
-                "ConstructConfig",
-            )
 
     @staticmethod
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
