@@ -49,9 +49,9 @@ def test_time_window_grows_the_trained_times_during_the_stage(scene, tmp_path, m
     seen: list[tuple[int, float]] = []
     real_batch = TrainData.batch
 
-    def spy(self, pool, count, step, background, stratified=False):
+    def spy(self, pool, count, step, background):
         seen.append((step, float(self.dataset.cameras.times[pool].max())))
-        return real_batch(self, pool, count, step, background, stratified)
+        return real_batch(self, pool, count, step, background)
 
     monkeypatch.setattr(TrainData, "batch", spy)
     config = tiny_config(coarse=2, fine=8, points=30)

@@ -197,31 +197,3 @@ def test_training_step_uses_graph_results_also_while_densifying(densify):
     assert graphs.calls == ["deformation", "images"]
     assert float(losses.terms["l1"]) == 7.0 and "dssim" not in losses.terms  # the graph's terms replace the eager ones
     assert {float(losses.terms[k]) for k in ("plane_tv", "time_smoothness", "time_l1")} == {123.0}
-
-
-def test_stratified_batches_take_one_image_from_each_run_of_the_pool():
-    """``sampling = stratified``: each of the step's k images comes from its own k-th of the pool (in
-    the pool's order), every image of the pool is reachable, and steps repeat (resumes see the same)."""
-    from gen4d.data.synthetic import synthetic_dataset
-    from gen4d.recon.step import TrainData
-
-    data = TrainData(synthetic_dataset(size=16, frames=8), torch.device("cpu"), seed=3)
-    data.alphas = None  # targets are the images themselves, each marked with its index
-    data.images = torch.arange(len(data.images), dtype=torch.float32)[:, None, None, None].expand_as(data.images)
-    pool = data.pool(True)
-    n, k = pool.numel(), 4
-    position = {int(index): i for i, index in enumerate(pool)}
-
-    def picked(step, stratified):
-        target = data.batch(pool, k, step, "white", stratified=stratified)[1]
-        return [position[int(v)] for v in target[:, 0, 0, 0]]
-
-    seen = set()
-    for step in range(200):
-        positions = picked(step, True)
-        assert [p * k // n for p in positions] == list(range(k))
-        seen.update(positions)
-    assert seen == set(range(n))
-    assert picked(7, True) == picked(7, True)
-    # random sampling puts two images of one run together in some step
-    assert any(sorted(p * k // n for p in picked(step, False)) != list(range(k)) for step in range(50))
