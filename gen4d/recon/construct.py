@@ -167,9 +167,7 @@ class ConstructTask(Task):
         reach = min(stage_step / (stage_cfg.time_window * stage_length), 1.0) if stage_cfg.time_window else 1.0
         pool = self.data.pool(stage_cfg.static_orbit, stage_cfg.orbit, reach)
         set_learning_rates(self.optimizer, config.lr, stage_step, stage_length, stage_cfg.canonical_lr)
-        cams, target, alpha, bg = self.data.batch(
-            pool, stage_cfg.cameras_per_step, step, self.train_background, stage_cfg.sampling == "stratified"
-        )
+        cams, target, alpha, bg = self.data.batch(pool, stage_cfg.cameras_per_step, step, self.train_background)
         losses, stats = training_step(
             model, self.optimizer, cams, target, alpha, bg, config.loss, self.options,
             self.strategy if stage_cfg.densify else None, self.strategy_state, stage_step, self.lpips_model,

@@ -69,9 +69,6 @@ class StageConfig:
     """Coarse-to-fine in time: the trained times grow from the first to all over this fraction of the stage (0 = all from the start)."""
     densify: bool = True
     """Run densification in this stage (schedule in ConstructConfig.densify, in stage steps)."""
-    sampling: Literal["random", "stratified"] = "random"
-    """Images of a step: at random, or stratified (one from each of cameras_per_step equal runs of the training
-    images: the orbit by time, then the static orbit by azimuth)."""
 
     def __post_init__(self) -> None:
         check_non_negative(self, "iterations")

@@ -85,18 +85,9 @@ class TrainData:
             index = index[times <= first + reach * (last - first) + 1e-6]
         return index
 
-    def batch(self, pool: torch.Tensor, count: int, step: int, background: str, stratified: bool = False):
-        """``count`` images of ``pool``: at random, or (``stratified``) one from each of ``count``
-        equal runs of the pool in its order (the orbit by time, then the static orbit by azimuth)."""
+    def batch(self, pool: torch.Tensor, count: int, step: int, background: str):
         gen = generator(self.seed, step)
-        n = pool.numel()
-        if stratified and count < n:
-            edges = [round(i * n / count) for i in range(count + 1)]
-            offsets = torch.rand(count, generator=gen)
-            pick = pool[[edges[i] + min(int(offsets[i] * (edges[i + 1] - edges[i])), edges[i + 1] - edges[i] - 1)
-                         for i in range(count)]]  # fmt: skip
-        else:
-            pick = pool[torch.randperm(n, generator=gen)[: min(count, n)]]
+        pick = pool[torch.randperm(pool.numel(), generator=gen)[: min(count, pool.numel())]]
         k = pick.numel()
         if background == "random":
             bg = torch.rand(k, 3, generator=gen)
