@@ -162,7 +162,7 @@ class ConstructConfig:
     (MCMCConfig: 3DGS-MCMC, fixed cap); steps counted within each stage."""
     lr: LearningRates = field(default_factory=LearningRates)
     """Learning rates."""
-    loss: LossWeights = field(default_factory=lambda: LossWeights(rigidity=0.1))
+    loss: LossWeights = field(default_factory=lambda: LossWeights(rigidity=0.01))
     """Loss weights."""
     log_every: int = 100
     """Update the progress bar, log and check for NaN every this many steps."""
