@@ -13,7 +13,6 @@ import torch
 from gen4d.data.manifest import load_default
 from gen4d.data.synthetic import synthetic_dataset
 from gen4d.deform import DeformConfig
-from gen4d.errors import UserError
 from gen4d.eval.split import evaluate_splits
 from gen4d.gaussians import random_in_sphere
 from gen4d.gaussians.dynamic import DynamicGaussians
@@ -95,93 +94,3 @@ def test_static_orbit_canonical_beats_the_blended_one_at_held_out_views_of_time_
         )
         psnr[orbit] = metrics["t0"]["psnr"]
     assert psnr[False] > psnr[True] + 0.5, psnr
-
-
-# -- several runs of the fine stage, one per local-rigidity weight ----------------------------------------------
-def _rigid_config(first: float, alternatives: tuple[float, ...] = ()):
-    from gen4d.deform import RigidityConfig
-
-    config = tiny_config(coarse=10, fine=30, points=40)
-    return replace(
-        config,
-        deform=replace(config.deform, rigidity=RigidityConfig(samples=16, neighbours=4)),
-        fine=replace(config.fine, densify=False, rigidity_alternatives=alternatives),
-        loss=replace(config.loss, rigidity=first),
-        output=replace(config.output, evaluate=True),
-    )
-
-
-def _model_tensors(run: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(run / "checkpoint" / "model.safetensors"))
-
-
-WEIGHTS = (0.0, 1e4)  # no rigidity, and so much that it costs the fit (about 0.2 dB here)
-
-
-@pytest.fixture(scope="module")
-def alone(scene, tmp_path_factory):
-    """One run per weight of WEIGHTS, without alternatives: (train PSNR, run folder)."""
-    out = {}
-    for weight in WEIGHTS:
-        run = tmp_path_factory.mktemp("alone") / "run"
-        result = reconstruct(scene, _rigid_config(weight), run, progress=False, echo=None)
-        out[weight] = (result["splits"]["train"]["psnr"], run)
-    return out
-
-
-@pytest.mark.parametrize("order", [WEIGHTS, WEIGHTS[::-1]], ids=["best-first", "best-last"])
-def test_fine_runs_each_equal_their_weight_alone_and_the_best_fit_is_kept(scene, tmp_path, alone, order):
-    fits = [alone[w][0] for w in order]
-    assert abs(fits[0] - fits[1]) > 0.1, "the weights must change the fit for this test to say anything"
-    run = tmp_path / "run"
-    result = reconstruct(scene, _rigid_config(order[0], order[1:]), run, progress=False, echo=None)
-    report = result["fine_runs"]
-    assert result["iterations"] == 10 + 2 * 30
-    assert report["rigidity"] == list(order)
-    # Each run starts from the same state (tensors, generators) and sees the same batches: it is the run
-    # its weight gives alone, so its fit is that run's training PSNR.
-    assert report["train_psnr"] == pytest.approx(fits, abs=1e-3)
-    kept = max(range(2), key=lambda i: fits[i])
-    assert report["kept"] == kept
-    assert result["splits"]["train"]["psnr"] == pytest.approx(fits[kept], abs=1e-4)
-    mine, theirs = _model_tensors(run), _model_tensors(alone[order[kept]][1])
-    assert mine.keys() == theirs.keys()
-    for key in mine:
-        assert torch.allclose(mine[key].float(), theirs[key].float(), atol=1e-6, rtol=0), key
-    log = (run / "log.txt").read_text()
-    assert "fine run 2 of 2: local rigidity" in log and f"kept local rigidity {order[kept]:g}" in log
-
-
-@pytest.mark.parametrize("stop", [25, 55], ids=["in-run-1", "in-run-2"])
-def test_fine_runs_resume_exactly(scene, tmp_path, stop):
-    config = _rigid_config(*WEIGHTS[:1], alternatives=WEIGHTS[1:])
-    full = tmp_path / "full"
-    expected = reconstruct(scene, config, full, progress=False, echo=None)
-    part = tmp_path / "part"
-    assert reconstruct(scene, config, part, progress=False, echo=None, stop_after=stop) == {"stopped_at": stop}
-    result = reconstruct(scene, config, part, resume=True, progress=False, echo=None)
-    assert result["fine_runs"] == expected["fine_runs"]
-    a, b = _model_tensors(full), _model_tensors(part)
-    for key in a:
-        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), key
-    # the runs' boundaries depend on the stage's length, so it may not change on resume here
-    longer = replace(config, fine=replace(config.fine, iterations=40))
-    with pytest.raises(UserError, match="fine.iterations"):
-        reconstruct(scene, longer, part, resume=True, progress=False, echo=None)
-
-
-def test_fine_run_alternatives_are_checked():
-    from gen4d.config import ConfigError
-
-    config = _rigid_config(0.01)
-    with pytest.raises(ConfigError, match="fine.rigidity_alternatives.*densify false"):
-        replace(config, fine=replace(config.fine, densify=True, rigidity_alternatives=(0.1,)))
-    with pytest.raises(ConfigError, match="coarse.rigidity_alternatives"):
-        replace(config, coarse=replace(config.coarse, rigidity_alternatives=(0.1,)))
-    with pytest.raises(ConfigError, match="rigidity.samples"):
-        replace(config, deform=replace(config.deform, rigidity=replace(config.deform.rigidity, samples=0)),
-                fine=replace(config.fine, rigidity_alternatives=(0.1,)))  # fmt: skip
-    with pytest.raises(ConfigError, match="weights >= 0"):
-        replace(config.fine, rigidity_alternatives=(-1.0,))

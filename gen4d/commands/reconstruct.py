@@ -54,8 +54,7 @@ def cpu_minutes(config) -> float:
     rasteriser): about 0.1 s per rendered 96 px image per step, growing with the pixel count."""
     side = config.size or 128  # 0 = as stored; gen4d's default data is 128 px
     coarse, fine = config.coarse, config.fine
-    runs = len(config.fine_rigidities)  # the fine stage runs once per rigidity weight
-    images = coarse.iterations * coarse.cameras_per_step + runs * fine.iterations * fine.cameras_per_step
+    images = coarse.iterations * coarse.cameras_per_step + fine.iterations * fine.cameras_per_step
     return images * 0.1 * (side / 96) ** 2 / 60
 
 

@@ -4,9 +4,7 @@ timed images (Diffusion4D section 3.4, 4DGS-style coarse-to-fine).
 * **Coarse stage**: the deformation is bypassed (one static set of Gaussians), trained on the
   static orbit V-bar (time 0) alone in the ``default`` preset, or on the orbit video V plus V-bar
   (``paper``, ``demo``: 4DGS / Diffusion4D).
-* **Fine stage**: the deformation is on, trained on V (plus V-bar in ``default``). With
-  ``fine.rigidity_alternatives`` it runs once per local-rigidity weight, each run from the same end of
-  the coarse stage, and the run that fits the training orbit best is kept (``ConstructTask._start_fine_run``).
+* **Fine stage**: the deformation is on, trained on V (plus V-bar in ``default``).
 
 The configs and presets live in :mod:`gen4d.recon.presets` (imported here).
 
@@ -32,7 +30,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +39,10 @@ from gen4d.config import to_dict
 from gen4d.data.dataset import MultiViewVideo, load_dataset
 from gen4d.densify import build_strategy
 from gen4d.errors import NonFiniteLossError
-from gen4d.eval.split import evaluate_splits, render_cameras
+from gen4d.eval.split import evaluate_splits
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import write_json
-from gen4d.metrics import psnr
 from gen4d.recon.graphs import StepGraphs
-from gen4d.recon.losses import LossWeights
 from gen4d.recon.optim import build_optimizer, set_learning_rates
 from gen4d.recon.outputs import (
     LpipsLoader,
@@ -72,7 +67,7 @@ from gen4d.recon.step import TrainData, check_dataset, initial_model, scene_exte
 from gen4d.recon.turn_search import search_turn
 from gen4d.render import RenderOptions, resolve_backend
 from gen4d.run import Engine, LoopSettings, Task, check_resume_config, open_run, read_training_state
-from gen4d.run.checkpoint import CHECKPOINT_ENTRIES, rng_state, set_rng_state
+from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
 from gen4d.run.device import resolve_device
 from gen4d.run.logs import LOGGER, run_logging
 from gen4d.run.timing import peak_memory, reset_peak_memory
@@ -96,16 +91,10 @@ __all__ = [
 # The run
 # ---------------------------------------------------------------------------------------
 def _stage_of(config: ConstructConfig, step: int) -> tuple[str, int, int]:
-    """(stage name, step within the stage, stage length) of a global step; the fine stage's runs
-    (one per weight of ``config.fine_rigidities``) follow each other, see :func:`_fine_run_of`."""
+    """(stage name, step within the stage, stage length) of a global step."""
     if step < config.coarse.iterations:
         return "coarse", step, config.coarse.iterations
-    return "fine", (step - config.coarse.iterations) % config.fine.iterations, config.fine.iterations
-
-
-def _fine_run_of(config: ConstructConfig, step: int) -> int:
-    """Which run of the fine stage a global step of that stage belongs to."""
-    return (step - config.coarse.iterations) // config.fine.iterations
+    return "fine", step - config.coarse.iterations, config.fine.iterations
 
 
 RUN_KIND = "reconstruct"
@@ -146,11 +135,6 @@ class ConstructTask(Task):
         self.strategy_state = strategy.initial_state(model)
         self.history: list[dict[str, Any]] = []
         self.turn_report: dict[str, Any] | None = None
-        # Several runs of the fine stage (fine.rigidity_alternatives): the state they all start from
-        # and the best finished one so far (tensors in _state_tensors' order), and each one's fit.
-        self.rigidity_report: dict[str, Any] | None = None
-        self._fork: dict[str, Any] | None = None
-        self._best: list[torch.Tensor] | None = None
 
     def _search_turn(self) -> dict[str, Any] | None:
         """The whole-object turn search at the start of the fine stage (gen4d.recon.turn_search)."""
@@ -171,8 +155,8 @@ class ConstructTask(Task):
     # -- the step ------------------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, torch.Tensor]:
         config, model = self.config, self.model
-        stage, stage_step, _ = _stage_of(config, step)
-        weights = config.loss
+        stage, stage_step, stage_length = _stage_of(config, step)
+        stage_cfg = config.coarse if stage == "coarse" else config.fine
         if stage == "fine" and not model.deform_enabled:
             self.optimizer.replace_parameters(model.enable_deformation(prepare=True))
             self.strategy_state = self.strategy.initial_state(model)
@@ -180,30 +164,12 @@ class ConstructTask(Task):
                 f"fine stage: deformation ({config.deform.field.type_name}) on, {model.num_gaussians} Gaussians"
             )
             self.turn_report = self._search_turn()
-        several = stage == "fine" and len(config.fine_rigidities) > 1
-        if several:
-            run = _fine_run_of(config, step)
-            weights = replace(weights, rigidity=config.fine_rigidities[run])
-            if stage_step == 0:
-                self._start_fine_run(run)
-        out = self._train(step, weights)
-        if several and step == config.total_iterations - 1:
-            self._keep_best_fine_run()
-        return out
-
-    def _train(self, step: int, weights: LossWeights) -> dict[str, torch.Tensor]:
-        """One optimisation step (global ``step``) with loss ``weights``."""
-        config, model = self.config, self.model
-        stage, stage_step, stage_length = _stage_of(config, step)
-        stage_cfg = config.coarse if stage == "coarse" else config.fine
         reach = min(stage_step / (stage_cfg.time_window * stage_length), 1.0) if stage_cfg.time_window else 1.0
         pool = self.data.pool(stage_cfg.static_orbit, stage_cfg.orbit, reach)
         set_learning_rates(self.optimizer, config.lr, stage_step, stage_length, stage_cfg.canonical_lr)
-        # Every run of the fine stage draws the batches of the first one (the step it would be alone).
-        batch_step = step if stage == "coarse" else config.coarse.iterations + stage_step
-        cams, target, alpha, bg = self.data.batch(pool, stage_cfg.cameras_per_step, batch_step, self.train_background)
+        cams, target, alpha, bg = self.data.batch(pool, stage_cfg.cameras_per_step, step, self.train_background)
         losses, stats = training_step(
-            model, self.optimizer, cams, target, alpha, bg, weights, self.options,
+            model, self.optimizer, cams, target, alpha, bg, config.loss, self.options,
             self.strategy if stage_cfg.densify else None, self.strategy_state, stage_step, self.lpips_model,
             self.graphs,
         )  # fmt: skip
@@ -211,51 +177,6 @@ class ConstructTask(Task):
             details = ", ".join(f"{k} {v}" for k, v in stats.items() if k != "total")
             LOGGER.info(f"step {step} ({stage}): densified -> {stats['total']} Gaussians ({details})")
         return {"loss": losses.total, "mse": losses.mse}
-
-    # -- several runs of the fine stage (fine.rigidity_alternatives) ------------------------------------------
-    def _fit(self) -> float:
-        """PSNR of the model over the training orbit (the ``train`` split of metrics.json), at the
-        evaluation background: how well a finished fine run explains the images it was given."""
-        orbit = self.dataset.splits["orbit"]
-        renders = render_cameras(self.model, self.dataset.cameras[orbit], self.bg_value, self.options)
-        target = self.dataset.composited((self.bg_value,) * 3)[orbit].to(renders.rgb)
-        return float(psnr(renders.rgb, target))
-
-    def _score_finished_run(self, run: int) -> None:
-        """Record the fit of fine run ``run`` (just finished) and keep its state if it is the best so far."""
-        report = self.rigidity_report
-        report["train_psnr"].append(round(self._fit(), 4))
-        if report["kept"] is None or report["train_psnr"][-1] > report["train_psnr"][report["kept"]]:
-            report["kept"] = run
-            self._best = [t.detach().clone() for t in _state_tensors(self.model, self.optimizer)]
-
-    def _start_fine_run(self, run: int) -> None:
-        """Before the first step of fine run ``run``: remember the state all runs start from (run 0: the
-        training tensors and the random number generators), or score the previous run and go back to
-        that state, so that each run is the one its weight would give alone."""
-        tensors = _state_tensors(self.model, self.optimizer)
-        device = self.model.device
-        if run == 0:
-            self._fork = {"tensors": [t.detach().clone() for t in tensors], "rng": rng_state(device)}
-            self.rigidity_report = {"rigidity": list(self.config.fine_rigidities), "train_psnr": [], "kept": None}
-        else:
-            self._score_finished_run(run - 1)
-            for t, saved in zip(tensors, self._fork["tensors"], strict=True):
-                t.copy_(saved)
-            set_rng_state(self._fork["rng"], device)
-        LOGGER.info(f"fine run {run + 1} of {len(self.config.fine_rigidities)}: local rigidity "
-                    f"{self.config.fine_rigidities[run]:g}")  # fmt: skip
-
-    def _keep_best_fine_run(self) -> None:
-        """After the last step: score the last fine run and keep the best one's state."""
-        report = self.rigidity_report
-        self._score_finished_run(len(self.config.fine_rigidities) - 1)
-        for t, saved in zip(_state_tensors(self.model, self.optimizer), self._best, strict=True):
-            t.copy_(saved)
-        self._fork = self._best = None
-        fits = ", ".join(f"{w:g}: {p:.2f} dB" for w, p in zip(report["rigidity"], report["train_psnr"]))
-        LOGGER.info(f"fine runs' fit to the training orbit ({fits}); kept local rigidity "
-                    f"{report['rigidity'][report['kept']]:g}")  # fmt: skip
 
     def describe(self, step: int, means: dict[str, float]) -> dict[str, Any]:
         psnr = -10 * math.log10(max(means.get("mse", 1.0), 1e-12))
@@ -286,8 +207,6 @@ class ConstructTask(Task):
             "densify": self.strategy.state_dict(self.strategy_state),
             "history": self.history,
             "turn_report": self.turn_report,
-            "rigidity_report": self.rigidity_report,
-            "fine_runs": {"fork": self._fork, "best": self._best},
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -295,30 +214,12 @@ class ConstructTask(Task):
         self.strategy_state = self.strategy.load_state(state["densify"], self.model.device)
         self.history = list(state.get("history", []))
         self.turn_report = state.get("turn_report")
-        self.rigidity_report = state.get("rigidity_report")
-        runs = state.get("fine_runs") or {}
-        self._fork, self._best = runs.get("fork"), runs.get("best")
 
     def write_checkpoint(self, folder: Path) -> None:
         self.model.save(folder)
 
     def checkpoint_info(self, step: int) -> dict[str, Any]:
         return {"stage": _stage_of(self.config, step - 1)[0], "num_gaussians": self.model.num_gaussians}
-
-
-def _state_tensors(model: DynamicGaussians, optimizer) -> list[torch.Tensor]:
-    """The tensors that make the training state (parameters, their Adam moments and steps, the model's
-    buffers), to save and restore in place (CUDA graphs keep their addresses). Moments not made yet are
-    made here as zeros with step 0: Adam's fresh state, which restores to the same."""
-    out = []
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            state = optimizer.state.get(param)
-            if not state:
-                state = optimizer.state[param] = optimizer._new_state(param, group["fused"])
-            out += [param.data, state["exp_avg"], state["exp_avg_sq"], state["step"]]
-    seen = {id(t) for t in out}
-    return out + [b for b in model.buffers() if id(b) not in seen]
 
 
 def reconstruct(
@@ -364,10 +265,7 @@ def _reconstruct(
 
     checkpoint = read_training_state(run_dir, device) if resume else None
     if checkpoint is not None:
-        may_change = MAY_CHANGE_ON_RESUME
-        if len(config.fine_rigidities) > 1:  # the fine runs' boundaries are fixed by the stage's length
-            may_change = tuple(name for name in may_change if name != "fine.iterations")
-        check_resume_config(run_dir, config, may_change)
+        check_resume_config(run_dir, config, MAY_CHANGE_ON_RESUME)
     write_json(run_dir / "config.json", to_dict(config))
 
     torch.manual_seed(config.seed)
@@ -412,7 +310,6 @@ def _reconstruct(
         f"4D construction of {dataset.name}: {len(dataset)} images {dataset.width}x{dataset.height}, "
         f"{dataset.num_frames} frames, splits {sorted(dataset.splits)}; device {device}, "
         f"{config.coarse.iterations} coarse + {config.fine.iterations} fine steps"
-        + (f" (the fine stage run {len(config.fine_rigidities)} times)" if len(config.fine_rigidities) > 1 else "")
     )
     if train_background != config.train_background:
         log(f"the images have no alpha: training on a {train_background} background instead of random ones")
@@ -483,7 +380,6 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
         "phases": {k: round(v, 3) for k, v in phases.items()},
         "history": task.history,
         "turn": task.turn_report,
-        "fine_runs": task.rigidity_report,
         **peak_memory(device),
     }
     write_json(run_dir / "metrics.json", result)

@@ -6,7 +6,6 @@ one-line docstring that ``gen4d reconstruct --help`` shows.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -70,21 +69,11 @@ class StageConfig:
     """Coarse-to-fine in time: the trained times grow from the first to all over this fraction of the stage (0 = all from the start)."""
     densify: bool = True
     """Run densification in this stage (schedule in ConstructConfig.densify, in stage steps)."""
-    rigidity_alternatives: tuple[float, ...] = ()
-    """Fine stage: run it again with each of these local-rigidity weights instead of loss.rigidity, every
-    run from the same coarse stage, and keep the one whose result fits the training orbit best (highest
-    PSNR; nothing held out is looked at). Each adds the stage's steps."""
 
     def __post_init__(self) -> None:
         check_non_negative(self, "iterations")
         check_positive(self, "cameras_per_step")
         check_range(self, "time_window", 0.0, 1.0)
-        if any(not math.isfinite(w) or w < 0 for w in self.rigidity_alternatives):
-            raise ConfigError(
-                "rigidity_alternatives",
-                f"expected weights >= 0, got {list(self.rigidity_alternatives)}",
-                type(self).__name__,
-            )
 
 
 @dataclass(frozen=True)
@@ -193,22 +182,6 @@ class ConstructConfig:
             )
         check_non_negative(self, "size", "checkpoint_every", "eval_every")
         check_positive(self, "tile_size", "log_every")
-        if self.coarse.rigidity_alternatives:
-            raise ConfigError(
-                "coarse.rigidity_alternatives", "expected none: the coarse stage has no motion", "ConstructConfig"
-            )
-        if self.fine.rigidity_alternatives:
-            why = (
-                "a fine stage without densification (pass --fine.densify false)"
-                if self.fine.densify
-                else "local rigidity on (deform.rigidity.samples > 0)"
-                if self.deform.rigidity.samples <= 0
-                else "fine.iterations > 0"
-                if self.fine.iterations <= 0
-                else None
-            )
-            if why:
-                raise ConfigError("fine.rigidity_alternatives", f"alternatives need {why}", "ConstructConfig")
 
     @staticmethod
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
@@ -225,14 +198,8 @@ class ConstructConfig:
         return data
 
     @property
-    def fine_rigidities(self) -> tuple[float, ...]:
-        """The local-rigidity weight of each run of the fine stage (loss.rigidity, then the alternatives)."""
-        return (self.loss.rigidity, *self.fine.rigidity_alternatives)
-
-    @property
     def total_iterations(self) -> int:
-        """Steps of the whole run: the coarse stage and every run of the fine stage."""
-        return self.coarse.iterations + self.fine.iterations * len(self.fine_rigidities)
+        return self.coarse.iterations + self.fine.iterations
 
 
 PRESETS: dict[str, ConstructConfig] = {
