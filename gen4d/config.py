@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 import textwrap
 import types
 import typing
@@ -192,9 +193,12 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         if isinstance(value, bool) or value is None:
             raise ConfigError(name, f"expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(name, f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # NaN / Infinity (JSON) or 'nan' / 'inf' (CLI) would poison a run
+            raise ConfigError(name, f"expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if value is None or isinstance(value, (dict, list)):
             raise ConfigError(name, f"expected a string, got {value!r}")
@@ -243,7 +247,14 @@ def from_dict(cls: type[T], data: dict[str, Any], strict: bool = True) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown and strict:
-        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+        names = sorted(unknown)
+        more = f" (and {len(names) - 1} more: {', '.join(names[1:5])}{', ...' if len(names) > 5 else ''})"
+        raise ConfigError(
+            names[0],
+            f"unknown config key{more if len(names) > 1 else ''}; expected only {cls.__name__} fields "
+            "(a config.json written by the same gen4d command)",
+            cls.__name__,
+        )
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json", "read_json", "current_umask"]
+__all__ = ["atomic_path", "write_json", "read_json", "read_safetensors", "read_torch_state_dict", "current_umask"]
 
 
 def current_umask() -> int:
@@ -61,3 +61,53 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"no such file: {path}") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0][:200]
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
+    """The tensors of a ``.safetensors`` file; a damaged or foreign file is a ValueError naming it
+    (safetensors raises its own error type, which would otherwise surface as a traceback)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        return load_file(str(path), device=device)
+    except Exception as err:  # SafetensorError (damaged header), or a truncated file
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({_first_line(err)}); the file is damaged or was not "
+            "written by gen4d: restore it or produce it again"
+        ) from err
+
+
+def read_torch_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str, Any]:
+    """A torch state dict read with ``torch.load(weights_only=True)`` only (never an arbitrary
+    unpickle); a top-level ``state_dict`` entry is unwrapped. A file that is not such a checkpoint
+    (damaged, another format, a pickle of objects) is a ValueError naming it and ``what``."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    # Anything that is not a torch checkpoint fails inside the loader with assorted errors.
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"{path}: not readable as {what} with torch.load(weights_only=True) ({type(err).__name__}: "
+            f"{_first_line(err)}); gen4d never unpickles arbitrary objects. Pass the original weight file"
+        ) from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"{path}: expected {what} as a state dict (name -> tensor), got {type(state).__name__}; "
+            "pass the original weight file"
+        )
+    return state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -180,3 +182,173 @@ def test_explicit_gsplat_without_cuda(monkeypatch):
     # 'auto' falls back to the torch reference on the CPU.
     out = render(_gaussians(), _cameras(), None, RenderOptions(backend="auto"))
     assert out.backend == "torch"
+
+
+# -- bad files and options through the CLI: exit code 2, one line naming the file or option ---------------------
+def _saved_run(folder):
+    """A minimal run folder: RUN/checkpoint with a tiny model (no training)."""
+    from gen4d.deform import DeformConfig, HexPlaneConfig
+    from gen4d.gaussians.dynamic import DynamicGaussians
+    from gen4d.recon import save_checkpoint
+
+    config = DeformConfig(field=HexPlaneConfig(features=2, resolution=(4, 4, 4, 2), multires=(1,), width=8))
+    model = DynamicGaussians(random_in_sphere(20, radius=0.5, seed=0), config)
+    save_checkpoint(folder, model, training_state={"step": torch.zeros(1)}, info={"step": 1})
+    return folder
+
+
+def _one_error_line(capsys, *needles):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    for needle in needles:
+        assert str(needle) in err[0], err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "damage,needle",
+    [
+        (lambda ck: (ck / "model.safetensors").write_bytes(b"\x00" * 12), "model.safetensors: not a readable safetensors"),
+        (lambda ck: (ck / "model.safetensors").write_bytes((ck / "model.safetensors").read_bytes()[:100]),
+         "model.safetensors: not a readable safetensors"),
+        (lambda ck: (ck / "model.json").write_text("[1]"), "checkpoint: not a loadable gen4d model checkpoint"),
+        (lambda ck: (ck / "model.json").write_text('{"format": "gen4d.DynamicGaussians/1"}'),
+         "lacks the 'deform' field"),
+    ],
+)  # fmt: skip
+def test_damaged_checkpoint_is_one_line(tmp_path, capsys, damage, needle):
+    from gen4d.cli import main
+
+    run = _saved_run(tmp_path / "run")
+    damage(run / "checkpoint")
+    assert main(["export", str(run), "--out", str(tmp_path / "a.splat4d")]) == 2
+    _one_error_line(capsys, needle, run / "checkpoint")
+    assert not (tmp_path / "a.splat4d").exists()
+
+
+def test_damaged_training_state_names_the_file(tmp_path):
+    from gen4d.run.checkpoint import load_tree
+
+    run = _saved_run(tmp_path / "run")
+    (run / "checkpoint" / "training_state.safetensors").write_text("garbage")
+    with pytest.raises(ValueError, match=r"training_state\.safetensors: not a readable safetensors file"):
+        load_tree(run / "checkpoint", "training_state")
+
+
+def test_weight_files_that_are_not_state_dicts(tmp_path):
+    from gen4d.metrics.fvd import InceptionI3d
+    from gen4d.metrics.perceptual import VGG16Features
+
+    garbage, tensor = tmp_path / "garbage.pth", tmp_path / "tensor.pth"
+    garbage.write_text("not a checkpoint\n")
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(ValueError, match=r"garbage\.pth: not readable as a torchvision VGG16 checkpoint"):
+        VGG16Features().load_torchvision(garbage)
+    with pytest.raises(ValueError, match=r"tensor\.pth: expected a torchvision VGG16 checkpoint as a state dict"):
+        VGG16Features().load_torchvision(tensor)
+    with pytest.raises(ValueError, match=r"garbage\.pth: not readable as an Inception-v1 I3D checkpoint"):
+        InceptionI3d().load_checkpoint(garbage)
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x", "mps"])
+def test_bad_device_names_the_option_and_writes_nothing(tmp_path, capsys, device):
+    from gen4d.cli import main
+    from gen4d.run.device import resolve_device
+
+    with pytest.raises(ValueError, match=rf"--device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}'"):
+        resolve_device(device)
+    out = tmp_path / "run"
+    assert main(["reconstruct", str(tmp_path / "data"), "--out", str(out), "--device", device, "--no-progress"]) == 2
+    _one_error_line(capsys, "--device")
+    assert not out.exists()  # refused before the run folder is made
+
+
+def test_config_file_errors_name_the_file(tmp_path, capsys):
+    from gen4d.cli import main
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"coarse": {"bogus": 1}}))
+    args = ["reconstruct", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--config", str(config)]
+    assert main(args + ["--no-progress"]) == 2
+    _one_error_line(capsys, config, "coarse.bogus: unknown config key")
+    config.write_text('{"lr": {"means": Infinity}}')
+    assert main(args + ["--no-progress"]) == 2
+    _one_error_line(capsys, config, "lr.means: expected a finite number")
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_non_finite_option_values_are_refused(tmp_path, capsys, value):
+    from gen4d.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["reconstruct", str(tmp_path / "data"), "--out", str(tmp_path / "run"), f"--lr.means={value}"])
+    assert info.value.code == 2
+    assert f"argument --lr.means: expected a finite number, got '{value}'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def _user_folder(path):
+    path.mkdir()
+    (path / "report.md").write_text("my notes")
+    (path / "bench.md").write_text("my table")
+    return path
+
+
+def test_eval_out_never_writes_into_a_users_folder(tmp_path, capsys):
+    from gen4d.cli import main
+    from gen4d.commands.eval import check_out
+    from gen4d.errors import UserError
+
+    run, user = tmp_path / "run", _user_folder(tmp_path / "mine")
+    run.mkdir()
+    assert main(["eval", str(run), "--gt", str(tmp_path / "gt"), "--out", str(user)]) == 2
+    _one_error_line(capsys, f"--out {user} is not empty and holds no gen4d eval report")
+    assert (user / "report.md").read_text() == "my notes" and not (user / "report.json").exists()
+    # an earlier gen4d report is replaced only with --overwrite
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "report.json").write_text(json.dumps({"format": "gen4d.eval/1"}))
+    with pytest.raises(UserError, match="already holds a gen4d eval report; pass --overwrite"):
+        check_out(earlier, overwrite=False)
+    check_out(earlier, overwrite=True)
+    check_out(tmp_path / "new", overwrite=False)
+
+
+def test_bench_out_never_writes_into_a_users_folder(tmp_path, capsys):
+    from gen4d.cli import main
+
+    user = _user_folder(tmp_path / "mine")
+    data = tmp_path / "data"
+    data.mkdir()
+    assert main(["bench", str(data), "--out", str(user), "--device", "cpu", "--no-progress"]) == 2
+    _one_error_line(capsys, f"--out {user} is not empty and holds no gen4d benchmark")
+    assert sorted(p.name for p in user.iterdir()) == ["bench.md", "report.md"]
+    assert (user / "bench.md").read_text() == "my table"
+
+
+def test_render_out_never_writes_into_a_users_folder(tmp_path):
+    from gen4d.data.blender import RenderConfig, render_asset
+
+    user = _user_folder(tmp_path / "mine")
+    with pytest.raises(ValueError, match=r"is not empty and holds no gen4d render \(manifest\.json\)"):
+        render_asset("procedural:1", user, RenderConfig(size=16), progress=False)
+    assert sorted(p.name for p in user.iterdir()) == ["bench.md", "report.md"]
+
+
+def test_reconstruct_with_a_mistyped_dataset_leaves_no_run_folder(tmp_path, capsys):
+    from gen4d.cli import main
+
+    out = tmp_path / "run"
+    args = ["reconstruct", str(tmp_path / "no_such_data"), "--out", str(out), "--device", "cpu", "--no-progress"]
+    assert main(args) == 2
+    _one_error_line(capsys, tmp_path / "no_such_data")
+    assert not out.exists()  # so the corrected command runs without --resume / --overwrite
+
+
+def test_reconstruct_size_beyond_the_limit_names_the_option(tmp_path, capsys):
+    from gen4d.cli import main
+
+    out = tmp_path / "run"
+    assert main(["reconstruct", "x", "--out", str(out), "--size", "100000", "--device", "cpu", "--no-progress"]) == 2
+    _one_error_line(capsys, "--size: expected at most 8192 pixels per side")
+    assert not out.exists()

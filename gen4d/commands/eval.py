@@ -31,7 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DATA",
         help="ground-truth dataset(s) (manifest folder or Diffusion4D folder): one per RUN / VIDEO, or one for all",
     )
-    parser.add_argument("--out", required=True, metavar="REPORT", help="folder for report.md and report.json")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="REPORT",
+        help="folder for report.md and report.json (a new or empty folder, or an earlier report with --overwrite)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the earlier gen4d eval report in --out (report.json, .md)"
+    )
     parser.add_argument("--name", default=None, help="method name in the table (default: the first run's folder name)")
     parser.add_argument(
         "--compare",
@@ -43,16 +51,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, EvalConfig, EvalConfig())
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` where writing report.json / report.md could destroy a user's files: it must
+    be a new or empty folder, or (with ``--overwrite``) hold an earlier gen4d eval report."""
+    from gen4d.errors import UserError
+    from gen4d.eval.report import load_report
 
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; pass a folder for report.json and report.md")
+    if out.suffix in (".json", ".md"):
+        raise UserError(f"--out: expected a folder for report.json and report.md, got a file name {out}")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        load_report(out)
+        earlier = True
+    except (OSError, ValueError):
+        earlier = False
+    if not earlier:
+        raise UserError(
+            f"--out {out} is not empty and holds no gen4d eval report (report.json); gen4d does not write into it. "
+            "Pass a new or an empty folder"
+        )
+    if not overwrite:
+        raise UserError(
+            f"--out {out} already holds a gen4d eval report; pass --overwrite to replace its report.json and "
+            "report.md, or another --out"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
     from gen4d.config import apply_overrides
     from gen4d.data.dataset import load_dataset
     from gen4d.errors import UserError
     from gen4d.eval.core import EvalCase, EvalConfig, evaluate
     from gen4d.eval.report import load_report, markdown_report, read_generation_time, write_report
+    from gen4d.run.device import resolve_device
 
     config = apply_overrides(EvalConfig(), args)
+    device = resolve_device(config.device)  # a bad --device fails before any work
     if args.video:
         return _run_videos(args, config)
     if not args.runs:
@@ -66,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     for run_dir in runs:
         if not run_dir.is_dir():
             raise FileNotFoundError(f"no such run folder: {run_dir}")
+    check_out(Path(args.out), args.overwrite)
     compare = [load_report(p) for p in args.compare]
-    device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
     from gen4d.recon import load_run
 
@@ -114,6 +151,7 @@ def _run_videos(args: argparse.Namespace, config) -> int:
     for video in videos:
         if not video.exists():
             raise UserError(f"--video: no such file or folder: {video}")
+    check_out(Path(args.out), args.overwrite)
     cases = [video_case(v.stem, read_video_frames(v), load_dataset(g)) for v, g in zip(videos, gts)]
     report = evaluate(cases, config, method=args.name or f"{videos[0].stem} (video)", collect=collect_video)
     report["videos"] = [str(v) for v in videos]

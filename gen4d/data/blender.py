@@ -423,6 +423,14 @@ def render_asset(
     settings = to_dict(config)
     identity = {"source": asset, "sha256": _file_digest(asset)}
     manifest_path = out / "manifest.json"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; pass a folder path (a new or empty folder)")
+    if not manifest_path.is_file() and out.is_dir() and any(out.iterdir()):
+        # Not a render gen4d started (it writes manifest.json first): never write into a user's folder.
+        raise ValueError(
+            f"{out} is not empty and holds no gen4d render (manifest.json); gen4d does not write into it. "
+            "Pass another --out: a new or an empty folder"
+        )
     if manifest_path.is_file():
         existing = read_manifest(manifest_path)
         same = existing.get("render", {}).get("settings") == json.loads(json.dumps(settings)) and all(

@@ -195,6 +195,14 @@ def _is_matrix4(value: Any) -> bool:
     )
 
 
+def _is_camera_pose(value: list[list[float]]) -> bool:
+    """A 4x4 rigid-style pose: last row (0, 0, 0, 1) and an invertible 3x3 block (else every
+    projection of the camera is undefined)."""
+    (a, b, c, _), (d, e, f, _), (g, h, i, _), last = value
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    return all(abs(x - y) <= 1e-6 for x, y in zip(last, (0, 0, 0, 1))) and abs(det) > 1e-6
+
+
 def _field_error(where: str, field: str, expected: str, value: Any) -> ValueError:
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
@@ -249,6 +257,10 @@ def _validate(data: Any, path: Path) -> None:
         for key in ("world_to_camera", "blender_camera_to_world"):
             if key in record and not _is_matrix4(record[key]):
                 raise _field_error(image, key, "a finite 4x4 matrix (4 lists of 4 numbers)", record[key])
+            if key in record and not _is_camera_pose(record[key]):
+                raise _field_error(
+                    image, key, "a camera pose: an invertible 3x3 rotation block and last row [0, 0, 0, 1]", record[key]
+                )
         if "view" in record and not _is_int(record["view"]):
             raise _field_error(image, "view", "an integer", record["view"])
         for key in ("source_frame", "fov_deg", "elevation_deg", "azimuth_deg", "radius"):
@@ -307,6 +319,14 @@ def manifest_cameras(data: dict[str, Any], check: bool = True) -> Cameras:
     return cameras
 
 
+def _cameras_of(data: dict[str, Any], manifest_path: Path) -> Cameras:
+    """:func:`manifest_cameras`, with its errors naming the manifest file."""
+    try:
+        return manifest_cameras(data)
+    except ValueError as err:
+        raise ValueError(f"{manifest_path}: {err}; {_FIX_HINT}") from None
+
+
 def load_manifest(path: str | Path, size: int | tuple[int, int] | None = None) -> MultiViewVideo:
     """Load a gen4d render folder (or its ``manifest.json``) as a :class:`MultiViewVideo`.
 
@@ -347,7 +367,7 @@ def load_manifest(path: str | Path, size: int | tuple[int, int] | None = None) -
     video = MultiViewVideo(
         images=torch.from_numpy(np.stack(images)),
         alphas=alpha_stack,
-        cameras=manifest_cameras(data),
+        cameras=_cameras_of(data, manifest_path),
         splits={k: torch.tensor(v, dtype=torch.long) for k, v in splits.items()},
         frames=torch.tensor([int(r["frame_index"]) for r in data["images"]], dtype=torch.long),
         num_frames=int(data["num_frames"]),

@@ -146,6 +146,31 @@ def _write(out: Path, rows: list[dict[str, Any]], config: BenchConfig) -> None:
         tmp.write_text(bench_markdown(rows))
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that gen4d cannot prove is a benchmark folder (it rewrites bench.json and
+    bench.md there): it must be new or empty, hold a gen4d ``bench.json``, or hold only run folders
+    (an interrupted first benchmark run)."""
+    from gen4d.errors import UserError
+    from gen4d.run import is_run
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; pass a folder path (a new or empty folder)")
+    if not out.is_dir():
+        return
+    entries = list(out.iterdir())
+    if not entries or all(is_run(entry) for entry in entries):
+        return
+    try:
+        stored = read_json(out / "bench.json")
+    except (OSError, ValueError):
+        stored = None
+    if not (isinstance(stored, dict) and stored.get("format") == "gen4d.bench/1"):
+        raise UserError(
+            f"--out {out} is not empty and holds no gen4d benchmark (bench.json); gen4d does not write into it. "
+            "Pass another --out: a new or an empty folder"
+        )
+
+
 def run_bench(
     datasets: Sequence[str | os.PathLike],
     config: BenchConfig,
@@ -164,6 +189,7 @@ def run_bench(
     if not config.presets:
         raise ValueError("bench: no presets given")
     out = Path(out)
+    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     configs = {name: _construct_config(name, config) for name in config.presets}  # fail early on unknown presets
     names: list[str] = []

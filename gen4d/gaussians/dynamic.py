@@ -24,7 +24,7 @@ from gen4d.config import from_dict, to_dict
 from gen4d.deform import DeformationField, DeformConfig, build_field, check_times, rigidity_terms
 from gen4d.deform.turn import TurnTrack
 from gen4d.gaussians.core import Gaussians
-from gen4d.io import atomic_path, read_json, write_json
+from gen4d.io import atomic_path, read_json, read_safetensors, write_json
 from gen4d.render import RenderOptions, RenderOutput, render
 
 __all__ = ["DynamicGaussians", "GAUSSIAN_FIELDS", "MODEL_FORMAT"]
@@ -172,10 +172,12 @@ class DynamicGaussians(nn.Module):
 
     @classmethod
     def from_tensors(cls, metadata: dict, tensors: dict[str, torch.Tensor]) -> DynamicGaussians:
-        if metadata.get("format") != MODEL_FORMAT:
-            raise ValueError(
-                f"not a gen4d DynamicGaussians checkpoint (format {metadata.get('format')!r}, expected {MODEL_FORMAT!r})"
-            )
+        if not isinstance(metadata, dict) or metadata.get("format") != MODEL_FORMAT:
+            found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+            raise ValueError(f"not a gen4d DynamicGaussians checkpoint (format {found!r}, expected {MODEL_FORMAT!r})")
+        for key in ("deform", "deform_enabled"):
+            if key not in metadata:
+                raise ValueError(f"model metadata lacks the {key!r} field")
         missing = [f"gaussians.{n}" for n in GAUSSIAN_FIELDS if f"gaussians.{n}" not in tensors]
         if missing:
             raise ValueError(f"checkpoint lacks tensors {missing}")
@@ -190,11 +192,19 @@ class DynamicGaussians(nn.Module):
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: torch.device | str = "cpu") -> DynamicGaussians:
-        """Rebuild a model written by :meth:`save`."""
-        from safetensors.torch import load_file
-
+        """Rebuild a model written by :meth:`save`. A damaged or hand-edited checkpoint is a
+        ValueError naming the folder (never a traceback from deep inside the loader)."""
         folder = Path(folder)
         if not (folder / "model.safetensors").is_file():
             raise FileNotFoundError(f"no model checkpoint in {folder} (expected model.safetensors and model.json)")
         metadata = read_json(folder / "model.json")
-        return cls.from_tensors(metadata, load_file(str(folder / "model.safetensors"))).to(device)
+        tensors = read_safetensors(folder / "model.safetensors")
+        try:
+            model = cls.from_tensors(metadata, tensors)
+        except (ValueError, TypeError, KeyError, RuntimeError) as err:  # RuntimeError: load_state_dict mismatches
+            detail = " ".join(str(err).split())[:300]
+            raise ValueError(
+                f"{folder}: not a loadable gen4d model checkpoint (model.json + model.safetensors): {detail}; "
+                "the files are damaged or were edited: restore the run folder or run it again"
+            ) from err
+        return model.to(device)

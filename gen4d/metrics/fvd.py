@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen4d.io import read_torch_state_dict
 from gen4d.metrics.weights import find_weights
 
 __all__ = [
@@ -178,9 +179,7 @@ class InceptionI3d(nn.Module):
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Load a PyTorch I3D state dict (e.g. ``rgb_imagenet.pt``)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = read_torch_state_dict(path, "an Inception-v1 I3D checkpoint")
         state = {k.removeprefix("module."): v for k, v in state.items()}
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]

@@ -34,6 +34,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from gen4d.io import read_torch_state_dict
 from gen4d.metrics.image import _pair, _reduce
 from gen4d.metrics.weights import MissingWeightsError, find_weights
 
@@ -103,9 +104,7 @@ class _TappedFeatures(nn.Module):
 
     def load_torchvision(self, path: str | os.PathLike) -> None:
         """Load torchvision's whole-model state dict (``features.*`` keys are used, the classifier ignored)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = read_torch_state_dict(path, f"a torchvision {type(self).__name__[:-8]} checkpoint")
         features = {k: v for k, v in state.items() if k.startswith("features.")}
         missing, unexpected = self.load_state_dict(features, strict=False)
         if missing or unexpected:
@@ -228,7 +227,7 @@ class LPIPS(nn.Module):
 
     def load_heads(self, path: str | os.PathLike) -> None:
         """Load a lpips-package heads file (keys ``lin<i>.model.1.weight``)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_torch_state_dict(path, f"LPIPS-{self.net} linear heads")
         state = {k: v for k, v in state.items() if k.startswith("lin")}
         missing, unexpected = self.heads.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -244,6 +244,9 @@ def reconstruct(
     to test resuming).
     """
     wall_start = time.perf_counter()
+    if not isinstance(data, MultiViewVideo):
+        # Read (and so check) the data before the run folder is made: a mistyped path leaves nothing behind.
+        data = load_dataset(data, size=config.size or None)
     run = open_run(run_dir, RUN_KIND, RUN_ENTRIES, resume=resume, overwrite=overwrite, command=command)
     run_dir = run.path
     with run_logging(run_dir / "log.txt", echo):
@@ -256,10 +259,7 @@ def _reconstruct(
     log = LOGGER.info
     device = resolve_device(config.device)
     reset_peak_memory(device)
-    if isinstance(data, MultiViewVideo):
-        dataset = data.resized(config.size) if config.size else data
-    else:
-        dataset = load_dataset(data, size=config.size or None)
+    dataset = data.resized(config.size) if config.size else data
     check_dataset(dataset)
     options = RenderOptions(backend=config.backend, tile_size=config.tile_size)
 

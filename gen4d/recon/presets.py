@@ -112,6 +112,10 @@ def _hexplane(
     )
 
 
+MAX_SIZE = 8192
+"""Largest ``size`` (pixels per side) a construction config accepts."""
+
+
 @dataclass(frozen=True)
 class ConstructConfig:
     """4D construction (coarse static stage, fine dynamic stage); the defaults are the ``default`` preset."""
@@ -181,6 +185,10 @@ class ConstructConfig:
                 "fine.iterations", "coarse.iterations + fine.iterations must be > 0, got 0 for both", "ConstructConfig"
             )
         check_non_negative(self, "size", "checkpoint_every", "eval_every")
+        if self.size > MAX_SIZE:  # it would only fail later, allocating terabytes
+            raise ConfigError(
+                "size", f"expected at most {MAX_SIZE} pixels per side, got {self.size}", "ConstructConfig"
+            )
         check_positive(self, "tile_size", "log_every")
 
     @staticmethod

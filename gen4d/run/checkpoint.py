@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from gen4d.io import read_json, write_json
+from gen4d.io import read_json, read_safetensors, write_json
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -92,13 +92,11 @@ def save_tree(folder: str | os.PathLike, name: str, tree: Any) -> None:
 
 def load_tree(folder: str | os.PathLike, name: str, device: torch.device | str = "cpu") -> Any:
     """The tree :func:`save_tree` wrote (tensors on ``device``)."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     meta = read_json(folder / f"{name}.json")
     if not isinstance(meta, dict) or meta.get("format") != TREE_FORMAT:
         raise ValueError(f"{folder / name}.json: not a gen4d training state (format {TREE_FORMAT!r} expected)")
-    tensors = load_file(str(folder / f"{name}.safetensors"), device=str(device))
+    tensors = read_safetensors(folder / f"{name}.safetensors", device=str(device))
     return _decode(meta["tree"], tensors)
 
 
