@@ -225,6 +225,10 @@ def test_open_run_kinds_and_empty_folders(tmp_path):
         open_run(empty, "reconstruct", ["config.json"])
     with pytest.raises(UserError, match="exclude each other"):
         open_run(tmp_path / "new", "video", [], resume=True, overwrite=True)
+    (empty / MARKER).write_text("{not json")  # a damaged marker: the folder is not provably gen4d's
+    with pytest.raises(UserError, match=rf"is not a gen4d run folder \(its {MARKER} is damaged\)"):
+        open_run(empty, "video", ["config.json"], overwrite=True)
+    assert (empty / MARKER).read_text() == "{not json"
 
 
 # -- resume config, wall-time checkpoints, interrupts ----------------------------------------------------

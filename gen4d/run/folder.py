@@ -103,8 +103,9 @@ def open_run(
     _check_location(path)
     marker = read_marker(path) if path.is_dir() else None
     if marker is None and path.is_dir() and any(path.iterdir()):
+        why = f"its {MARKER} is damaged" if (path / MARKER).is_file() else f"no {MARKER}"
         raise UserError(
-            f"{path} is not empty and is not a gen4d run folder (no {MARKER}); gen4d does not write into it. "
+            f"{path} is not empty and is not a gen4d run folder ({why}); gen4d does not write into it. "
             "Pass another --out: a new or an empty folder"
         )
     if marker is not None and marker.get("kind") != kind:
