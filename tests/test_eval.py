@@ -321,3 +321,14 @@ def test_diffusion4d_sample_pairs_cameras_and_times():
     assert torch.allclose(ring.world_to_camera[0], first.world_to_camera[0], atol=1e-4)
     assert torch.allclose(ring.fy[0], first.fy[0], rtol=1e-4) and float(ring.times[0]) == 0.0
     assert float(ring.times[-1]) == 1.0
+
+
+def test_a_named_eval_split_that_is_missing_is_an_error(c4d_gt, d4d_gt):
+    from gen4d.eval.core import resolve_protocol
+
+    assert resolve_protocol(c4d_gt, EvalConfig()) == "consistent4d"
+    assert resolve_protocol(d4d_gt, EvalConfig()) == "diffusion4d"  # the default split may be absent: auto picks
+    with pytest.raises(ValueError, match=r"--eval_split 'nope': .* has no such split"):
+        resolve_protocol(d4d_gt, EvalConfig(eval_split="nope"))
+    with pytest.raises(ValueError, match=r"--eval_split 'nope'"):
+        resolve_protocol(c4d_gt, EvalConfig(eval_split="nope"))

@@ -139,6 +139,12 @@ class _Collected:
 def resolve_protocol(gt: MultiViewVideo, config: EvalConfig) -> str:
     """The protocol to use for ``gt`` (checks that the splits it needs exist)."""
     protocol = config.protocol
+    if protocol == "auto" and config.eval_split != "eval" and not gt.has_split(config.eval_split):
+        # A split named on purpose and missing is a mistake, not a reason to switch protocols quietly.
+        raise ValueError(
+            f"--eval_split {config.eval_split!r}: {gt.name} has no such split (it has {sorted(gt.splits)}); "
+            "name one of those, or leave --eval_split out"
+        )
     if protocol == "auto":
         if gt.has_split(config.eval_split):
             protocol = "consistent4d"
