@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    if isinstance(getattr(args, "out", None), str) and not args.out.strip():  # it would mean the current folder
+        print(f"gen4d {args.command}: error: --out is empty; pass a folder path", file=sys.stderr)
+        return 2
     from gen4d.threads import configure_threads
 
     try:

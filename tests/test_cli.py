@@ -86,6 +86,8 @@ def test_argparse_errors_are_one_line(capsys, argv, expected):
     "argv,message",
     [
         (["reconstruct", "{data}", "--out", "{out}", "--size", "-1"], "--size: expected an integer >= 0, got -1"),
+        (["reconstruct", "{data}", "--out", " "], "--out is empty; pass a folder path"),
+        (["render", "procedural:1", "--out", ""], "--out is empty; pass a folder path"),
         (["reconstruct", "{data}", "--out", "{out}", "--init.num_points", "0"],
          "--init.num_points: expected an integer > 0, got 0"),
         (["reconstruct", "{data}", "--out", "{out}", "--output.video_frames", "0"],
@@ -272,3 +274,10 @@ def test_os_errors_are_one_line_naming_the_path(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"gen4d curate: error: {blocker}"), err
     assert ("a file is in the way" in err[0] or "not a folder" in err[0]) and "Traceback" not in err[0]
+
+
+def test_an_asset_list_that_is_a_folder_says_so(tmp_path, capsys):
+    assert main(["render", "--assets", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"--assets {tmp_path}: a folder (expected a text file, one asset path or id a line)" in err, err
+    assert not (tmp_path / "out").exists()

@@ -143,7 +143,8 @@ def read_asset_list(path: str | Path) -> list[str]:
     starting with ``#`` are skipped."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--assets {path}: no such file (expected a text file, one asset path or id a line)")
+        found = "a folder" if path.is_dir() else "no such file"
+        raise FileNotFoundError(f"--assets {path}: {found} (expected a text file, one asset path or id a line)")
     return [
         line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
