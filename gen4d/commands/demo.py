@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
 
     from gen4d.config import apply_overrides, load_config
     from gen4d.recon.construct import ConstructConfig, preset, reconstruct
-    from gen4d.run.device import resolve_device
     from gen4d.run.folder import read_marker
 
     out = Path(args.out)
@@ -83,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
         config = preset(name)
         print(f"gen4d demo: preset '{name}' on {'CUDA' if torch.cuda.is_available() else 'CPU'}")
     config = apply_overrides(config, args)
-    resolve_device(config.device)  # a bad --device fails before the run folder is made
     # A rerun replaces the previous demo run in --out (only what gen4d wrote there); any other
     # folder is left to the run-folder policy, which refuses a user's non-empty folder.
     replace = not args.resume and marker is not None and marker.get("command") == "demo"

@@ -80,10 +80,8 @@ def default_preset_name(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from gen4d.recon.construct import reconstruct
-    from gen4d.run.device import resolve_device
 
     config = resolve_config(args)
-    resolve_device(config.device)  # a bad --device fails before the run folder is made
     out = Path(args.out)
     metrics = reconstruct(
         args.data, config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress

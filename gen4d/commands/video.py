@@ -41,13 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
     from gen4d.config import apply_overrides, load_config
     from gen4d.recon.stag4d import Stag4DConfig, preset, run_video_to_4d
-    from gen4d.run.device import resolve_device
 
     config = load_config(Stag4DConfig, args.config) if args.config else preset(args.preset)
     config = apply_overrides(config, args)
     if not Path(args.input).exists():
         raise FileNotFoundError(f"no such input: {args.input}")
-    resolve_device(config.device)  # a bad --device fails before the run folder is made
     result = run_video_to_4d(
         args.input,
         args.out,

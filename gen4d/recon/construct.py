@@ -244,20 +244,21 @@ def reconstruct(
     to test resuming).
     """
     wall_start = time.perf_counter()
+    # The device and the data are checked before the run folder is made: a mistake leaves nothing behind.
+    device = resolve_device(config.device)
     if not isinstance(data, MultiViewVideo):
-        # Read (and so check) the data before the run folder is made: a mistyped path leaves nothing behind.
         data = load_dataset(data, size=config.size or None)
     run = open_run(run_dir, RUN_KIND, RUN_ENTRIES, resume=resume, overwrite=overwrite, command=command)
     run_dir = run.path
     with run_logging(run_dir / "log.txt", echo):
-        return _reconstruct(data, config, run_dir, resume, progress, stop_after, wall_start)
+        return _reconstruct(data, config, device, run_dir, resume, progress, stop_after, wall_start)
 
 
 def _reconstruct(
-    data, config: ConstructConfig, run_dir: Path, resume: bool, progress: bool, stop_after, wall_start
-) -> dict[str, Any]:
+    data, config: ConstructConfig, device: torch.device, run_dir: Path, resume: bool, progress: bool, stop_after,
+    wall_start,
+) -> dict[str, Any]:  # fmt: skip
     log = LOGGER.info
-    device = resolve_device(config.device)
     reset_peak_memory(device)
     dataset = data.resized(config.size) if config.size else data
     check_dataset(dataset)

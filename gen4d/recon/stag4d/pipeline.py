@@ -138,19 +138,20 @@ def run_video_to_4d(
     ``overwrite`` replaces it; any other non-empty folder is refused)."""
 
     wall = time.perf_counter()
+    device = resolve_device(config.device)  # a bad --device fails before the run folder is made
     run_dir = open_run(run_dir, RUN_KIND, RUN_ENTRIES, resume=resume, overwrite=overwrite, command="video").path
     with run_logging(run_dir / "log.txt", echo):
-        return _run(input_path, run_dir, config, multiview, resume, progress, wall, multiview_loader, guidance_loader)
+        return _run(input_path, run_dir, config, device, multiview, resume, progress, wall, multiview_loader,
+                    guidance_loader)  # fmt: skip
 
 
-def _run(input_path, run_dir: Path, config: Stag4DConfig, multiview: str, resume: bool, progress: bool, wall: float,
-         multiview_loader, guidance_loader) -> dict[str, Any]:  # fmt: skip
+def _run(input_path, run_dir: Path, config: Stag4DConfig, device: torch.device, multiview: str, resume: bool,
+         progress: bool, wall: float, multiview_loader, guidance_loader) -> dict[str, Any]:  # fmt: skip
     from gen4d.data.dataset import load_dataset
     from gen4d.data.video_input import load_video_input, save_frames
     from gen4d.diffusion.zero123pp import composite, generate_multiview_cached
 
     log = LOGGER.info
-    device = resolve_device(config.device)
     reset_peak_memory(device)
 
     config_path = run_dir / "config.json"
