@@ -328,9 +328,10 @@ def test_bench_out_never_writes_into_a_users_folder(tmp_path, capsys):
 
 def test_render_out_never_writes_into_a_users_folder(tmp_path):
     from gen4d.data.blender import RenderConfig, render_asset
+    from gen4d.errors import UserError
 
     user = _user_folder(tmp_path / "mine")
-    with pytest.raises(ValueError, match=r"is not empty and holds no gen4d render \(manifest\.json\)"):
+    with pytest.raises(UserError, match=r"is not empty and holds no gen4d render \(manifest\.json\)"):
         render_asset("procedural:1", user, RenderConfig(size=16), progress=False)
     assert sorted(p.name for p in user.iterdir()) == ["bench.md", "report.md"]
 

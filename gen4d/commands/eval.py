@@ -56,24 +56,18 @@ def check_out(out: Path, overwrite: bool) -> None:
     be a new or empty folder, or (with ``--overwrite``) hold an earlier gen4d eval report."""
     from gen4d.errors import UserError
     from gen4d.eval.report import load_report
+    from gen4d.run.folder import check_output_folder
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; pass a folder for report.json and report.md")
-    if out.suffix in (".json", ".md"):
+    def holds_report(folder: Path) -> bool:
+        try:
+            load_report(folder)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    if out.suffix in (".json", ".md") and not out.is_dir():
         raise UserError(f"--out: expected a folder for report.json and report.md, got a file name {out}")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    try:
-        load_report(out)
-        earlier = True
-    except (OSError, ValueError):
-        earlier = False
-    if not earlier:
-        raise UserError(
-            f"--out {out} is not empty and holds no gen4d eval report (report.json); gen4d does not write into it. "
-            "Pass a new or an empty folder"
-        )
-    if not overwrite:
+    if check_output_folder(out, "gen4d eval report (report.json)", holds_report) and not overwrite:
         raise UserError(
             f"--out {out} already holds a gen4d eval report; pass --overwrite to replace its report.json and "
             "report.md, or another --out"

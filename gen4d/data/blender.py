@@ -423,14 +423,10 @@ def render_asset(
     settings = to_dict(config)
     identity = {"source": asset, "sha256": _file_digest(asset)}
     manifest_path = out / "manifest.json"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; pass a folder path (a new or empty folder)")
-    if not manifest_path.is_file() and out.is_dir() and any(out.iterdir()):
-        # Not a render gen4d started (it writes manifest.json first): never write into a user's folder.
-        raise ValueError(
-            f"{out} is not empty and holds no gen4d render (manifest.json); gen4d does not write into it. "
-            "Pass another --out: a new or an empty folder"
-        )
+    from gen4d.run.folder import check_output_folder
+
+    # A render gen4d started writes manifest.json first: any other non-empty folder is the user's.
+    check_output_folder(out, "gen4d render (manifest.json)", lambda folder: (folder / "manifest.json").is_file())
     if manifest_path.is_file():
         existing = read_manifest(manifest_path)
         same = existing.get("render", {}).get("settings") == json.loads(json.dumps(settings)) and all(

@@ -150,25 +150,19 @@ def _check_out(out: Path) -> None:
     """Refuse an ``--out`` that gen4d cannot prove is a benchmark folder (it rewrites bench.json and
     bench.md there): it must be new or empty, hold a gen4d ``bench.json``, or hold only run folders
     (an interrupted first benchmark run)."""
-    from gen4d.errors import UserError
     from gen4d.run import is_run
+    from gen4d.run.folder import check_output_folder
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; pass a folder path (a new or empty folder)")
-    if not out.is_dir():
-        return
-    entries = list(out.iterdir())
-    if not entries or all(is_run(entry) for entry in entries):
-        return
-    try:
-        stored = read_json(out / "bench.json")
-    except (OSError, ValueError):
-        stored = None
-    if not (isinstance(stored, dict) and stored.get("format") == "gen4d.bench/1"):
-        raise UserError(
-            f"--out {out} is not empty and holds no gen4d benchmark (bench.json); gen4d does not write into it. "
-            "Pass another --out: a new or an empty folder"
-        )
+    def ours(folder: Path) -> bool:
+        if all(is_run(entry) for entry in folder.iterdir()):
+            return True
+        try:
+            stored = read_json(folder / "bench.json")
+        except (OSError, ValueError):
+            return False
+        return isinstance(stored, dict) and stored.get("format") == "gen4d.bench/1"
+
+    check_output_folder(out, "gen4d benchmark (bench.json)", ours)
 
 
 def run_bench(

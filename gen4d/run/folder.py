@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,16 @@ from typing import Any
 from gen4d.errors import UserError
 from gen4d.io import read_json, write_json
 
-__all__ = ["MARKER", "RunFolder", "check_resume_config", "config_differences", "is_run", "open_run", "read_marker"]
+__all__ = [
+    "MARKER",
+    "RunFolder",
+    "check_output_folder",
+    "check_resume_config",
+    "config_differences",
+    "is_run",
+    "open_run",
+    "read_marker",
+]
 
 MARKER = ".gen4d-run.json"
 MARKER_FORMAT = "gen4d.run/1"
@@ -68,6 +77,23 @@ def _check_location(path: Path) -> None:
     existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--out {path}: {existing} is not writable; pass a folder you can write to")
+
+
+def check_output_folder(path: str | os.PathLike, what: str, ours: Callable[[Path], bool]) -> bool:
+    """The ``--out`` policy of commands that write a few named files (a report, a benchmark table, a
+    render) rather than a run folder: refused (UserError) when it is a file, lies under a file or is
+    not writable (as :func:`open_run`), or is a non-empty folder that ``ours`` does not recognise as
+    holding ``what``. Returns whether the folder already holds gen4d's output."""
+    path = Path(path)
+    _check_location(path)
+    if not path.is_dir() or not any(path.iterdir()):
+        return False
+    if not ours(path):
+        raise UserError(
+            f"--out {path} is not empty and holds no {what}; gen4d does not write into it. "
+            "Pass another --out: a new or an empty folder"
+        )
+    return True
 
 
 def _remove(path: Path, names: Iterable[str]) -> None:
