@@ -247,11 +247,11 @@ def from_dict(cls: type[T], data: dict[str, Any], strict: bool = True) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown and strict:
-        names = sorted(unknown)
-        more = f" (and {len(names) - 1} more: {', '.join(names[1:5])}{', ...' if len(names) > 5 else ''})"
+        keys = sorted(unknown)
+        more = f" (and {len(keys) - 1} more: {', '.join(keys[1:5])}{', ...' if len(keys) > 5 else ''})"
         raise ConfigError(
-            names[0],
-            f"unknown config key{more if len(names) > 1 else ''}; expected only {cls.__name__} fields "
+            keys[0],
+            f"unknown config key{more if len(keys) > 1 else ''}; expected only {cls.__name__} fields "
             "(a config.json written by the same gen4d command)",
             cls.__name__,
         )

@@ -139,7 +139,7 @@ class _Collected:
 def resolve_protocol(gt: MultiViewVideo, config: EvalConfig) -> str:
     """The protocol to use for ``gt`` (checks that the splits it needs exist)."""
     protocol = config.protocol
-    if protocol == "auto" and config.eval_split != "eval" and not gt.has_split(config.eval_split):
+    if protocol == "auto" and config.eval_split != EvalConfig.eval_split and not gt.has_split(config.eval_split):
         # A split named on purpose and missing is a mistake, not a reason to switch protocols quietly.
         raise ValueError(
             f"--eval_split {config.eval_split!r}: {gt.name} has no such split (it has {sorted(gt.splits)}); "
