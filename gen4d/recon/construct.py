@@ -43,7 +43,7 @@ from gen4d.eval.split import evaluate_splits
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import write_json
 from gen4d.recon.graphs import StepGraphs
-from gen4d.recon.optim import build_optimizer, set_learning_rates
+from gen4d.recon.optim import build_optimizer, learning_rates_at, rigid_motion_groups, set_learning_rates
 from gen4d.recon.outputs import (
     LpipsLoader,
     camera_layout,
@@ -64,7 +64,7 @@ from gen4d.recon.presets import (
     with_iterations,
 )
 from gen4d.recon.step import TrainData, check_dataset, initial_model, scene_extent, training_step
-from gen4d.recon.turn_search import search_turn
+from gen4d.recon.turn_search import learn_rigid_motion, rigid_motion_report, search_turn
 from gen4d.render import RenderOptions, resolve_backend
 from gen4d.run import Engine, LoopSettings, Task, check_resume_config, open_run, read_training_state
 from gen4d.run.checkpoint import CHECKPOINT_ENTRIES
@@ -164,6 +164,12 @@ class ConstructTask(Task):
                 f"fine stage: deformation ({config.deform.field.type_name}) on, {model.num_gaussians} Gaussians"
             )
             self.turn_report = self._search_turn()
+            kept = bool(self.turn_report and self.turn_report.get("kept"))
+            if config.rigid.when == "always" or (config.rigid.when == "turn" and kept):
+                learn_rigid_motion(model, self.dataset)
+                for group in rigid_motion_groups(model, learning_rates_at(config.lr, stage_step, stage_length)):
+                    self.optimizer.add_group(group["name"], group["params"], group["lr"])
+                LOGGER.info(f"fine stage: learning a whole-object rigid motion at {model.turn.times.numel()} times")
         reach = min(stage_step / (stage_cfg.time_window * stage_length), 1.0) if stage_cfg.time_window else 1.0
         pool = self.data.pool(stage_cfg.static_orbit, stage_cfg.orbit, reach)
         set_learning_rates(self.optimizer, config.lr, stage_step, stage_length, stage_cfg.canonical_lr)
@@ -381,6 +387,7 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
         "phases": {k: round(v, 3) for k, v in phases.items()},
         "history": task.history,
         "turn": task.turn_report,
+        "rigid": rigid_motion_report(model),
         **peak_memory(device),
     }
     write_json(run_dir / "metrics.json", result)

@@ -55,6 +55,14 @@ class LearningRates:
     """Motion-basis tables, after decay."""
     field_weights: float = 1e-2
     """Learned per-Gaussian blend logits of the motion bases (``learn_weights``)."""
+    rigid_rotation: float = 5e-3
+    """Learned whole-object rotation per time (axis-angle, radians; ``rigid``), initial."""
+    rigid_rotation_final: float = 5e-4
+    """Learned whole-object rotation, after decay."""
+    rigid_translation: float = 2e-3
+    """Learned whole-object translation per time, initial."""
+    rigid_translation_final: float = 2e-4
+    """Learned whole-object translation, after decay."""
     decay_steps: int = 0
     """Steps of the decay within a stage (0 = the stage's length)."""
     adam_eps: float = 1e-15
@@ -87,6 +95,8 @@ def learning_rates_at(lr: LearningRates, step: int, stage_length: int) -> dict[s
         "field.control": lr.field_control,
         "field.motion": log_linear(step, lr.field_motion, lr.field_motion_final, steps),
         "field.weights": lr.field_weights,
+        "rigid.rotation": log_linear(step, lr.rigid_rotation, lr.rigid_rotation_final, steps),
+        "rigid.translation": log_linear(step, lr.rigid_translation, lr.rigid_translation_final, steps),
     }
 
 
@@ -139,6 +149,10 @@ class Adam:
             adam_update(params, grads, avgs, squares, [], steps, foreach=False if not group["fused"] else None,
                         fused=group["fused"], amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
                         weight_decay=0.0, eps=group["eps"], maximize=False)  # fmt: skip
+
+    def add_group(self, name: str, params: list[torch.Tensor], lr: float) -> None:
+        """Optimise new parameters (made after the optimiser, e.g. a learned rigid motion) as group ``name``."""
+        self.param_groups.append({**self.defaults, "name": name, "params": list(params), "lr": lr})
 
     def replace_parameters(self, replaced: dict[torch.Tensor, torch.Tensor]) -> None:
         """Optimise ``replaced[old]`` instead of ``old`` (a field's set-up made new parameter
@@ -212,18 +226,28 @@ def build_optimizer(model: DynamicGaussians, lr: LearningRates, fused: bool | No
                     f"deformation field group {name!r} has no learning rate (known: grid, mlp, control, motion, weights)"
                 )
             groups.append({"name": key, "params": params, "lr": rates[key]})
+    groups.extend(rigid_motion_groups(model, rates))
     if fused is None:
         fused = model.device.type == "cuda"
     return Adam(groups, lr=rates["means"], eps=lr.adam_eps, fused=bool(fused))
+
+
+def rigid_motion_groups(model: DynamicGaussians, rates: dict[str, float]) -> list[dict[str, Any]]:
+    """Parameter groups of the model's learned whole-object motion (none when it has none)."""
+    if not model.turn.learnable:
+        return []
+    return [{"name": f"rigid.{name}", "params": [getattr(model.turn, name)], "lr": rates[f"rigid.{name}"]}
+            for name in ("rotation", "translation")]  # fmt: skip
 
 
 def set_learning_rates(
     optimizer: Adam, lr: LearningRates, step: int, stage_length: int, canonical_scale: float = 1.0
 ) -> None:
     """Set every named group's rate for ``step`` of the current stage; the canonical Gaussians'
-    groups (not ``field.*``) are multiplied by ``canonical_scale``."""
+    groups (not ``field.*`` or ``rigid.*``) are multiplied by ``canonical_scale``."""
     rates = learning_rates_at(lr, step, stage_length)
     for group in optimizer.param_groups:
         name = group.get("name")
         rate = rates.get(name, group["lr"])
-        group["lr"] = rate if name is None or name.startswith("field.") else rate * canonical_scale
+        motion = name is None or name.startswith(("field.", "rigid."))
+        group["lr"] = rate if motion else rate * canonical_scale

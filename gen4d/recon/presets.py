@@ -14,7 +14,7 @@ from gen4d.deform import ControlPointConfig, DeformConfig, HexPlaneConfig, Rigid
 from gen4d.densify import DensifyConfig, MCMCConfig
 from gen4d.recon.losses import LossWeights
 from gen4d.recon.optim import LearningRates
-from gen4d.recon.turn_search import TurnSearchConfig
+from gen4d.recon.turn_search import RigidMotionConfig, TurnSearchConfig
 
 __all__ = [
     "InitConfig",
@@ -22,6 +22,7 @@ __all__ = [
     "OutputConfig",
     "ConstructConfig",
     "TurnSearchConfig",
+    "RigidMotionConfig",
     "PRESETS",
     "DEFAULT_PRESET",
     "preset",
@@ -157,6 +158,8 @@ class ConstructConfig:
     turn: TurnSearchConfig = field(default_factory=TurnSearchConfig)
     """Whole-object turn per time about the vertical axis, searched before the fine stage (kept only when it
     explains the images clearly better than no turn)."""
+    rigid: RigidMotionConfig = field(default_factory=RigidMotionConfig)
+    """Learned whole-object rigid motion per time (on top of the turn) in the fine stage."""
     densify: DensifyConfig | MCMCConfig = field(
         default_factory=lambda: DensifyConfig(
             start=100, stop=600, every=100, reset_every=0, prune_opacity=0.01, max_gaussians=150_000

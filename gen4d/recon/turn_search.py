@@ -17,7 +17,7 @@ turn train exactly as without the search.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,14 @@ from gen4d.deform.turn import turn, unwrap_degrees
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.render import RenderOptions, render
 
-__all__ = ["TurnSearchConfig", "search_turn"]
+__all__ = [
+    "TurnSearchConfig",
+    "RigidMotionConfig",
+    "search_turn",
+    "object_center",
+    "learn_rigid_motion",
+    "rigid_motion_report",
+]
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,15 @@ class TurnSearchConfig:
         check_non_negative(self, "smoothness")
         check_range(self, "min_gain", 0.0, 1.0)
         check_non_negative(self, "min_degrees")
+
+
+@dataclass(frozen=True)
+class RigidMotionConfig:
+    """A learned whole-object rigid motion per time (rotation about the object's centre and
+    translation, on top of the searched turn) in the fine stage (:meth:`gen4d.deform.turn.TurnTrack.make_learnable`)."""
+
+    when: Literal["never", "turn", "always"] = "turn"
+    """Learn it never, only when the turn search kept a turn ('turn': the object turns as a whole), or always (6 numbers per orbit time; zero at the first time, which the static orbit shows)."""
 
 
 def _targets(dataset: MultiViewVideo, index: torch.Tensor, size: int, device: torch.device):
@@ -96,7 +112,8 @@ def _per_time(per_image: torch.Tensor, which: torch.Tensor, count: int) -> torch
     return total / torch.bincount(which, minlength=count).clamp_min(1).view(-1, *[1] * (per_image.ndim - 1))
 
 
-def _center(canonical) -> torch.Tensor:
+def object_center(canonical) -> torch.Tensor:
+    """Opacity-weighted mean position (3,) of a canonical set: the point the whole-object motions turn about."""
     weights = torch.sigmoid(canonical.opacity_logits)
     return (canonical.means * weights[:, None]).sum(0) / weights.sum().clamp_min(1e-8)
 
@@ -131,7 +148,7 @@ def search_turn(
         return {"kept": False, "reason": "fewer than 2 times"}
     rgb, alpha, cameras = _targets(dataset, index, config.size, device)
     canonical = model.canonical().detach()
-    center = _center(canonical)
+    center = object_center(canonical)
 
     def costs(per_image_degrees: torch.Tensor) -> torch.Tensor:
         return _costs(canonical, center, cameras, rgb, alpha, per_image_degrees, options)
@@ -167,3 +184,25 @@ def search_turn(
     model.turn.set(knots, degrees, center)
     report.update(kept=True, reason=f"gain {gain:.3f}, largest turn {largest:.0f} degrees")
     return report
+
+
+def learn_rigid_motion(model: DynamicGaussians, dataset: MultiViewVideo) -> list[torch.nn.Parameter]:
+    """Give ``model.turn`` a learned rigid motion at the orbit's times (keeping a searched turn when it
+    has one, else a zero turn about the canonical set's centre); returns the new parameters."""
+    if not model.turn.active:
+        knots = torch.unique(dataset.cameras.times[dataset.splits["orbit"]], sorted=True)
+        if knots.numel() < 2:
+            raise ValueError(f"{dataset.name}: a learned rigid motion needs 2 or more orbit times")
+        model.turn.set(knots, torch.zeros_like(knots), object_center(model.canonical().detach()))
+    return model.turn.make_learnable()
+
+
+def rigid_motion_report(model: DynamicGaussians) -> dict[str, Any] | None:
+    """The learned whole-object motion per time (degrees of rotation, translation length), or None."""
+    if not model.turn.learnable:
+        return None
+    with torch.no_grad():
+        rotation, shift = model.turn.rigid(model.turn.times)
+    return {"degrees": [round(float(d), 2) for d in rotation.norm(dim=-1).rad2deg()],
+            "translation": [round(float(d), 4) for d in shift.norm(dim=-1)],
+            "times": [round(float(t), 4) for t in model.turn.times]}  # fmt: skip
