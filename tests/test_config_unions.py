@@ -83,6 +83,13 @@ def test_runs_of_the_older_layout_still_load(tmp_path):
     assert from_dict(Stag4DConfig, stag) == STAG4D_PRESETS["fast"]
 
 
+def test_configs_stored_before_the_learned_rigid_motion_load_as_they_ran():
+    stored = to_dict(PRESETS["default"])
+    assert from_dict(ConstructConfig, stored).rigid.when == "turn"  # today's default, stored in full
+    del stored["rigid"]  # a config.json of an earlier version: it learned no whole-object motion
+    assert from_dict(ConstructConfig, stored).rigid.when == "never"
+
+
 def test_resume_compares_an_older_stored_config_in_the_current_layout(tmp_path):
     from gen4d.run import check_resume_config
 

@@ -196,8 +196,12 @@ class ConstructConfig:
 
     @staticmethod
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
-        """The stored layout of gen4d before typed unions (``strategy`` beside ``densify`` and
-        ``mcmc``) read as the current one (``densify: {"type": "adaptive" or "mcmc", ...}``)."""
+        """Configs stored by earlier gen4d versions read as they ran: one with a ``turn`` but no ``rigid``
+        section learned no whole-object motion (``rigid.when = "never"``, so such a run resumes as
+        it started); the layout before typed unions (``strategy`` beside ``densify`` and ``mcmc``)
+        read as the current one (``densify: {"type": "adaptive" or "mcmc", ...}``)."""
+        if "turn" in data and "rigid" not in data:
+            data["rigid"] = {"when": "never"}
         densify = data.get("densify")
         if "strategy" not in data and "mcmc" not in data and not (isinstance(densify, dict) and "type" not in densify):
             return data
