@@ -55,8 +55,8 @@ class TurnTrack(nn.Module):
         self.register_buffer("times", torch.zeros(0))
         self.register_buffer("degrees", torch.zeros(0))
         self.register_buffer("center", torch.zeros(3))
-        self.rotation = nn.Parameter(torch.zeros(0, 3))
-        self.translation = nn.Parameter(torch.zeros(0, 3))
+        self.rotation = _table(torch.zeros(0, 3))
+        self.translation = _table(torch.zeros(0, 3))
 
     @property
     def active(self) -> bool:
@@ -86,8 +86,8 @@ class TurnTrack(nn.Module):
         if not self.active:
             raise ValueError("TurnTrack.make_learnable: set the knots first (TurnTrack.set)")
         rows = self.times.numel() - 1
-        self.rotation = nn.Parameter(torch.zeros(rows, 3, device=self.center.device))
-        self.translation = nn.Parameter(torch.zeros(rows, 3, device=self.center.device))
+        self.rotation = _table(torch.zeros(rows, 3, device=self.center.device))
+        self.translation = _table(torch.zeros(rows, 3, device=self.center.device))
         return [self.rotation, self.translation]
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -100,7 +100,7 @@ class TurnTrack(nn.Module):
             if name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[name], device=self.center.device))
         for name in ("rotation", "translation"):
-            setattr(self, name, nn.Parameter(torch.empty_like(state_dict[name], device=self.center.device)))
+            setattr(self, name, _table(torch.empty_like(state_dict[name], device=self.center.device)))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _segment(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,6 +144,11 @@ class TurnTrack(nn.Module):
         if not self.learnable:
             return turned
         return move_rigidly(turned, *self.rigid(times), self.center)
+
+
+def _table(values: torch.Tensor) -> nn.Parameter:
+    """A learned-motion table as a parameter; an empty one (no motion learned) is not trained."""
+    return nn.Parameter(values, requires_grad=values.numel() > 0)
 
 
 def axis_angle_to_quaternion(vectors: torch.Tensor) -> torch.Tensor:
