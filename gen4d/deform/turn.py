@@ -94,12 +94,11 @@ class TurnTrack(nn.Module):
         # The tensors' sizes depend on the track (K knots): take the stored tensors' shapes. Files
         # written before the learned motion existed have no rotation / translation: none is learned.
         state_dict = dict(state_dict)
-        for name in ("rotation", "translation"):
-            state_dict.setdefault(name, torch.zeros(0, 3))
         for name in ("times", "degrees", "center"):
             if name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[name], device=self.center.device))
         for name in ("rotation", "translation"):
+            state_dict.setdefault(name, torch.zeros(0, 3))
             setattr(self, name, _table(torch.empty_like(state_dict[name], device=self.center.device)))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
@@ -119,22 +118,10 @@ class TurnTrack(nn.Module):
     def rigid(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The learned rotation (axis-angle, B x 3) and translation (B x 3) at ``times`` (B,)."""
         index, weight = self._segment(times)
-        weight = weight[:, None]
-        out = []
-        for table in (self.rotation, self.translation):
-            full = torch.cat([torch.zeros_like(table[:1]), table])  # knot 0: the identity
-            out.append(torch.lerp(full[index - 1], full[index], weight))
-        return out[0], out[1]
-
-    def smoothness(self) -> torch.Tensor:
-        """Mean squared second difference of the learned rotation and translation over the knots
-        (knot 0 included, at zero): small for a motion that changes smoothly in time."""
-        out = torch.zeros((), device=self.center.device)
-        for table in (self.rotation, self.translation):
-            full = torch.cat([torch.zeros_like(table[:1]), table])
-            if full.shape[0] >= 3:
-                out = out + (full[2:] - 2 * full[1:-1] + full[:-2]).square().mean()
-        return out
+        table = torch.cat([self.rotation, self.translation], 1)
+        table = torch.cat([torch.zeros_like(table[:1]), table])  # knot 0: the identity
+        motion = torch.lerp(table[index - 1], table[index], weight[:, None])
+        return motion[:, :3], motion[:, 3:]
 
     def forward(self, gaussians: Gaussians, times: torch.Tensor) -> Gaussians:
         """``gaussians`` (B, N, ...) at ``times`` (B,) turned by the track (unchanged when empty)."""

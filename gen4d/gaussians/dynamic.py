@@ -99,8 +99,7 @@ class DynamicGaussians(nn.Module):
     def regularization(
         self, times: torch.Tensor, at: Gaussians | None = None, anchors: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """The field's named regularisers at ``times`` (empty while the deformation is off), plus the
-        learned whole-object motion's smoothness when there is one; ``at``:
+        """The field's named regularisers at ``times`` (empty while the deformation is off); ``at``:
         the set deformed to ``times`` when the caller has it (the rigidity terms then sample it
         instead of running the field again); ``anchors``: the rigidity sample, drawn when not given."""
         if not self.deform_enabled:
@@ -108,8 +107,6 @@ class DynamicGaussians(nn.Module):
         canonical, times = self.canonical(), times.to(self.device)
         terms = self.field.regularization(canonical, times)
         terms.update(rigidity_terms(self.field, canonical, times, self.deform_config.rigidity, at, anchors))
-        if self.turn.learnable:
-            terms["rigid_smoothness"] = self.turn.smoothness()
         return terms
 
     def before_step(self, step: int) -> None:

@@ -42,8 +42,6 @@ class LossWeights:
     """Local rigidity of neighbouring Gaussians' motion (needs deform.rigidity.samples > 0)."""
     isometry: float = 0.0
     """Distances between neighbouring Gaussians kept over time (needs deform.rigidity.samples > 0)."""
-    rigid_smoothness: float = 0.0
-    """Second difference along time of the learned whole-object motion (``rigid``)."""
 
     def __post_init__(self) -> None:
         check_non_negative(self, *(f.name for f in fields(self)))
