@@ -90,6 +90,13 @@ def test_configs_stored_before_the_learned_rigid_motion_load_as_they_ran():
     assert from_dict(ConstructConfig, stored).rigid.when == "never"
 
 
+def test_configs_stored_before_the_displacement_term_load_without_it():
+    stored = to_dict(PRESETS["default"])
+    assert from_dict(ConstructConfig, stored).loss.displacement == 1e-3  # today's default, stored in full
+    del stored["loss"]["displacement"]  # an earlier config.json: its runs had no such term
+    assert from_dict(ConstructConfig, stored).loss.displacement == 0.0
+
+
 def test_resume_compares_an_older_stored_config_in_the_current_layout(tmp_path):
     from gen4d.run import check_resume_config
 

@@ -86,6 +86,30 @@ def test_gradients_reach_the_field_and_off_switch():
         RigidityConfig(samples=-1)
 
 
+def test_displacement_term_measures_the_fields_own_motion():
+    """``displacement``: mean squared move of the anchors by the field, relative to their spacing; off
+    unless asked for."""
+    canonical = random_in_sphere(300, seed=3)
+    on = RigidityConfig(samples=64, neighbours=6, displacement=True)
+    assert "displacement" not in rigidity_terms(Motion(), canonical, TIMES, CONFIG)
+    still = Motion(angle=0.0)
+    with torch.no_grad():
+        still.shift.zero_()
+    torch.manual_seed(0)
+    assert float(rigidity_terms(still, canonical, TIMES, on)["displacement"]) == 0.0
+    fields, values = [Motion(angle=0.0), Motion(angle=0.0)], []
+    for factor, field in zip((1.0, 2.0), fields):
+        with torch.no_grad():
+            field.shift.mul_(factor)
+        torch.manual_seed(0)
+        values.append(rigidity_terms(field, canonical, TIMES, on)["displacement"])
+    # A translation by shift * t: twice the move, four times the cost.
+    assert float(values[0].detach()) > 0
+    assert math.isclose(float(values[1].detach()), 4 * float(values[0].detach()), rel_tol=1e-5)
+    values[0].backward()  # and the gradient pulls the move back
+    assert torch.allclose(fields[0].shift.grad.sign(), fields[0].shift.detach().sign())
+
+
 def test_nearest_neighbours_excludes_self_and_matches_brute_force():
     points = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
     index = nearest_neighbours(points, points, 4, chunk=7)
@@ -101,6 +125,19 @@ def test_model_regularization_includes_rigidity_when_enabled():
     off = DynamicGaussians(random_in_sphere(100, seed=1), DeformConfig(field=hexplane))
     assert {"rigidity", "isometry"} <= set(on.regularization(TIMES))
     assert not {"rigidity", "isometry"} & set(off.regularization(TIMES))
+
+
+def test_model_asks_for_the_displacement_only_on_top_of_a_learned_whole_object_motion():
+    from gen4d.gaussians.dynamic import DynamicGaussians
+
+    hexplane = HexPlaneConfig(features=4, resolution=(8, 8, 8, 5), multires=(1,), width=8)
+    rigidity = RigidityConfig(samples=64, neighbours=6, displacement=True)
+    model = DynamicGaussians(random_in_sphere(100, seed=1), DeformConfig(field=hexplane, rigidity=rigidity))
+    assert "displacement" not in model.regularization(TIMES)  # no whole-object motion: the field alone moves
+    model.turn.set(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 30.0]), torch.zeros(3))
+    assert "displacement" not in model.regularization(TIMES)  # a searched turn alone
+    model.turn.make_learnable()
+    assert {"rigidity", "displacement"} <= set(model.regularization(TIMES))
 
 
 def _moving_field():

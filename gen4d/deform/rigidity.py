@@ -44,6 +44,10 @@ class RigidityConfig:
     """Anchor Gaussians drawn per step (0 = off)."""
     neighbours: int = 8
     """Nearest canonical neighbours of each anchor."""
+    displacement: bool = False
+    """While a whole-object rigid motion is learned (ConstructConfig.rigid), also ``displacement`` (weight
+    LossWeights.displacement): the anchors' mean squared displacement by the field alone, relative to
+    the mean squared neighbour distance, so the field leaves to the rigid motion what it explains."""
 
     def __post_init__(self) -> None:
         check_non_negative(self, "samples")
@@ -119,7 +123,11 @@ def rigidity_terms(
     rigidity = ((now_offset - expected).square().sum(-1) * weights).sum() / (batch * scale)
     length_now = (now_offset.square().sum(-1) + 1e-12).sqrt()
     isometry = ((length_now - (rest_sq + 1e-12).sqrt()).abs() * weights).sum() / (batch * scale.sqrt())
-    return {"rigidity": rigidity, "isometry": isometry}
+    terms = {"rigidity": rigidity, "isometry": isometry}
+    if config.displacement:
+        shifted = field(canonical.map(lambda x: x[anchors]), times).means  # (B, S, 3), before any turn
+        terms["displacement"] = (shifted - means[anchors]).square().sum(-1).mean() / scale
+    return terms
 
 
 def _rotate(quats: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:

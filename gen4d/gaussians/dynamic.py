@@ -13,7 +13,7 @@ weights under ``field.*``, the whole-object turn, when there is one, under ``tur
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -106,7 +106,10 @@ class DynamicGaussians(nn.Module):
             return {}
         canonical, times = self.canonical(), times.to(self.device)
         terms = self.field.regularization(canonical, times)
-        terms.update(rigidity_terms(self.field, canonical, times, self.deform_config.rigidity, at, anchors))
+        rigidity = self.deform_config.rigidity
+        if rigidity.displacement and not self.turn.learnable:  # only on top of a learned whole-object motion
+            rigidity = replace(rigidity, displacement=False)
+        terms.update(rigidity_terms(self.field, canonical, times, rigidity, at, anchors))
         return terms
 
     def before_step(self, step: int) -> None:

@@ -42,6 +42,8 @@ class LossWeights:
     """Local rigidity of neighbouring Gaussians' motion (needs deform.rigidity.samples > 0)."""
     isometry: float = 0.0
     """Distances between neighbouring Gaussians kept over time (needs deform.rigidity.samples > 0)."""
+    displacement: float = 0.0
+    """Squared displacement by the deformation field (needs deform.rigidity.displacement)."""
 
     def __post_init__(self) -> None:
         check_non_negative(self, *(f.name for f in fields(self)))

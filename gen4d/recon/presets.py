@@ -150,11 +150,12 @@ class ConstructConfig:
     """Dynamic stage (deformation on); by default without densification, the static orbit keeping time 0 fixed."""
     deform: DeformConfig = field(
         default_factory=lambda: DeformConfig(
-            field=replace(_hexplane(32, 12, (1, 2)), deform_scale=False), rigidity=RigidityConfig(samples=2048)
+            field=replace(_hexplane(32, 12, (1, 2)), deform_scale=False),
+            rigidity=RigidityConfig(samples=2048, displacement=True),
         )
     )
     """Deformation field (default: HexPlane moving and turning the Gaussians, not resizing them, with local
-    rigidity between neighbours)."""
+    rigidity between neighbours, and kept small where a whole-object rigid motion is learned)."""
     turn: TurnSearchConfig = field(default_factory=TurnSearchConfig)
     """Whole-object turn per time about the vertical axis, searched before the fine stage (kept only when it
     explains the images clearly better than no turn)."""
@@ -169,7 +170,7 @@ class ConstructConfig:
     (MCMCConfig: 3DGS-MCMC, fixed cap); steps counted within each stage."""
     lr: LearningRates = field(default_factory=LearningRates)
     """Learning rates."""
-    loss: LossWeights = field(default_factory=lambda: LossWeights(rigidity=0.01))
+    loss: LossWeights = field(default_factory=lambda: LossWeights(rigidity=0.01, displacement=1e-3))
     """Loss weights."""
     log_every: int = 100
     """Update the progress bar, log and check for NaN every this many steps."""
@@ -198,10 +199,12 @@ class ConstructConfig:
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
         """Configs stored by earlier gen4d versions read as they ran: one with a ``turn`` but no ``rigid``
         section learned no whole-object motion (``rigid.when = "never"``, so such a run resumes as
-        it started); the layout before typed unions (``strategy`` beside ``densify`` and ``mcmc``)
+        it started), one without ``loss.displacement`` had no such term (0); the layout before typed unions (``strategy`` beside ``densify`` and ``mcmc``)
         read as the current one (``densify: {"type": "adaptive" or "mcmc", ...}``)."""
         if "turn" in data and "rigid" not in data:
             data["rigid"] = {"when": "never"}
+        if isinstance(data.get("loss"), dict) and "displacement" not in data["loss"]:
+            data["loss"]["displacement"] = 0.0
         densify = data.get("densify")
         if "strategy" not in data and "mcmc" not in data and not (isinstance(densify, dict) and "type" not in densify):
             return data
