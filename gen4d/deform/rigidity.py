@@ -10,12 +10,15 @@ at time ``t`` (primes: deformed):
 * ``rigidity``: ``|(x'_j - x'_i) - R_i (x_j - x_i)|^2`` with ``R_i = R(q'_i) R(q_i)^T``, the
   rotation the field applied to ``i`` (Dynamic 3D Gaussians' local-rigidity loss, with the
   canonical set as the reference frame);
-* ``isometry``: ``| |x'_j - x'_i| - |x_j - x_i| |`` (distances are kept).
+* ``isometry``: ``| |x'_j - x'_i| - |x_j - x_i| |`` (distances are kept);
+* ``displacement`` (only when asked for): ``|x'_i - x_i|^2`` of the anchors moved by the field alone,
+  for a field that should leave a learned whole-object motion to it (the caller decides when).
 
-Both are averaged over edges weighted by ``exp(-|x_j - x_i|^2 / (2 s^2))`` (``s^2`` = the mean
+The first two are averaged over edges weighted by ``exp(-|x_j - x_i|^2 / (2 s^2))`` (``s^2`` = the mean
 squared neighbour distance of the sample, so far neighbours count less) and over the step's
 times, and divided by ``s^2`` and ``s`` respectively, so they are relative to the local spacing
-of the Gaussians and their weights do not depend on the scene's scale.
+of the Gaussians and their weights do not depend on the scene's scale; the displacement is averaged
+over anchors and times and divided by ``s^2``.
 
 Cost: a random sample of ``samples`` anchor Gaussians per call; their neighbours are found
 among all canonical Gaussians on the fly (chunked distances), so there is no cached state to
