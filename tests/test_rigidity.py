@@ -140,6 +140,28 @@ def test_model_asks_for_the_displacement_only_on_top_of_a_learned_whole_object_m
     assert {"rigidity", "displacement"} <= set(model.regularization(TIMES))
 
 
+def test_displacement_read_from_the_rendered_set_is_the_fields_own():
+    """The step's set carries the turn and the learned rigid motion; the displacement read from it
+    (against the canonical anchors moved rigidly) equals the field's own, from a field pass alone."""
+    from gen4d.deform import rigidity_anchors
+    from gen4d.gaussians.dynamic import DynamicGaussians
+
+    field, canonical = _moving_field()
+    rigidity = RigidityConfig(samples=64, neighbours=6, displacement=True)
+    model = DynamicGaussians(canonical, DeformConfig(field=field.config, rigidity=rigidity))
+    model.field.load_state_dict(field.state_dict())
+    model.turn.set(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 40.0]), torch.tensor([0.1, 0.0, 0.0]))
+    model.turn.make_learnable()
+    with torch.no_grad():
+        model.turn.rotation.copy_(torch.tensor([[0.3, -0.2, 0.1]]))
+        model.turn.translation.copy_(torch.tensor([[0.2, 0.0, -0.1]]))
+    anchors = rigidity_anchors(150, rigidity, torch.device("cpu"))
+    own = model.regularization(TIMES, anchors=anchors)["displacement"]  # the field run on the sample alone
+    read = model.regularization(TIMES, at=model.at(TIMES), anchors=anchors)["displacement"]
+    assert float(own.detach()) > 1e-3
+    torch.testing.assert_close(read, own, rtol=1e-4, atol=1e-7)
+
+
 def _moving_field():
     """A small HexPlane field whose output heads move the Gaussians (non-zero weights), and 150
     canonical Gaussians."""

@@ -80,13 +80,19 @@ def rigidity_terms(
     config: RigidityConfig,
     moved: Gaussians | None = None,
     anchors: torch.Tensor | None = None,
+    whole=None,
 ) -> dict[str, torch.Tensor]:
-    """``{"rigidity", "isometry"}`` of ``field`` (a deformation field: ``(Gaussians (n), times (B,))
-    -> Gaussians (B, n)``) on a random sample of the canonical set (N, ...) at ``times`` (B,).
+    """``{"rigidity", "isometry"}`` (and ``displacement`` when the config asks) of ``field`` (a
+    deformation field: ``(Gaussians (n), times (B,)) -> Gaussians (B, n)``) on a random sample of
+    the canonical set (N, ...) at ``times`` (B,).
     ``moved``: the whole set already deformed to ``times`` (B, N, ...), e.g. the one a training step
     renders; the sample is then taken from it instead of running the field again (same values,
     one field pass per step, and a field with per-Gaussian caches never sees a subset).
-    ``anchors``: the sample (:func:`rigidity_anchors`), drawn here when not given."""
+    ``whole``: the rigid whole-object motion ``moved`` carries on top of the field (``(Gaussians (B,
+    n), times) -> Gaussians``, e.g. the model's turn track); the displacement is measured from the
+    canonical anchors moved by it, which equals the field's own displacement (a rigid motion keeps
+    distances) without a second field pass. ``anchors``: the sample (:func:`rigidity_anchors`),
+    drawn here when not given."""
     count = canonical.means.shape[0]
     k = min(config.neighbours, count - 1)
     if config.samples <= 0 or k < 1:
@@ -99,6 +105,7 @@ def rigidity_terms(
     rows = torch.cat([anchors[:, None], neighbours], 1)  # (S, 1 + K)
     flat = rows.reshape(-1)
     batch, samples = times.shape[0], rows.shape[0]
+    carries_whole = moved is not None and whole is not None  # else ``moved`` is the field's alone
     if moved is None and getattr(field, "per_gaussian_parameters", dict)():
         # Parameters with one row per Gaussian (learned blend weights) describe the whole set only:
         # deform all of it and read the sample from it below.
@@ -128,8 +135,11 @@ def rigidity_terms(
     isometry = ((length_now - (rest_sq + 1e-12).sqrt()).abs() * weights).sum() / (batch * scale.sqrt())
     terms = {"rigidity": rigidity, "isometry": isometry}
     if config.displacement:
-        shifted = field(canonical.map(lambda x: x[anchors]), times).means  # (B, S, 3), before any turn
-        terms["displacement"] = (shifted - means[anchors]).square().sum(-1).mean() / scale
+        rest_anchors = rest[None, :, 0].expand(batch, -1, -1)  # (B, S, 3)
+        if carries_whole:
+            sample = canonical.map(lambda x: x[anchors].expand(batch, *[-1] * x.dim()))  # (B, S, ...)
+            rest_anchors = whole(sample, times).means
+        terms["displacement"] = (now[:, :, 0] - rest_anchors).square().sum(-1).mean() / scale
     return terms
 
 

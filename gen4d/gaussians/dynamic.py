@@ -109,7 +109,7 @@ class DynamicGaussians(nn.Module):
         rigidity = self.deform_config.rigidity
         if rigidity.displacement and not self.turn.learnable:  # only on top of a learned whole-object motion
             rigidity = replace(rigidity, displacement=False)
-        terms.update(rigidity_terms(self.field, canonical, times, rigidity, at, anchors))
+        terms.update(rigidity_terms(self.field, canonical, times, rigidity, at, anchors, whole=self.turn))
         return terms
 
     def before_step(self, step: int) -> None:

@@ -200,7 +200,8 @@ class ConstructConfig:
         """Configs stored by earlier gen4d versions read as they ran: one with a ``turn`` but no ``rigid``
         section learned no whole-object motion (``rigid.when = "never"``, so such a run resumes as
         it started), one without ``loss.displacement`` had no such term (0); the layout before typed
-        unions (``strategy`` beside ``densify`` and ``mcmc``) read as the current one (``densify: {"type": "adaptive" or "mcmc", ...}``)."""
+        unions (``strategy`` beside ``densify`` and ``mcmc``) read as the current one
+        (``densify: {"type": "adaptive" or "mcmc", ...}``)."""
         if "turn" in data and "rigid" not in data:
             data["rigid"] = {"when": "never"}
         if isinstance(data.get("loss"), dict) and "displacement" not in data["loss"]:
