@@ -42,6 +42,7 @@ from gen4d.errors import NonFiniteLossError
 from gen4d.eval.split import evaluate_splits
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.io import write_json
+from gen4d.recon.candidates import CANDIDATES_DIR, SELECTION_FILE, run_candidates
 from gen4d.recon.graphs import StepGraphs
 from gen4d.recon.optim import build_optimizer, learning_rates_at, rigid_motion_groups, set_learning_rates
 from gen4d.recon.outputs import (
@@ -101,7 +102,7 @@ RUN_KIND = "reconstruct"
 # What a construction run writes in its folder (``--overwrite`` deletes these names only); the demo
 # adds files made from the finished run: RUN/export/asset.glb and its web player, player.html.
 RUN_ENTRIES = (*CHECKPOINT_ENTRIES, "ply", "renders", "videos", "export", "player.html", "metrics.json", "log.txt",
-               "config.json")  # fmt: skip
+               "config.json", CANDIDATES_DIR, SELECTION_FILE)  # fmt: skip
 """What a run writes into its folder (``--overwrite`` deletes only these)."""
 MAY_CHANGE_ON_RESUME = (
     "output", "log_every", "checkpoint_every", "checkpoint_seconds", "eval_every", "device", "backend", "tile_size",
@@ -252,11 +253,27 @@ def reconstruct(
     wall_start = time.perf_counter()
     # The device and the data are checked before the run folder is made: a mistake leaves nothing behind.
     device = resolve_device(config.device)
+    source = None if isinstance(data, MultiViewVideo) else Path(data)
     if not isinstance(data, MultiViewVideo):
         data = load_dataset(data, size=config.size or None)
+    if config.candidates.count > 1:
+        check_dataset(data.resized(config.size) if config.size else data)
     run = open_run(run_dir, RUN_KIND, RUN_ENTRIES, resume=resume, overwrite=overwrite, command=command)
     run_dir = run.path
     with run_logging(run_dir / "log.txt", echo):
+        if config.candidates.count > 1:
+            return run_candidates(
+                data,
+                source,
+                config,
+                run_dir,
+                resume,
+                echo is not None,
+                stop_after,
+                wall_start,
+                MAY_CHANGE_ON_RESUME,
+                reconstruct,
+            )
         return _reconstruct(data, config, device, run_dir, resume, progress, stop_after, wall_start)
 
 
@@ -347,12 +364,11 @@ def _write_outputs(config: ConstructConfig, task: ConstructTask, run_dir: Path, 
     lpips_model = lpips_loader.get(device) if config.output.lpips else None
     if config.output.lpips and lpips_model is None:
         log(f"LPIPS not reported: its weights are not available ({lpips_loader.error})")
-    splits = dict(heldout)
+    # The training orbit is always measured (several candidates are told apart by it).
+    splits = dict(heldout) if config.output.evaluate else {}
     splits["train"] = dataset.splits["orbit"]
     start = time.perf_counter()
-    metrics, renders = (
-        evaluate_splits(model, dataset, splits, options, bg_value, lpips_model) if config.output.evaluate else ({}, {})
-    )
+    metrics, renders = evaluate_splits(model, dataset, splits, options, bg_value, lpips_model)
     phase("evaluate_s", start)
     start = time.perf_counter()
     if config.output.renders and config.output.evaluate:
