@@ -51,9 +51,8 @@ def test_candidate_configs():
     assert replace(out[0], candidates=config.candidates) == config  # the first candidate is the plain run
     assert [c.device for c in candidate_configs(config, cuda_devices=2)] == ["cuda:0", "cuda:1", "cuda:0"]
     assert {c.device for c in candidate_configs(replace(config, device="cpu"), cuda_devices=2)} == {"cpu"}
-    # The GPU preset runs two; the CPU-sized and the papers' presets one.
-    assert PRESETS["default"].candidates.count == 2
-    assert {PRESETS[name].candidates.count for name in ("demo", "paper", "scgs")} == {1}
+    # An option: every preset runs one (two at once did not fit the time target on every H200 lease measured).
+    assert {preset.candidates.count for preset in PRESETS.values()} == {1}
 
 
 def test_the_best_fit_is_kept_and_its_outputs_are_the_runs(scene, tmp_path):

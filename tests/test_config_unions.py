@@ -97,13 +97,6 @@ def test_configs_stored_before_the_displacement_term_load_without_it():
     assert from_dict(ConstructConfig, stored).loss.displacement == 0.0
 
 
-def test_configs_stored_before_candidates_load_as_one_run():
-    stored = to_dict(PRESETS["default"])
-    assert from_dict(ConstructConfig, stored).candidates.count == 2  # today's default, stored in full
-    del stored["candidates"]  # an earlier config.json: one run
-    assert from_dict(ConstructConfig, stored).candidates.count == 1
-
-
 def test_resume_compares_an_older_stored_config_in_the_current_layout(tmp_path):
     from gen4d.run import check_resume_config
 

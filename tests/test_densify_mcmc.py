@@ -10,7 +10,6 @@ from gen4d.densify import DensifyConfig, DensifyStrategy, MCMCConfig, MCMCStrate
 from gen4d.gaussians import from_points
 from gen4d.gaussians.dynamic import DynamicGaussians
 from gen4d.recon.optim import LearningRates, build_optimizer
-from gen4d.recon.presets import CandidatesConfig
 
 CP = DeformConfig(field=ControlPointConfig(num_points=4, width=8, depth=1))
 
@@ -113,7 +112,7 @@ def test_reconstruct_with_mcmc(tmp_path):
         device="cpu", backend="torch", tile_size=8, init=InitConfig(num_points=50),
         coarse=StageConfig(iterations=6, cameras_per_step=1), fine=StageConfig(iterations=6, cameras_per_step=1, static_orbit=False),
         densify=MCMCConfig(cap=60, start=1, every=2), log_every=3,
-        output=OutputConfig(ply=False, video=False, renders=False, lpips=False), candidates=CandidatesConfig(count=1),
+        output=OutputConfig(ply=False, video=False, renders=False, lpips=False),
     )  # fmt: skip
     metrics = reconstruct(scene, config, tmp_path / "run", progress=False, echo=None)
     assert metrics["num_gaussians"] == 60

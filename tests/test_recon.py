@@ -27,7 +27,6 @@ from gen4d.recon.construct import (
     StageConfig,
     reconstruct,
 )
-from gen4d.recon.presets import CandidatesConfig
 from gen4d.render import RenderOptions
 
 NO_OUTPUTS = OutputConfig(ply=False, video=False, renders=False, lpips=False, evaluate=False)
@@ -63,7 +62,6 @@ def tiny_config(kind="hexplane", coarse=4, fine=5, points=60, cameras=1, **chang
         log_every=2,
         checkpoint_every=0,
         output=NO_OUTPUTS,
-        candidates=CandidatesConfig(count=1),
     )
     return replace(config, **changes)
 

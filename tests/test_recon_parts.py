@@ -14,7 +14,6 @@ from gen4d.recon import find_checkpoint, load_checkpoint, save_checkpoint
 from gen4d.recon.construct import PRESETS, ConstructConfig, StageConfig
 from gen4d.recon.losses import LossWeights, alpha_loss, depth_smoothness, dssim, l1, weighted_regularizers
 from gen4d.recon.optim import LearningRates, build_optimizer, learning_rates_at, log_linear, set_learning_rates
-from gen4d.recon.presets import CandidatesConfig
 
 HEX = DeformConfig(field=HexPlaneConfig(features=2, resolution=(4, 4, 4, 3), multires=(1,), width=8))
 
@@ -135,7 +134,6 @@ def test_each_stage_runs_its_own_learning_rate_schedule(tmp_path, monkeypatch):
         fine=StageConfig(iterations=fine, cameras_per_step=1, static_orbit=False),
         deform=HEX, densify=DensifyConfig(enabled=False), log_every=100, checkpoint_every=0,
         output=OutputConfig(ply=False, video=False, renders=False, lpips=False, evaluate=False),
-        candidates=CandidatesConfig(count=1),
     )  # fmt: skip
     seen: list[dict[str, float]] = []
     from gen4d.recon.optim import Adam

@@ -18,7 +18,6 @@ from gen4d.densify import DensifyConfig
 from gen4d.errors import RunInterrupted, UserError
 from gen4d.recon import load_run
 from gen4d.recon.construct import ConstructConfig, InitConfig, OutputConfig, StageConfig, reconstruct
-from gen4d.recon.presets import CandidatesConfig
 from gen4d.run import MARKER, open_run
 from gen4d.run.checkpoint import load_tree, save_tree, write_checkpoint
 from gen4d.run.folder import config_differences
@@ -47,7 +46,7 @@ def tiny(coarse=2, fine=3, **changes) -> ConstructConfig:
         coarse=StageConfig(iterations=coarse, cameras_per_step=1), fine=StageConfig(iterations=fine, cameras_per_step=1),
         deform=DeformConfig(field=SMALL_HEX),
         densify=DensifyConfig(start=2, stop=100, every=2, reset_every=0, max_gaussians=160),
-        log_every=2, checkpoint_every=0, output=NO_OUTPUTS, candidates=CandidatesConfig(count=1),
+        log_every=2, checkpoint_every=0, output=NO_OUTPUTS,
     )  # fmt: skip
     return replace(config, **changes)
 

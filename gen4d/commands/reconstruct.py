@@ -55,7 +55,7 @@ def cpu_minutes(config) -> float:
     side = config.size or 128  # 0 = as stored; gen4d's default data is 128 px
     coarse, fine = config.coarse, config.fine
     images = coarse.iterations * coarse.cameras_per_step + fine.iterations * fine.cameras_per_step
-    return images * 0.1 * (side / 96) ** 2 / 60 * config.candidates.count  # the candidates share the cores
+    return images * 0.1 * (side / 96) ** 2 / 60
 
 
 def default_preset_name(args: argparse.Namespace) -> str:

@@ -110,7 +110,7 @@ class OutputConfig:
 class CandidatesConfig:
     """Whole runs started side by side with different seeds; the one that fits its training views best is kept."""
 
-    count: int = 2
+    count: int = 1
     """Runs at once (separate processes, spread over the CUDA devices; RUN/candidates/<i>, seeds seed + i); 1 = one run."""
     turn_min_gain: float = 0.1
     """The turn search's min_gain in every run but the first (which uses turn.min_gain): a turn the search finds
@@ -199,7 +199,7 @@ class ConstructConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     """Outputs written at the end."""
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
-    """Several whole runs at once, the best fit to the training views kept (RUN holds its outputs)."""
+    """Several whole runs at once, the best fit to the training views kept (RUN holds its outputs; off: one run)."""
 
     def __post_init__(self) -> None:
         if self.coarse.iterations + self.fine.iterations <= 0:
@@ -217,16 +217,13 @@ class ConstructConfig:
     def upgrade_dict(data: dict[str, Any]) -> dict[str, Any]:
         """Configs stored by earlier gen4d versions read as they ran: one with a ``turn`` but no ``rigid``
         section learned no whole-object motion (``rigid.when = "never"``, so such a run resumes as
-        it started), one without ``loss.displacement`` had no such term (0), one without ``candidates`` was
-        one run (``candidates.count = 1``); the layout before typed
+        it started), one without ``loss.displacement`` had no such term (0); the layout before typed
         unions (``strategy`` beside ``densify`` and ``mcmc``) read as the current one
         (``densify: {"type": "adaptive" or "mcmc", ...}``)."""
         if "turn" in data and "rigid" not in data:
             data["rigid"] = {"when": "never"}
         if isinstance(data.get("loss"), dict) and "displacement" not in data["loss"]:
             data["loss"]["displacement"] = 0.0
-        if "candidates" not in data:
-            data["candidates"] = {"count": 1}
         densify = data.get("densify")
         if "strategy" not in data and "mcmc" not in data and not (isinstance(densify, dict) and "type" not in densify):
             return data
@@ -251,7 +248,6 @@ PRESETS: dict[str, ConstructConfig] = {
     # Diffusion4D's 4D construction schedule (4DGS: 5k coarse + 2k fine, one image per step),
     # 4DGS-style HexPlane ([64, 64, 64, T/2], multires [1, 2]) and learning rates.
     "paper": ConstructConfig(
-        candidates=CandidatesConfig(count=1),
         turn=TurnSearchConfig(enabled=False),
         init=InitConfig(num_points=10000),
         coarse=StageConfig(iterations=5000, cameras_per_step=1, static_orbit=True),
@@ -277,7 +273,6 @@ PRESETS: dict[str, ConstructConfig] = {
     # The SC-GS schedule of the Diffusion4D paper (16k static + 4k dynamic steps): sparse control
     # points (512, K = 3) with ARAP, otherwise as "paper".
     "scgs": ConstructConfig(
-        candidates=CandidatesConfig(count=1),
         turn=TurnSearchConfig(enabled=False),
         init=InitConfig(num_points=10000),
         coarse=StageConfig(iterations=16000, cameras_per_step=1, static_orbit=True),
@@ -297,7 +292,6 @@ PRESETS: dict[str, ConstructConfig] = {
     ),
     # CPU-sized (a few minutes on 2 cores with the reference rasteriser).
     "demo": ConstructConfig(
-        candidates=CandidatesConfig(count=1),
         turn=TurnSearchConfig(enabled=False),
         size=96,
         tile_size=8,
