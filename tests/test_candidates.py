@@ -82,6 +82,10 @@ def test_candidates_resume_exactly_and_overwrite_removes_them(scene, tmp_path):
     resumed = reconstruct(scene, tiny(), run, resume=True, progress=False, echo=None)
     assert _fits(run) == _fits(tmp_path / "whole")
     assert resumed["candidates"]["chosen"] == whole["candidates"]["chosen"]
+    # Resuming a finished run selects again and replaces RUN's copies, leaving no half-made ones.
+    again = reconstruct(scene, tiny(), run, resume=True, progress=False, echo=None)
+    assert again["splits"] == resumed["splits"] and (run / "checkpoint" / "model.safetensors").is_file()
+    assert sorted(p.name for p in (run / "candidates").iterdir()) == ["0", "1"]
     reconstruct(scene, tiny(count=1), run, overwrite=True, progress=False, echo=None)
     assert not (run / "candidates").exists() and not (run / "selection.json").exists()
 

@@ -73,9 +73,10 @@ def _fit(metrics: dict[str, Any]) -> float:
     return float(metrics["splits"]["train"]["psnr"])
 
 
-def _link_tree(source: Path, target: Path) -> None:
-    """``target`` (replaced atomically when present) = the file or folder ``source``, hard-linked."""
-    temporary = target.with_name(f".{target.name}.tmp")
+def _link_tree(source: Path, target: Path, scratch: Path) -> None:
+    """``target`` (replaced atomically when present) = the file or folder ``source``, hard-linked;
+    ``scratch``: a folder of the run on the same file system for the half-made copy and the old one."""
+    temporary = scratch / f".{target.name}.tmp"
     if temporary.is_dir():
         shutil.rmtree(temporary)
     elif temporary.exists():
@@ -92,7 +93,7 @@ def _link_tree(source: Path, target: Path) -> None:
     else:
         link(str(source), str(temporary))
     if target.is_dir() and not target.is_symlink():
-        old = target.with_name(f".{target.name}.old")
+        old = scratch / f".{target.name}.old"
         if old.exists():
             shutil.rmtree(old)
         target.rename(old)
@@ -190,7 +191,7 @@ def run_candidates(data: MultiViewVideo, source: Path | None, config: ConstructC
     )
     for name in SHARED_ENTRIES:
         if (folders[chosen] / name).exists():
-            _link_tree(folders[chosen] / name, run_dir / name)
+            _link_tree(folders[chosen] / name, run_dir / name, run_dir / CANDIDATES_DIR)
     metrics = dict(done[chosen])
     metrics.update(
         candidates={"chosen": chosen, "by": "highest PSNR on the training orbit", "runs": summary},
