@@ -29,6 +29,7 @@ import torch
 
 from gen4d.config import to_dict
 from gen4d.data.dataset import MultiViewVideo
+from gen4d.errors import RunInterrupted
 from gen4d.io import read_json, write_json
 from gen4d.recon.presets import ConstructConfig
 from gen4d.run import check_resume_config, is_run
@@ -155,7 +156,10 @@ def run_candidates(data: MultiViewVideo, source: Path | None, config: ConstructC
                 process.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 pass
-        raise
+        raise RunInterrupted(
+            f"each candidate saved its last checkpoint (their logs: {run_dir / CANDIDATES_DIR}/<i>/log.txt); "
+            "--resume continues them"
+        ) from None
     finally:
         for process in workers.values():
             if process.poll() is None:
