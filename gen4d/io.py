@@ -5,12 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json", "read_json", "read_safetensors", "read_torch_state_dict", "current_umask"]
+__all__ = [
+    "atomic_path",
+    "swap_in_folder",
+    "write_json",
+    "read_json",
+    "read_safetensors",
+    "read_torch_state_dict",
+    "current_umask",
+]
 
 
 def current_umask() -> int:
@@ -45,6 +54,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def swap_in_folder(new: Path, target: Path, old: Path) -> None:
+    """Put the complete folder ``new`` at ``target`` with two renames, so ``target`` is never half
+    there: the previous ``target`` (if any) moves to ``old`` (emptied first), which the caller then
+    deletes or keeps. All three lie in one folder gen4d writes."""
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

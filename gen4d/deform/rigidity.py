@@ -28,6 +28,7 @@ state is part of every checkpoint).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +81,7 @@ def rigidity_terms(
     config: RigidityConfig,
     moved: Gaussians | None = None,
     anchors: torch.Tensor | None = None,
-    whole=None,
+    whole: Callable[[Gaussians, torch.Tensor], Gaussians] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{"rigidity", "isometry"}`` (and ``displacement`` when the config asks) of ``field`` (a
     deformation field: ``(Gaussians (n), times (B,)) -> Gaussians (B, n)``) on a random sample of

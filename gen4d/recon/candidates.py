@@ -30,7 +30,7 @@ import torch
 from gen4d.config import to_dict
 from gen4d.data.dataset import MultiViewVideo
 from gen4d.errors import RunInterrupted
-from gen4d.io import read_json, write_json
+from gen4d.io import read_json, swap_in_folder, write_json
 from gen4d.recon.presets import ConstructConfig
 from gen4d.run import check_resume_config, is_run
 from gen4d.run.logs import LOGGER
@@ -74,14 +74,12 @@ def _fit(metrics: dict[str, Any]) -> float:
     return float(metrics["splits"]["train"]["psnr"])
 
 
-def _link_tree(source: Path, target: Path, scratch: Path) -> None:
-    """``target`` (replaced atomically when present) = the file or folder ``source``, hard-linked;
-    ``scratch``: a folder of the run on the same file system for the half-made copy and the old one."""
-    temporary = scratch / f".{target.name}.tmp"
-    if temporary.is_dir():
-        shutil.rmtree(temporary)
-    elif temporary.exists():
-        temporary.unlink()
+def _link_folder(source: Path, target: Path, scratch: Path) -> None:
+    """``target`` (replaced atomically when present) = the folder ``source``, its files hard-linked
+    (copied where the file system cannot link); ``scratch``: a folder of the run on the same file
+    system for the half-made copy and the replaced one."""
+    temporary, old = scratch / f".{target.name}.tmp", scratch / f".{target.name}.old"
+    shutil.rmtree(temporary, ignore_errors=True)
 
     def link(src: str, dst: str) -> None:
         try:
@@ -89,19 +87,9 @@ def _link_tree(source: Path, target: Path, scratch: Path) -> None:
         except OSError:
             shutil.copy2(src, dst)
 
-    if source.is_dir():
-        shutil.copytree(source, temporary, copy_function=link)
-    else:
-        link(str(source), str(temporary))
-    if target.is_dir() and not target.is_symlink():
-        old = scratch / f".{target.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        target.rename(old)
-        temporary.rename(target)
-        shutil.rmtree(old)
-    else:
-        os.replace(temporary, target)
+    shutil.copytree(source, temporary, copy_function=link)
+    swap_in_folder(temporary, target, old)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_candidates(data: MultiViewVideo, source: Path | None, config: ConstructConfig, run_dir: Path, resume: bool,
@@ -194,8 +182,8 @@ def run_candidates(data: MultiViewVideo, source: Path | None, config: ConstructC
         run_dir / SELECTION_FILE, {"chosen": chosen, "by": "highest PSNR on the training orbit", "candidates": summary}
     )
     for name in SHARED_ENTRIES:
-        if (folders[chosen] / name).exists():
-            _link_tree(folders[chosen] / name, run_dir / name, run_dir / CANDIDATES_DIR)
+        if (folders[chosen] / name).is_dir():
+            _link_folder(folders[chosen] / name, run_dir / name, run_dir / CANDIDATES_DIR)
     metrics = dict(done[chosen])
     metrics.update(
         candidates={"chosen": chosen, "by": "highest PSNR on the training orbit", "runs": summary},

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from gen4d.io import read_json, read_safetensors, write_json
+from gen4d.io import read_json, read_safetensors, swap_in_folder, write_json
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -162,10 +162,7 @@ def write_checkpoint(
     tmp.mkdir(parents=True)
     write(tmp)
     write_json(tmp / "checkpoint.json", info)
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
+    swap_in_folder(tmp, target, old)
     if old.exists() and keep > 1:
         older = run_dir / "checkpoints"
         older.mkdir(exist_ok=True)
